@@ -1,0 +1,41 @@
+//! LayerNorm over the last dimension, computed in f32 with a two-pass (mean, then variance)
+//! formula so that large activations keep their precision.
+
+/// Normalises each row of `input` (`rows x gamma.len()`) into `out`.
+pub fn layernorm(input: &[f32], out: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let d = gamma.len();
+    assert!(d > 0 && beta.len() == d, "layernorm: gamma/beta length mismatch");
+    assert!(input.len() == out.len() && input.len() % d == 0, "layernorm: ragged rows");
+    for (x, y) in input.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        layernorm_row(x, y, gamma, beta, eps);
+    }
+}
+
+/// One row of [`layernorm`].
+pub fn layernorm_row(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for i in 0..x.len() {
+        y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_worked_row() {
+        // x = [1, 2, 3, 4]: mean 2.5, variance 1.25.
+        let x = [1.0, 2.0, 3.0, 4.0];
+        let mut y = [0.0; 4];
+        layernorm(&x, &mut y, &[1.0, 1.0, 2.0, 1.0], &[0.0, 0.0, 0.0, 10.0], 0.0);
+        let s = 1.25f32.sqrt();
+        let want = [-1.5 / s, -0.5 / s, 2.0 * 0.5 / s, 1.5 / s + 10.0];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{y:?} vs {want:?}");
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! What a model file says about its network and its inputs: architecture, preprocessing and
+//! labels. Stored as JSON inside the `.evit` header (see docs/format.md) and validated at open.
+
+use serde::{Deserialize, Serialize};
+
+pub use edgevit_kernels::activation::Activation;
+
+/// Upper bounds that keep a hostile header from asking for absurd scratch memory. Generous:
+/// ViT-H/14 at 518 px has 1370 tokens and width 1280.
+pub const MAX_DIM: usize = 16_384;
+pub const MAX_LAYERS: usize = 256;
+pub const MAX_TOKENS: usize = 8_192;
+pub const MAX_LABELS: usize = 1 << 20;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    pub image_height: usize,
+    pub image_width: usize,
+    pub patch_size: usize,
+    pub num_channels: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub num_labels: usize,
+    pub layer_norm_eps: f32,
+    pub activation: ActivationName,
+    pub qkv_bias: bool,
+}
+
+/// The activation as written in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationName {
+    Gelu,
+    GeluTanh,
+    QuickGelu,
+    Relu,
+    Silu,
+}
+
+impl ActivationName {
+    /// Maps a Hugging Face `hidden_act` string.
+    pub fn from_hf(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "quick_gelu" => Self::QuickGelu,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            _ => return None,
+        })
+    }
+    pub fn kernel(self) -> Activation {
+        match self {
+            Self::Gelu => Activation::Gelu,
+            Self::GeluTanh => Activation::GeluTanh,
+            Self::QuickGelu => Activation::QuickGelu,
+            Self::Relu => Activation::Relu,
+            Self::Silu => Activation::Silu,
+        }
+    }
+}
+
+impl Architecture {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+    pub fn num_patches(&self) -> usize {
+        (self.image_height / self.patch_size) * (self.image_width / self.patch_size)
+    }
+    /// Patches plus the CLS token.
+    pub fn tokens(&self) -> usize {
+        self.num_patches() + 1
+    }
+    /// Length of one flattened patch: channels x patch x patch.
+    pub fn patch_len(&self) -> usize {
+        self.num_channels * self.patch_size * self.patch_size
+    }
+    pub fn input_len(&self) -> usize {
+        self.num_channels * self.image_height * self.image_width
+    }
+
+    /// Checks that the numbers describe a ViT this runtime can run, within sane bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        let fields = [
+            ("image_height", self.image_height),
+            ("image_width", self.image_width),
+            ("patch_size", self.patch_size),
+            ("num_channels", self.num_channels),
+            ("hidden_size", self.hidden_size),
+            ("num_layers", self.num_layers),
+            ("num_heads", self.num_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("num_labels", self.num_labels),
+        ];
+        for (name, v) in fields {
+            if v == 0 {
+                return Err(format!("{name} is 0"));
+            }
+        }
+        for (name, v) in [("image_height", self.image_height), ("image_width", self.image_width), ("hidden_size", self.hidden_size), ("intermediate_size", self.intermediate_size), ("patch_size", self.patch_size)] {
+            if v > MAX_DIM {
+                return Err(format!("{name} = {v} is larger than the supported {MAX_DIM}"));
+            }
+        }
+        if self.num_channels != 3 {
+            return Err(format!("num_channels = {} (only RGB models, 3 channels, are supported)", self.num_channels));
+        }
+        if self.num_layers > MAX_LAYERS {
+            return Err(format!("num_layers = {} is more than the supported {MAX_LAYERS}", self.num_layers));
+        }
+        if self.num_labels > MAX_LABELS {
+            return Err(format!("num_labels = {} is more than the supported {MAX_LABELS}", self.num_labels));
+        }
+        if self.hidden_size % self.num_heads != 0 {
+            return Err(format!("hidden_size {} is not divisible by num_heads {}", self.hidden_size, self.num_heads));
+        }
+        if self.image_height % self.patch_size != 0 || self.image_width % self.patch_size != 0 {
+            return Err(format!("image size {}x{} is not a multiple of patch_size {}", self.image_height, self.image_width, self.patch_size));
+        }
+        if self.tokens() > MAX_TOKENS {
+            return Err(format!("{} tokens is more than the supported {MAX_TOKENS}", self.tokens()));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
+            return Err(format!("layer_norm_eps = {} is not a finite non-negative number", self.layer_norm_eps));
+        }
+        Ok(())
+    }
+}
+
+/// Resampling filters, with the meaning (and numbers) of PIL's `Image.Resampling`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Filter {
+    Nearest,
+    Lanczos,
+    Bilinear,
+    Bicubic,
+    Box,
+    Hamming,
+}
+
+impl Filter {
+    /// PIL's integer code, as Hugging Face's `resample` field uses it.
+    pub fn from_pil(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => Self::Nearest,
+            1 => Self::Lanczos,
+            2 => Self::Bilinear,
+            3 => Self::Bicubic,
+            4 => Self::Box,
+            5 => Self::Hamming,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Resize {
+    /// Resize to exactly this size, ignoring the aspect ratio.
+    Exact { height: usize, width: usize },
+    /// Scale so the shorter side becomes `size`, keeping the aspect ratio.
+    ShortestEdge { size: usize },
+}
+
+/// Preprocessing from decoded RGB to the model's input tensor, in this order:
+/// resize, centre crop, rescale, normalise, HWC -> CHW.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    pub resize: Option<Resize>,
+    pub filter: Filter,
+    /// Centre crop to (height, width) after resizing.
+    pub crop: Option<[usize; 2]>,
+    /// Multiply the 0..255 pixel values by this (Hugging Face: 1/255).
+    pub rescale_factor: Option<f32>,
+    /// Per-channel (mean, std) for `(x - mean) / std`.
+    pub normalize: Option<Normalize>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalize {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// Size (height, width) the steps produce for an input of `h x w`.
+    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (h, w) = match self.resize {
+            None => (h, w),
+            Some(Resize::Exact { height, width }) => (height, width),
+            Some(Resize::ShortestEdge { size }) => shortest_edge_size(h, w, size),
+        };
+        match self.crop {
+            Some([ch, cw]) => (ch, cw),
+            None => (h, w),
+        }
+    }
+
+    pub fn validate(&self, arch: &Architecture) -> Result<(), String> {
+        if let Some(n) = &self.normalize {
+            if n.std.iter().chain(&n.mean).any(|v| !v.is_finite()) || n.std.iter().any(|&s| s == 0.0) {
+                return Err(format!("normalisation mean {:?} / std {:?} must be finite with std != 0", n.mean, n.std));
+            }
+        }
+        if let Some(r) = self.rescale_factor {
+            if !r.is_finite() {
+                return Err(format!("rescale_factor {r} is not finite"));
+            }
+        }
+        let target = (arch.image_height, arch.image_width);
+        match (self.resize, self.crop) {
+            (_, Some(c)) if (c[0], c[1]) != target => Err(format!("crop size {}x{} differs from the model's image size {}x{}", c[0], c[1], target.0, target.1)),
+            (Some(Resize::Exact { height, width }), None) if (height, width) != target => Err(format!("resize to {height}x{width} differs from the model's image size {}x{} and there is no crop", target.0, target.1)),
+            (Some(Resize::ShortestEdge { size }), None) if target.0 != target.1 || size != target.0 => Err(format!("shortest-edge resize to {size} needs a crop to reach {}x{}", target.0, target.1)),
+            (Some(Resize::ShortestEdge { size }), _) | (Some(Resize::Exact { height: size, .. }), _) if size == 0 || size > MAX_DIM => Err(format!("resize size {size} out of range")),
+            (Some(Resize::Exact { width: 0, .. }), _) => Err("resize width 0".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Hugging Face's rule for `{"shortest_edge": s}`: the short side becomes `s` and the long side
+/// `int(s * long / short)`.
+pub fn shortest_edge_size(h: usize, w: usize, size: usize) -> (usize, usize) {
+    if h <= w {
+        (size, (size as f64 * w as f64 / h as f64) as usize)
+    } else {
+        ((size as f64 * h as f64 / w as f64) as usize, size)
+    }
+}
+
+/// Everything a model file says besides its tensors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub preprocess: Preprocess,
+    /// One name per output class, in index order.
+    pub labels: Vec<String>,
+    /// Where the weights came from (free text, e.g. the snapshot folder).
+    #[serde(default)]
+    pub source: String,
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.architecture.validate()?;
+        self.preprocess.validate(&self.architecture)?;
+        if self.labels.len() != self.architecture.num_labels {
+            return Err(format!("{} label names for {} classes", self.labels.len(), self.architecture.num_labels));
+        }
+        Ok(())
+    }
+}

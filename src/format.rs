@@ -1,0 +1,306 @@
+//! The `.evit` model file, version 1: the one definition of its reader and its writer.
+//! docs/format.md specifies the bytes; keep the two in step.
+//!
+//! Layout: a 64-byte prefix, a UTF-8 JSON header (config + tensor table), zero padding to a
+//! multiple of 64, then the data section holding every tensor at a 64-byte aligned offset.
+//! Everything is little-endian. Opening validates every number the header holds, so a
+//! damaged file is refused with a message instead of failing later.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+
+#[cfg(target_endian = "big")]
+compile_error!("edgevit reads its little-endian model files in place and supports only little-endian CPUs");
+
+pub const MAGIC: [u8; 8] = *b"\x89EVIT\r\n\x1a";
+pub const VERSION: u32 = 1;
+pub const PREFIX_LEN: usize = 64;
+pub const ALIGN: usize = 64;
+/// A JSON header larger than this is refused before it is parsed.
+pub const MAX_HEADER_LEN: u64 = 64 << 20;
+
+/// Element types a tensor may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    F32,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+        }
+    }
+}
+
+/// How a tensor's elements are ordered in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// C order: the last dimension varies fastest. Linear weights are `[out, in]`.
+    RowMajor,
+}
+
+/// One entry of the tensor table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: DType,
+    pub layout: Layout,
+    pub shape: Vec<u64>,
+    /// Byte offset from the start of the data section; a multiple of 64.
+    pub offset: u64,
+    /// Byte length: product(shape) x dtype size.
+    pub length: u64,
+    /// CRC-32 (IEEE, as zlib's crc32) of the tensor's bytes.
+    pub crc32: u32,
+}
+
+impl TensorEntry {
+    pub fn numel(&self) -> Option<u64> {
+        self.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub config: ModelConfig,
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// An open, validated model file. The bytes stay in the memory map; nothing is copied.
+pub struct EvitFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    header: Header,
+    data_offset: usize,
+}
+
+impl EvitFile {
+    /// Maps and validates `path`. Checks the header checksum, every offset, length, shape and
+    /// alignment, but not the tensor checksums (see [`EvitFile::verify`]).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len < PREFIX_LEN as u64 {
+            return Err(Error::format(path, format!("the file is {len} bytes, shorter than the {PREFIX_LEN}-byte prefix")));
+        }
+        // SAFETY: the map is read-only and private to this process. If another process
+        // truncates the file while it is mapped, reads past the new end fault (SIGBUS); see
+        // docs/format.md ("Changing a file in use"). We never write through the map.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let (header, data_offset) = parse(&map).map_err(|m| Error::format(path, m))?;
+        Ok(EvitFile { path: path.to_path_buf(), map, header, data_offset })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+    pub fn file_len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The bytes of tensor `index` in the table (validated at open).
+    pub fn tensor_bytes(&self, index: usize) -> &[u8] {
+        let t = &self.header.tensors[index];
+        let start = self.data_offset + t.offset as usize;
+        &self.map[start..start + t.length as usize]
+    }
+
+    /// Checks every tensor's CRC-32. Reads the whole file.
+    pub fn verify(&self) -> Result<()> {
+        for (i, t) in self.header.tensors.iter().enumerate() {
+            let crc = crc32fast::hash(self.tensor_bytes(i));
+            if crc != t.crc32 {
+                return Err(Error::format(&self.path, format!("tensor '{}' is damaged: checksum {crc:08x}, expected {:08x}", t.name, t.crc32)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Validates the whole header of `bytes` and returns it with the data section's offset.
+pub fn parse(bytes: &[u8]) -> Result<(Header, usize), String> {
+    let file_len = bytes.len() as u64;
+    if bytes.len() < PREFIX_LEN {
+        return Err(format!("the file is {file_len} bytes, shorter than the {PREFIX_LEN}-byte prefix"));
+    }
+    let prefix = &bytes[..PREFIX_LEN];
+    if prefix[..8] != MAGIC {
+        return Err("wrong magic number: this is not an .evit file (make one with `edgevit-tools quantize`)".into());
+    }
+    let version = read_u32(prefix, 8);
+    if version != VERSION {
+        return Err(if version > VERSION {
+            format!("format version {version} is newer than this edgevit reads ({VERSION}); upgrade edgevit")
+        } else {
+            format!("format version {version} is not supported (this edgevit reads {VERSION})")
+        });
+    }
+    let prefix_crc = read_u32(prefix, 60);
+    if crc32fast::hash(&prefix[..60]) != prefix_crc {
+        return Err("the 64-byte prefix is damaged (checksum mismatch)".into());
+    }
+    if prefix[40..60].iter().any(|&b| b != 0) {
+        return Err("reserved prefix bytes 40..60 are not zero".into());
+    }
+    let header_crc = read_u32(prefix, 12);
+    let json_len = read_u64(prefix, 16);
+    let data_offset = read_u64(prefix, 24);
+    let data_len = read_u64(prefix, 32);
+    if json_len > MAX_HEADER_LEN {
+        return Err(format!("header claims {json_len} bytes of JSON, more than the {MAX_HEADER_LEN} allowed"));
+    }
+    let json_end = PREFIX_LEN as u64 + json_len;
+    if json_end > file_len {
+        return Err(format!("truncated: the header needs {json_end} bytes but the file has {file_len}"));
+    }
+    if data_offset < json_end || data_offset % ALIGN as u64 != 0 {
+        return Err(format!("data offset {data_offset} must be a multiple of {ALIGN} at or after the header's end ({json_end})"));
+    }
+    match data_offset.checked_add(data_len) {
+        Some(end) if end == file_len => {}
+        Some(end) if end > file_len => return Err(format!("truncated: the data section ends at byte {end} but the file has {file_len}")),
+        _ => return Err(format!("the data section ({data_len} bytes at {data_offset}) does not end where the file does ({file_len})")),
+    }
+    let json = &bytes[PREFIX_LEN..json_end as usize];
+    if crc32fast::hash(json) != header_crc {
+        return Err("the JSON header is damaged (checksum mismatch)".into());
+    }
+    let header: Header = serde_json::from_slice(json).map_err(|e| format!("the JSON header is invalid: {e}"))?;
+    header.config.validate().map_err(|e| format!("config: {e}"))?;
+    validate_tensors(&header.tensors, data_len)?;
+    Ok((header, data_offset as usize))
+}
+
+fn validate_tensors(tensors: &[TensorEntry], data_len: u64) -> Result<(), String> {
+    let mut names = HashSet::new();
+    let mut spans = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        if !names.insert(t.name.as_str()) {
+            return Err(format!("tensor '{}' appears twice", t.name));
+        }
+        let bytes = t.numel().and_then(|n| n.checked_mul(t.dtype.size() as u64));
+        if bytes != Some(t.length) {
+            return Err(format!("tensor '{}': shape {:?} of {:?} does not make {} bytes", t.name, t.shape, t.dtype, t.length));
+        }
+        if t.offset % ALIGN as u64 != 0 {
+            return Err(format!("tensor '{}': offset {} is not a multiple of {ALIGN}", t.name, t.offset));
+        }
+        match t.offset.checked_add(t.length) {
+            Some(end) if end <= data_len => spans.push((t.offset, end, t.name.as_str())),
+            _ => return Err(format!("tensor '{}': bytes {}..+{} lie outside the {data_len}-byte data section", t.name, t.offset, t.length)),
+        }
+    }
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        if w[1].0 < w[0].1 {
+            return Err(format!("tensors '{}' and '{}' overlap", w[0].2, w[1].2));
+        }
+    }
+    Ok(())
+}
+
+/// A tensor to be written.
+pub struct TensorData<'a> {
+    pub name: String,
+    pub dtype: DType,
+    pub layout: Layout,
+    pub shape: Vec<usize>,
+    pub bytes: Cow<'a, [u8]>,
+}
+
+impl<'a> TensorData<'a> {
+    pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &'a [f32]) -> Self {
+        TensorData { name: name.into(), dtype: DType::F32, layout: Layout::RowMajor, shape, bytes: Cow::Borrowed(bytemuck::cast_slice(values)) }
+    }
+}
+
+/// Serialises a model into the bytes of an `.evit` file.
+pub fn to_bytes(config: &ModelConfig, tensors: &[TensorData<'_>]) -> Result<Vec<u8>> {
+    let mut entries = Vec::with_capacity(tensors.len());
+    let mut offset = 0usize;
+    for t in tensors {
+        let numel: usize = t.shape.iter().product();
+        if numel * t.dtype.size() != t.bytes.len() {
+            return Err(Error::Input(format!("tensor '{}': {} bytes for shape {:?}", t.name, t.bytes.len(), t.shape)));
+        }
+        entries.push(TensorEntry {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            layout: t.layout,
+            shape: t.shape.iter().map(|&d| d as u64).collect(),
+            offset: offset as u64,
+            length: t.bytes.len() as u64,
+            crc32: crc32fast::hash(&t.bytes),
+        });
+        offset = align_up(offset + t.bytes.len());
+    }
+    let header = Header { config: config.clone(), tensors: entries };
+    let json = serde_json::to_vec(&header).map_err(|e| Error::Input(format!("cannot encode the header: {e}")))?;
+    let data_offset = align_up(PREFIX_LEN + json.len());
+    let data_len = offset;
+
+    let mut out = Vec::with_capacity(data_offset + data_len);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(data_offset as u64).to_le_bytes());
+    out.extend_from_slice(&(data_len as u64).to_le_bytes());
+    out.resize(60, 0);
+    let prefix_crc = crc32fast::hash(&out);
+    out.extend_from_slice(&prefix_crc.to_le_bytes());
+    out.extend_from_slice(&json);
+    out.resize(data_offset, 0);
+    for (t, e) in tensors.iter().zip(&header.tensors) {
+        out.resize(data_offset + e.offset as usize, 0);
+        out.extend_from_slice(&t.bytes);
+    }
+    out.resize(data_offset + data_len, 0);
+    Ok(out)
+}
+
+/// Writes a model file atomically: to a temporary file beside `path`, then renamed over it, so
+/// an interrupted write never leaves a half-written model under the final name.
+pub fn write(path: &Path, config: &ModelConfig, tensors: &[TensorData<'_>]) -> Result<()> {
+    let bytes = to_bytes(config, tensors)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+fn align_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}

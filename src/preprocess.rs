@@ -1,0 +1,342 @@
+//! From an image file to the model's input tensor, with the meaning of Hugging Face's
+//! `ViTImageProcessor` on its PIL path: convert to RGB as PIL's `convert("RGB")` does, resize
+//! with PIL's resampling arithmetic (same filters, same fixed-point rounding), centre crop,
+//! rescale, normalise, and lay out channels first.
+
+use std::path::Path;
+
+use crate::config::{Filter, ModelConfig, Preprocess, Resize};
+use crate::error::{Error, Result};
+
+/// Images larger than this on either side are refused before their pixels are decoded.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// An 8-bit RGB image, rows top to bottom, pixels interleaved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+/// Decodes an image file (JPEG or PNG) and converts it to 8-bit RGB the way PIL's
+/// `convert("RGB")` does: grey is replicated, alpha is dropped (not composited), palettes are
+/// expanded. 16-bit samples keep their high byte, as PIL does for 16-bit RGB; 16-bit grey is
+/// scaled the same way rather than clipped as PIL would (see docs/preprocessing.md). EXIF
+/// orientation is applied.
+pub fn load_image(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_image(&bytes).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+}
+
+/// [`load_image`] on bytes already in memory.
+pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
+    use image::{DynamicImage, ImageDecoder, ImageReader};
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| format!("cannot read image: {e}"))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    reader.limits(limits);
+    if reader.format().is_none() {
+        return Err("cannot decode image: unrecognised format (JPEG and PNG are supported)".into());
+    }
+    let mut decoder = reader.into_decoder().map_err(|e| format!("cannot decode image: {e}"))?;
+    let orientation = decoder.orientation().map_err(|e| format!("cannot decode image: {e}"))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot decode image: {e}"))?;
+    img.apply_orientation(orientation);
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    if width == 0 || height == 0 {
+        return Err(format!("image is {width}x{height}: nothing to classify"));
+    }
+    let data = match img {
+        DynamicImage::ImageRgb8(b) => b.into_raw(),
+        DynamicImage::ImageLuma8(b) => b.into_raw().iter().flat_map(|&v| [v, v, v]).collect(),
+        DynamicImage::ImageLumaA8(b) => b.into_raw().chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+        DynamicImage::ImageRgba8(b) => b.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        DynamicImage::ImageLuma16(b) => b.into_raw().iter().flat_map(|&v| [(v >> 8) as u8; 3]).collect(),
+        DynamicImage::ImageLumaA16(b) => b.into_raw().chunks_exact(2).flat_map(|p| [(p[0] >> 8) as u8; 3]).collect(),
+        DynamicImage::ImageRgb16(b) => b.into_raw().iter().map(|&v| (v >> 8) as u8).collect(),
+        DynamicImage::ImageRgba16(b) => b.into_raw().chunks_exact(4).flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8]).collect(),
+        other => other.to_rgb8().into_raw(),
+    };
+    Ok(RgbImage { width, height, data })
+}
+
+/// Loads an image file and preprocesses it for `config`'s model.
+pub fn load_and_preprocess(path: &Path, config: &ModelConfig) -> Result<Vec<f32>> {
+    let img = load_image(path)?;
+    Ok(preprocess(&img, &config.preprocess))
+}
+
+/// Resize, crop, rescale and normalise into a CHW f32 tensor.
+pub fn preprocess(img: &RgbImage, p: &Preprocess) -> Vec<f32> {
+    let resized;
+    let mut img = img;
+    if let Some(r) = p.resize {
+        let (h, w) = match r {
+            Resize::Exact { height, width } => (height, width),
+            Resize::ShortestEdge { size } => crate::config::shortest_edge_size(img.height, img.width, size),
+        };
+        resized = resize(img, w, h, p.filter);
+        img = &resized;
+    }
+    let (oh, ow) = p.output_size(img.height, img.width);
+    let (top, left) = ((img.height as isize - oh as isize) / 2, (img.width as isize - ow as isize) / 2);
+    let scale = p.rescale_factor.unwrap_or(1.0);
+    let (mean, std) = match &p.normalize {
+        Some(n) => (n.mean, n.std),
+        None => ([0.0; 3], [1.0; 3]),
+    };
+    let mut out = vec![0.0f32; 3 * oh * ow];
+    for c in 0..3 {
+        let plane = &mut out[c * oh * ow..(c + 1) * oh * ow];
+        for y in 0..oh {
+            for x in 0..ow {
+                // A crop larger than the image pads with zeros, as Hugging Face's center_crop does.
+                let (sy, sx) = (y as isize + top, x as isize + left);
+                let v = if sy >= 0 && sx >= 0 && (sy as usize) < img.height && (sx as usize) < img.width {
+                    img.data[(sy as usize * img.width + sx as usize) * 3 + c] as f32
+                } else {
+                    0.0
+                };
+                plane[y * ow + x] = (v * scale - mean[c]) / std[c];
+            }
+        }
+    }
+    out
+}
+
+/// Resizes as PIL's `Image.resize(size, filter)` does for an RGB image, bit for bit.
+pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> RgbImage {
+    if (img.width, img.height) == (width, height) {
+        return img.clone();
+    }
+    if filter == Filter::Nearest {
+        return resize_nearest(img, width, height);
+    }
+    let horiz = Coeffs::new(img.width, width, filter);
+    let vert = Coeffs::new(img.height, height, filter);
+    // PIL resamples horizontally first, only the rows the vertical pass will read.
+    let first_row = vert.bounds[0].0;
+    let last_row = vert.bounds[height - 1].0 + vert.bounds[height - 1].1;
+    let tmp;
+    let (src, row0) = if width != img.width {
+        let mut data = vec![0u8; (last_row - first_row) * width * 3];
+        for (y, out_row) in data.chunks_exact_mut(width * 3).enumerate() {
+            let in_row = &img.data[(y + first_row) * img.width * 3..][..img.width * 3];
+            for (x, px) in out_row.chunks_exact_mut(3).enumerate() {
+                let (xmin, n) = horiz.bounds[x];
+                let k = horiz.row(x);
+                for c in 0..3 {
+                    let mut acc = 1i64 << (PRECISION_BITS - 1);
+                    for i in 0..n {
+                        acc += in_row[(xmin + i) * 3 + c] as i64 * k[i] as i64;
+                    }
+                    px[c] = clip8(acc);
+                }
+            }
+        }
+        tmp = RgbImage { width, height: last_row - first_row, data };
+        (&tmp, first_row)
+    } else {
+        (img, 0)
+    };
+    if height == src.height && row0 == 0 {
+        return src.clone();
+    }
+    let mut data = vec![0u8; height * width * 3];
+    for (y, out_row) in data.chunks_exact_mut(width * 3).enumerate() {
+        let (ymin, n) = vert.bounds[y];
+        let k = vert.row(y);
+        for (i, v) in out_row.iter_mut().enumerate() {
+            let mut acc = 1i64 << (PRECISION_BITS - 1);
+            for j in 0..n {
+                acc += src.data[(ymin - row0 + j) * width * 3 + i] as i64 * k[j] as i64;
+            }
+            *v = clip8(acc);
+        }
+    }
+    RgbImage { width, height, data }
+}
+
+/// PIL's fixed-point precision for 8-bit resampling.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+fn clip8(acc: i64) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Per-output-pixel filter taps, computed as PIL's `precompute_coeffs` and then rounded to
+/// fixed point as its `normalize_coeffs_8bpc`.
+struct Coeffs {
+    ksize: usize,
+    taps: Vec<i32>,
+    /// (first input index, number of taps) per output pixel.
+    bounds: Vec<(usize, usize)>,
+}
+
+impl Coeffs {
+    fn new(in_size: usize, out_size: usize, filter: Filter) -> Self {
+        let (support, f): (f64, fn(f64) -> f64) = match filter {
+            Filter::Box => (0.5, |x| if x > -0.5 && x <= 0.5 { 1.0 } else { 0.0 }),
+            Filter::Bilinear => (1.0, |x| if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 }),
+            Filter::Hamming => (1.0, hamming),
+            Filter::Bicubic => (2.0, bicubic),
+            Filter::Lanczos => (3.0, lanczos),
+            Filter::Nearest => unreachable!("nearest has its own path"),
+        };
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = support * filterscale;
+        let ksize = support.ceil() as usize * 2 + 1;
+        let mut taps = vec![0i32; out_size * ksize];
+        let mut bounds = Vec::with_capacity(out_size);
+        let mut k = vec![0f64; ksize];
+        for xx in 0..out_size {
+            let center = (xx as f64 + 0.5) * scale;
+            let ss = 1.0 / filterscale;
+            // PIL truncates toward zero here, then clamps.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let n = xmax.saturating_sub(xmin).min(ksize);
+            let mut ww = 0.0;
+            for (x, kx) in k.iter_mut().enumerate().take(n) {
+                *kx = f((x as f64 + xmin as f64 - center + 0.5) * ss);
+                ww += *kx;
+            }
+            for (x, &kx) in k.iter().enumerate().take(n) {
+                let v = if ww != 0.0 { kx / ww } else { kx };
+                let fixed = v * (1i64 << PRECISION_BITS) as f64;
+                taps[xx * ksize + x] = if v < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+            }
+            bounds.push((xmin, n));
+        }
+        Coeffs { ksize, taps, bounds }
+    }
+
+    fn row(&self, i: usize) -> &[i32] {
+        &self.taps[i * self.ksize..(i + 1) * self.ksize]
+    }
+}
+
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        1.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        x.sin() / x
+    }
+}
+
+fn lanczos(x: f64) -> f64 {
+    if -3.0 <= x && x < 3.0 {
+        sinc(x) * sinc(x / 3.0)
+    } else {
+        0.0
+    }
+}
+
+fn hamming(x: f64) -> f64 {
+    let x = x.abs();
+    if x == 0.0 {
+        1.0
+    } else if x >= 1.0 {
+        0.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        x.sin() / x * (0.54 + 0.46 * x.cos())
+    }
+}
+
+/// PIL's nearest-neighbour resize: output pixel x samples input `floor((x + 0.5) * scale)`.
+fn resize_nearest(img: &RgbImage, width: usize, height: usize) -> RgbImage {
+    let (sx, sy) = (img.width as f64 / width as f64, img.height as f64 / height as f64);
+    let mut data = Vec::with_capacity(width * height * 3);
+    for y in 0..height {
+        let iy = (((y as f64 + 0.5) * sy) as usize).min(img.height - 1);
+        for x in 0..width {
+            let ix = (((x as f64 + 0.5) * sx) as usize).min(img.width - 1);
+            data.extend_from_slice(&img.data[(iy * img.width + ix) * 3..][..3]);
+        }
+    }
+    RgbImage { width, height, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: usize, h: usize) -> RgbImage {
+        let data = (0..h).flat_map(|y| (0..w).flat_map(move |x| [(x * 255 / w.max(2).saturating_sub(1).max(1)) as u8, (y * 7 % 256) as u8, 128])).collect();
+        RgbImage { width: w, height: h, data }
+    }
+
+    #[test]
+    fn bilinear_halving_averages_pairs() {
+        // Downscaling by 2 with PIL's bilinear (support widened to 2 input pixels) over
+        // [0, 100, 200, 100] gives taps (1/8, 3/8, 3/8, 1/8) around each centre, clipped at the
+        // edges: out[0] = (3*0 + 3*100 + 1*200)/7 = 71.43 -> 71, out[1] = (1*0 + 3*100 + 3*200 +
+        // 1*100... ) computed by hand below.
+        let img = RgbImage { width: 4, height: 1, data: [0u8, 100, 200, 100].iter().flat_map(|&v| [v, v, v]).collect() };
+        let out = resize(&img, 2, 1, Filter::Bilinear);
+        // centre 1.0, support 2: taps at x=0..3 with weights 1-|x+0.5-1|/2 = .75,.75,.25,(x=3 -> 0)
+        // -> (0*.75 + 100*.75 + 200*.25) / 1.75 = 71.43
+        // centre 3.0: x=1..4 clipped to 1..3: weights .25,.75,.75 -> (25+150+75)/1.75 = 142.86
+        assert_eq!(out.data.chunks(3).map(|p| p[0]).collect::<Vec<_>>(), vec![71, 143]);
+    }
+
+    #[test]
+    fn identity_resize_is_a_copy_and_output_has_the_requested_size() {
+        let img = gradient(31, 17);
+        assert_eq!(resize(&img, 31, 17, Filter::Bicubic), img);
+        for f in [Filter::Nearest, Filter::Bilinear, Filter::Bicubic, Filter::Lanczos, Filter::Box, Filter::Hamming] {
+            let out = resize(&img, 9, 40, f);
+            assert_eq!((out.width, out.height, out.data.len()), (9, 40, 9 * 40 * 3));
+        }
+    }
+
+    #[test]
+    fn constant_image_stays_constant_under_every_filter() {
+        let img = RgbImage { width: 13, height: 7, data: vec![77; 13 * 7 * 3] };
+        for f in [Filter::Nearest, Filter::Bilinear, Filter::Bicubic, Filter::Lanczos, Filter::Box, Filter::Hamming] {
+            for (w, h) in [(5, 3), (30, 20), (13, 3)] {
+                assert!(resize(&img, w, h, f).data.iter().all(|&v| v == 77), "{f:?} {w}x{h}");
+            }
+        }
+    }
+
+    #[test]
+    fn normalise_and_chw_layout() {
+        let img = RgbImage { width: 2, height: 1, data: vec![0, 51, 255, 255, 0, 102] };
+        let p = Preprocess {
+            resize: None,
+            filter: Filter::Bilinear,
+            crop: None,
+            rescale_factor: Some(1.0 / 255.0),
+            normalize: Some(crate::config::Normalize { mean: [0.5; 3], std: [0.5; 3] }),
+        };
+        let t = preprocess(&img, &p);
+        let want = [-1.0, 1.0, 0.4 - 1.0, -1.0, 1.0, 0.8 - 1.0];
+        for (a, b) in t.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn undecodable_bytes_are_an_error() {
+        assert!(decode_image(b"not an image").is_err());
+        assert!(decode_image(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").is_err());
+    }
+}

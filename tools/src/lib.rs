@@ -1,0 +1,4 @@
+//! Workstation side of edgevit: read a checkpoint, convert its weights, write one `.evit` file.
+
+pub mod hf;
+pub mod quantize;
