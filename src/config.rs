@@ -100,7 +100,13 @@ impl Architecture {
                 return Err(format!("{name} is 0"));
             }
         }
-        for (name, v) in [("image_height", self.image_height), ("image_width", self.image_width), ("hidden_size", self.hidden_size), ("intermediate_size", self.intermediate_size), ("patch_size", self.patch_size)] {
+        for (name, v) in [
+            ("image_height", self.image_height),
+            ("image_width", self.image_width),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("patch_size", self.patch_size),
+        ] {
             if v > MAX_DIM {
                 return Err(format!("{name} = {v} is larger than the supported {MAX_DIM}"));
             }
@@ -114,11 +120,14 @@ impl Architecture {
         if self.num_labels > MAX_LABELS {
             return Err(format!("num_labels = {} is more than the supported {MAX_LABELS}", self.num_labels));
         }
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(format!("hidden_size {} is not divisible by num_heads {}", self.hidden_size, self.num_heads));
         }
-        if self.image_height % self.patch_size != 0 || self.image_width % self.patch_size != 0 {
-            return Err(format!("image size {}x{} is not a multiple of patch_size {}", self.image_height, self.image_width, self.patch_size));
+        if !self.image_height.is_multiple_of(self.patch_size) || !self.image_width.is_multiple_of(self.patch_size) {
+            return Err(format!(
+                "image size {}x{} is not a multiple of patch_size {}",
+                self.image_height, self.image_width, self.patch_size
+            ));
         }
         if self.tokens() > MAX_TOKENS {
             return Err(format!("{} tokens is more than the supported {MAX_TOKENS}", self.tokens()));
@@ -204,7 +213,7 @@ impl Preprocess {
 
     pub fn validate(&self, arch: &Architecture) -> Result<(), String> {
         if let Some(n) = &self.normalize {
-            if n.std.iter().chain(&n.mean).any(|v| !v.is_finite()) || n.std.iter().any(|&s| s == 0.0) {
+            if n.std.iter().chain(&n.mean).any(|v| !v.is_finite()) || n.std.contains(&0.0) {
                 return Err(format!("normalisation mean {:?} / std {:?} must be finite with std != 0", n.mean, n.std));
             }
         }
@@ -215,10 +224,22 @@ impl Preprocess {
         }
         let target = (arch.image_height, arch.image_width);
         match (self.resize, self.crop) {
-            (_, Some(c)) if (c[0], c[1]) != target => Err(format!("crop size {}x{} differs from the model's image size {}x{}", c[0], c[1], target.0, target.1)),
-            (Some(Resize::Exact { height, width }), None) if (height, width) != target => Err(format!("resize to {height}x{width} differs from the model's image size {}x{} and there is no crop", target.0, target.1)),
-            (Some(Resize::ShortestEdge { size }), None) if target.0 != target.1 || size != target.0 => Err(format!("shortest-edge resize to {size} needs a crop to reach {}x{}", target.0, target.1)),
-            (Some(Resize::ShortestEdge { size }), _) | (Some(Resize::Exact { height: size, .. }), _) if size == 0 || size > MAX_DIM => Err(format!("resize size {size} out of range")),
+            (_, Some(c)) if (c[0], c[1]) != target => Err(format!(
+                "crop size {}x{} differs from the model's image size {}x{}",
+                c[0], c[1], target.0, target.1
+            )),
+            (Some(Resize::Exact { height, width }), None) if (height, width) != target => Err(format!(
+                "resize to {height}x{width} differs from the model's image size {}x{} and there is no crop",
+                target.0, target.1
+            )),
+            (Some(Resize::ShortestEdge { size }), None) if target.0 != target.1 || size != target.0 => {
+                Err(format!("shortest-edge resize to {size} needs a crop to reach {}x{}", target.0, target.1))
+            }
+            (Some(Resize::ShortestEdge { size }), _) | (Some(Resize::Exact { height: size, .. }), _)
+                if size == 0 || size > MAX_DIM =>
+            {
+                Err(format!("resize size {size} out of range"))
+            }
             (Some(Resize::Exact { width: 0, .. }), _) => Err("resize width 0".into()),
             _ => Ok(()),
         }

@@ -30,7 +30,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { path, source } => write!(f, "{}: {}", path.display(), source),
-            Error::Format { path, message } => write!(f, "{}: not a usable .evit model file: {}", path.display(), message),
+            Error::Format { path, message } => {
+                write!(f, "{}: not a usable .evit model file: {}", path.display(), message)
+            }
             Error::Input(m) | Error::Unsupported(m) => f.write_str(m),
         }
     }

@@ -94,7 +94,10 @@ impl EvitFile {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < PREFIX_LEN as u64 {
-            return Err(Error::format(path, format!("the file is {len} bytes, shorter than the {PREFIX_LEN}-byte prefix")));
+            return Err(Error::format(
+                path,
+                format!("the file is {len} bytes, shorter than the {PREFIX_LEN}-byte prefix"),
+            ));
         }
         // SAFETY: the map is read-only and private to this process. If another process
         // truncates the file while it is mapped, reads past the new end fault (SIGBUS); see
@@ -126,7 +129,10 @@ impl EvitFile {
         for (i, t) in self.header.tensors.iter().enumerate() {
             let crc = crc32fast::hash(self.tensor_bytes(i));
             if crc != t.crc32 {
-                return Err(Error::format(&self.path, format!("tensor '{}' is damaged: checksum {crc:08x}, expected {:08x}", t.name, t.crc32)));
+                return Err(Error::format(
+                    &self.path,
+                    format!("tensor '{}' is damaged: checksum {crc:08x}, expected {:08x}", t.name, t.crc32),
+                ));
             }
         }
         Ok(())
@@ -176,13 +182,21 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, usize), String> {
     if json_end > file_len {
         return Err(format!("truncated: the header needs {json_end} bytes but the file has {file_len}"));
     }
-    if data_offset < json_end || data_offset % ALIGN as u64 != 0 {
-        return Err(format!("data offset {data_offset} must be a multiple of {ALIGN} at or after the header's end ({json_end})"));
+    if data_offset < json_end || !data_offset.is_multiple_of(ALIGN as u64) {
+        return Err(format!(
+            "data offset {data_offset} must be a multiple of {ALIGN} at or after the header's end ({json_end})"
+        ));
     }
     match data_offset.checked_add(data_len) {
         Some(end) if end == file_len => {}
-        Some(end) if end > file_len => return Err(format!("truncated: the data section ends at byte {end} but the file has {file_len}")),
-        _ => return Err(format!("the data section ({data_len} bytes at {data_offset}) does not end where the file does ({file_len})")),
+        Some(end) if end > file_len => {
+            return Err(format!("truncated: the data section ends at byte {end} but the file has {file_len}"))
+        }
+        _ => {
+            return Err(format!(
+                "the data section ({data_len} bytes at {data_offset}) does not end where the file does ({file_len})"
+            ))
+        }
     }
     let json = &bytes[PREFIX_LEN..json_end as usize];
     if crc32fast::hash(json) != header_crc {
@@ -203,14 +217,22 @@ fn validate_tensors(tensors: &[TensorEntry], data_len: u64) -> Result<(), String
         }
         let bytes = t.numel().and_then(|n| n.checked_mul(t.dtype.size() as u64));
         if bytes != Some(t.length) {
-            return Err(format!("tensor '{}': shape {:?} of {:?} does not make {} bytes", t.name, t.shape, t.dtype, t.length));
+            return Err(format!(
+                "tensor '{}': shape {:?} of {:?} does not make {} bytes",
+                t.name, t.shape, t.dtype, t.length
+            ));
         }
         if t.offset % ALIGN as u64 != 0 {
             return Err(format!("tensor '{}': offset {} is not a multiple of {ALIGN}", t.name, t.offset));
         }
         match t.offset.checked_add(t.length) {
             Some(end) if end <= data_len => spans.push((t.offset, end, t.name.as_str())),
-            _ => return Err(format!("tensor '{}': bytes {}..+{} lie outside the {data_len}-byte data section", t.name, t.offset, t.length)),
+            _ => {
+                return Err(format!(
+                    "tensor '{}': bytes {}..+{} lie outside the {data_len}-byte data section",
+                    t.name, t.offset, t.length
+                ))
+            }
         }
     }
     spans.sort_unstable();
@@ -233,14 +255,20 @@ pub struct TensorData<'a> {
 
 impl<'a> TensorData<'a> {
     pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &'a [f32]) -> Self {
-        TensorData { name: name.into(), dtype: DType::F32, layout: Layout::RowMajor, shape, bytes: Cow::Borrowed(bytemuck::cast_slice(values)) }
+        TensorData {
+            name: name.into(),
+            dtype: DType::F32,
+            layout: Layout::RowMajor,
+            shape,
+            bytes: Cow::Borrowed(bytemuck::cast_slice(values)),
+        }
     }
 }
 
 /// Serialises a model into the bytes of an `.evit` file.
 pub fn to_bytes(config: &ModelConfig, tensors: &[TensorData<'_>]) -> Result<Vec<u8>> {
     let mut entries = Vec::with_capacity(tensors.len());
-    let mut offset = 0usize;
+    let (mut offset, mut end) = (0usize, 0usize);
     for t in tensors {
         let numel: usize = t.shape.iter().product();
         if numel * t.dtype.size() != t.bytes.len() {
@@ -255,12 +283,14 @@ pub fn to_bytes(config: &ModelConfig, tensors: &[TensorData<'_>]) -> Result<Vec<
             length: t.bytes.len() as u64,
             crc32: crc32fast::hash(&t.bytes),
         });
-        offset = align_up(offset + t.bytes.len());
+        end = offset + t.bytes.len();
+        offset = align_up(end);
     }
     let header = Header { config: config.clone(), tensors: entries };
     let json = serde_json::to_vec(&header).map_err(|e| Error::Input(format!("cannot encode the header: {e}")))?;
     let data_offset = align_up(PREFIX_LEN + json.len());
-    let data_len = offset;
+    // The data section ends with the last tensor: no trailing padding.
+    let data_len = end;
 
     let mut out = Vec::with_capacity(data_offset + data_len);
     out.extend_from_slice(&MAGIC);

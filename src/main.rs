@@ -80,7 +80,10 @@ fn set_threads(threads: Option<usize>) -> Result<(), Error> {
         Some(n) => n,
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().map_err(|e| Error::Unsupported(format!("cannot start {n} threads: {e}")))
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| Error::Unsupported(format!("cannot start {n} threads: {e}")))
 }
 
 fn classify(args: Classify) -> Result<ExitCode, Error> {
@@ -100,13 +103,18 @@ fn classify(args: Classify) -> Result<ExitCode, Error> {
     let stdout = std::io::stdout();
     for input in &args.inputs {
         let start = Instant::now();
-        let result = load_input(input, &model).and_then(|pixels| model.forward(&pixels, &mut session).map(|l| l.to_vec()));
+        let result =
+            load_input(input, &model).and_then(|pixels| model.forward(&pixels, &mut session).map(|l| l.to_vec()));
         let ms = start.elapsed().as_secs_f64() * 1e3;
         let mut out = stdout.lock();
         match result {
             Ok(logits) => {
                 let top = top_k(&logits, args.top_k, model.labels());
-                let line = if args.json { json_line(input, &top, ms, args.logits.then_some(&logits[..])) } else { text_block(input, &top, ms) };
+                let line = if args.json {
+                    json_line(input, &top, ms, args.logits.then_some(&logits[..]))
+                } else {
+                    text_block(input, &top, ms)
+                };
                 // A closed pipe (e.g. `| head`) ends the run quietly.
                 if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
                     return Ok(ExitCode::FAILURE);
@@ -137,8 +145,20 @@ fn load_input(path: &Path, model: &Model) -> Result<Vec<f32>, Error> {
     let shape_ok = arr.shape == want || (arr.shape.len() == 4 && arr.shape[0] == 1 && arr.shape[1..] == want);
     match arr.data {
         NpyData::F32(v) if shape_ok => Ok(v),
-        NpyData::F32(_) => Err(Error::Input(format!("{}: tensor shape {:?}; this model takes [{}, {}, {}] or [1, {}, {}, {}]", path.display(), arr.shape, want[0], want[1], want[2], want[0], want[1], want[2]))),
-        NpyData::U8(_) => Err(Error::Input(format!("{}: a preprocessed tensor must be float32, not uint8", path.display()))),
+        NpyData::F32(_) => Err(Error::Input(format!(
+            "{}: tensor shape {:?}; this model takes [{}, {}, {}] or [1, {}, {}, {}]",
+            path.display(),
+            arr.shape,
+            want[0],
+            want[1],
+            want[2],
+            want[0],
+            want[1],
+            want[2]
+        ))),
+        NpyData::U8(_) => {
+            Err(Error::Input(format!("{}: a preprocessed tensor must be float32, not uint8", path.display())))
+        }
     }
 }
 
@@ -169,14 +189,34 @@ fn info(args: Info) -> Result<ExitCode, Error> {
     let file = model.file();
     println!("file:          {} ({:.1} MB)", args.model.display(), file.file_len() as f64 / 1e6);
     println!("source:        {}", if c.source.is_empty() { "-" } else { &c.source });
-    println!("architecture:  ViT, {} layers, hidden {}, {} heads of {}, MLP {}, {:?}", a.num_layers, a.hidden_size, a.num_heads, a.head_dim(), a.intermediate_size, a.activation);
+    println!(
+        "architecture:  ViT, {} layers, hidden {}, {} heads of {}, MLP {}, {:?}",
+        a.num_layers,
+        a.hidden_size,
+        a.num_heads,
+        a.head_dim(),
+        a.intermediate_size,
+        a.activation
+    );
     println!("input:         {}x{} RGB, patch {}, {} tokens", a.image_width, a.image_height, a.patch_size, a.tokens());
     let params: u64 = file.header().tensors.iter().filter_map(|t| t.numel()).sum();
     println!("weights:       {} tensors, {:.2} M parameters, f32", file.header().tensors.len(), params as f64 / 1e6);
     let p = &c.preprocess;
-    println!("preprocess:    resize {:?} ({:?}), crop {:?}, rescale {:?}, normalize {:?}", p.resize, p.filter, p.crop, p.rescale_factor, p.normalize.as_ref().map(|n| (n.mean, n.std)));
+    println!(
+        "preprocess:    resize {:?} ({:?}), crop {:?}, rescale {:?}, normalize {:?}",
+        p.resize,
+        p.filter,
+        p.crop,
+        p.rescale_factor,
+        p.normalize.as_ref().map(|n| (n.mean, n.std))
+    );
     let preview: Vec<&str> = c.labels.iter().take(5).map(String::as_str).collect();
-    println!("labels:        {} ({}{})", c.labels.len(), preview.join(", "), if c.labels.len() > 5 { ", ..." } else { "" });
+    println!(
+        "labels:        {} ({}{})",
+        c.labels.len(),
+        preview.join(", "),
+        if c.labels.len() > 5 { ", ..." } else { "" }
+    );
     println!("kernels:       f32 matmul via the gemm crate; scalar LayerNorm, attention, activations");
     if args.verify {
         file.verify()?;

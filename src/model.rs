@@ -132,7 +132,13 @@ impl Model {
         im2col(pixels, a, &mut s.patches);
         let np = a.num_patches();
         let (pw, pb) = (self.f32s(w.patch.0), self.f32s(w.patch.1));
-        matmul(MatMut::row_major(&mut s.x[d..], np, d), MatRef::row_major(&s.patches, np, a.patch_len()), MatRef::transposed(pw, d, a.patch_len()), false, threads);
+        matmul(
+            MatMut::row_major(&mut s.x[d..], np, d),
+            MatRef::row_major(&s.patches, np, a.patch_len()),
+            MatRef::transposed(pw, d, a.patch_len()),
+            false,
+            threads,
+        );
         add_bias_rows(&mut s.x[d..], pb);
         s.x[..d].copy_from_slice(self.f32s(w.cls));
         for (x, p) in s.x.iter_mut().zip(self.f32s(w.pos)) {
@@ -144,27 +150,57 @@ impl Model {
         let shape = AttentionShape { tokens: t, heads: a.num_heads, head_dim: a.head_dim() };
         for l in &w.layers {
             layernorm(&s.x, &mut s.h, self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
-            matmul(MatMut::row_major(&mut s.qkv, t, 3 * d), MatRef::row_major(&s.h, t, d), MatRef::transposed(self.f32s(l.qkv_w), 3 * d, d), false, threads);
+            matmul(
+                MatMut::row_major(&mut s.qkv, t, 3 * d),
+                MatRef::row_major(&s.h, t, d),
+                MatRef::transposed(self.f32s(l.qkv_w), 3 * d, d),
+                false,
+                threads,
+            );
             if let Some(b) = l.qkv_b {
                 add_bias_rows(&mut s.qkv, self.f32s(b));
             }
             attention(&s.qkv, &mut s.ctx, &mut s.scores, shape, threads);
             // Residual: x += ctx * Wproj^T + b, accumulating straight into x.
-            matmul(MatMut::row_major(&mut s.x, t, d), MatRef::row_major(&s.ctx, t, d), MatRef::transposed(self.f32s(l.proj.0), d, d), true, threads);
+            matmul(
+                MatMut::row_major(&mut s.x, t, d),
+                MatRef::row_major(&s.ctx, t, d),
+                MatRef::transposed(self.f32s(l.proj.0), d, d),
+                true,
+                threads,
+            );
             add_bias_rows(&mut s.x, self.f32s(l.proj.1));
 
             layernorm(&s.x, &mut s.h, self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
-            matmul(MatMut::row_major(&mut s.mlp, t, inter), MatRef::row_major(&s.h, t, d), MatRef::transposed(self.f32s(l.fc1.0), inter, d), false, threads);
+            matmul(
+                MatMut::row_major(&mut s.mlp, t, inter),
+                MatRef::row_major(&s.h, t, d),
+                MatRef::transposed(self.f32s(l.fc1.0), inter, d),
+                false,
+                threads,
+            );
             add_bias_rows(&mut s.mlp, self.f32s(l.fc1.1));
             act.apply_slice(&mut s.mlp);
-            matmul(MatMut::row_major(&mut s.x, t, d), MatRef::row_major(&s.mlp, t, inter), MatRef::transposed(self.f32s(l.fc2.0), d, inter), true, threads);
+            matmul(
+                MatMut::row_major(&mut s.x, t, d),
+                MatRef::row_major(&s.mlp, t, inter),
+                MatRef::transposed(self.f32s(l.fc2.0), d, inter),
+                true,
+                threads,
+            );
             add_bias_rows(&mut s.x, self.f32s(l.fc2.1));
         }
 
         // Only the CLS token reaches the classifier, so only its row is normalised.
         layernorm_row(&s.x[..d], &mut s.h[..d], self.f32s(w.norm.0), self.f32s(w.norm.1), eps);
         let labels = a.num_labels;
-        matmul(MatMut::row_major(&mut s.logits, 1, labels), MatRef::row_major(&s.h[..d], 1, d), MatRef::transposed(self.f32s(w.head.0), labels, d), false, threads);
+        matmul(
+            MatMut::row_major(&mut s.logits, 1, labels),
+            MatRef::row_major(&s.h[..d], 1, d),
+            MatRef::transposed(self.f32s(w.head.0), labels, d),
+            false,
+            threads,
+        );
         add_bias_rows(&mut s.logits, self.f32s(w.head.1));
         Ok(&s.logits)
     }
@@ -202,13 +238,17 @@ fn resolve(file: &EvitFile) -> Result<Weights, String> {
             return Err(format!("tensor '{name}' has shape {:?}; the architecture needs {shape:?}", t.shape));
         }
         if t.dtype != DType::F32 || t.layout != Layout::RowMajor {
-            return Err(format!("tensor '{name}' is {:?}/{:?}; this build runs f32 row-major tensors", t.dtype, t.layout));
+            return Err(format!(
+                "tensor '{name}' is {:?}/{:?}; this build runs f32 row-major tensors",
+                t.dtype, t.layout
+            ));
         }
         ids.push(i);
     }
     if header.tensors.len() != expected.len() {
         let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-        let extra = header.tensors.iter().find(|t| !known.contains(t.name.as_str())).map(|t| t.name.as_str()).unwrap_or("?");
+        let extra =
+            header.tensors.iter().find(|t| !known.contains(t.name.as_str())).map(|t| t.name.as_str()).unwrap_or("?");
         return Err(format!("unexpected tensor '{extra}' for this architecture"));
     }
     let mut it = ids.into_iter();

@@ -32,7 +32,9 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
 /// [`load_image`] on bytes already in memory.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
     use image::{DynamicImage, ImageDecoder, ImageReader};
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| format!("cannot read image: {e}"))?;
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read image: {e}"))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
@@ -56,7 +58,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
         DynamicImage::ImageLuma16(b) => b.into_raw().iter().flat_map(|&v| [(v >> 8) as u8; 3]).collect(),
         DynamicImage::ImageLumaA16(b) => b.into_raw().chunks_exact(2).flat_map(|p| [(p[0] >> 8) as u8; 3]).collect(),
         DynamicImage::ImageRgb16(b) => b.into_raw().iter().map(|&v| (v >> 8) as u8).collect(),
-        DynamicImage::ImageRgba16(b) => b.into_raw().chunks_exact(4).flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8]).collect(),
+        DynamicImage::ImageRgba16(b) => b
+            .into_raw()
+            .chunks_exact(4)
+            .flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
+            .collect(),
         other => other.to_rgb8().into_raw(),
     };
     Ok(RgbImage { width, height, data })
@@ -129,8 +135,8 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> Rg
                 let k = horiz.row(x);
                 for c in 0..3 {
                     let mut acc = 1i64 << (PRECISION_BITS - 1);
-                    for i in 0..n {
-                        acc += in_row[(xmin + i) * 3 + c] as i64 * k[i] as i64;
+                    for (i, &tap) in k[..n].iter().enumerate() {
+                        acc += in_row[(xmin + i) * 3 + c] as i64 * tap as i64;
                     }
                     px[c] = clip8(acc);
                 }
@@ -150,8 +156,8 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> Rg
         let k = vert.row(y);
         for (i, v) in out_row.iter_mut().enumerate() {
             let mut acc = 1i64 << (PRECISION_BITS - 1);
-            for j in 0..n {
-                acc += src.data[(ymin - row0 + j) * width * 3 + i] as i64 * k[j] as i64;
+            for (j, &tap) in k[..n].iter().enumerate() {
+                acc += src.data[(ymin - row0 + j) * width * 3 + i] as i64 * tap as i64;
             }
             *v = clip8(acc);
         }
@@ -241,7 +247,7 @@ fn sinc(x: f64) -> f64 {
 }
 
 fn lanczos(x: f64) -> f64 {
-    if -3.0 <= x && x < 3.0 {
+    if (-3.0..3.0).contains(&x) {
         sinc(x) * sinc(x / 3.0)
     } else {
         0.0
@@ -279,7 +285,12 @@ mod tests {
     use super::*;
 
     fn gradient(w: usize, h: usize) -> RgbImage {
-        let data = (0..h).flat_map(|y| (0..w).flat_map(move |x| [(x * 255 / w.max(2).saturating_sub(1).max(1)) as u8, (y * 7 % 256) as u8, 128])).collect();
+        let data = (0..h)
+            .flat_map(|y| {
+                (0..w)
+                    .flat_map(move |x| [(x * 255 / w.max(2).saturating_sub(1).max(1)) as u8, (y * 7 % 256) as u8, 128])
+            })
+            .collect();
         RgbImage { width: w, height: h, data }
     }
 
@@ -289,7 +300,8 @@ mod tests {
         // [0, 100, 200, 100] gives taps (1/8, 3/8, 3/8, 1/8) around each centre, clipped at the
         // edges: out[0] = (3*0 + 3*100 + 1*200)/7 = 71.43 -> 71, out[1] = (1*0 + 3*100 + 3*200 +
         // 1*100... ) computed by hand below.
-        let img = RgbImage { width: 4, height: 1, data: [0u8, 100, 200, 100].iter().flat_map(|&v| [v, v, v]).collect() };
+        let img =
+            RgbImage { width: 4, height: 1, data: [0u8, 100, 200, 100].iter().flat_map(|&v| [v, v, v]).collect() };
         let out = resize(&img, 2, 1, Filter::Bilinear);
         // centre 1.0, support 2: taps at x=0..3 with weights 1-|x+0.5-1|/2 = .75,.75,.25,(x=3 -> 0)
         // -> (0*.75 + 100*.75 + 200*.25) / 1.75 = 71.43

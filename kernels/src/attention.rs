@@ -125,7 +125,8 @@ mod tests {
     fn matches_scalar_for_many_head_sizes_and_token_counts() {
         for &(tokens, heads, head_dim) in &[(1, 1, 1), (5, 3, 24), (17, 4, 16), (50, 2, 80), (197, 3, 64), (10, 5, 7)] {
             let shape = AttentionShape { tokens, heads, head_dim };
-            let qkv: Vec<f32> = noise(tokens as u64 * 31 + heads as u64, tokens * 3 * shape.dim()).iter().map(|x| x * 3.0).collect();
+            let qkv: Vec<f32> =
+                noise(tokens as u64 * 31 + heads as u64, tokens * 3 * shape.dim()).iter().map(|x| x * 3.0).collect();
             let mut want = vec![0.0; tokens * shape.dim()];
             attention_scalar(&qkv, &mut want, shape);
             for threads in [1, 2] {

@@ -5,7 +5,7 @@
 pub fn layernorm(input: &[f32], out: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let d = gamma.len();
     assert!(d > 0 && beta.len() == d, "layernorm: gamma/beta length mismatch");
-    assert!(input.len() == out.len() && input.len() % d == 0, "layernorm: ragged rows");
+    assert!(input.len() == out.len() && input.len().is_multiple_of(d), "layernorm: ragged rows");
     for (x, y) in input.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         layernorm_row(x, y, gamma, beta, eps);
     }

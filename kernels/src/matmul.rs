@@ -55,9 +55,7 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
     if rows == 0 || cols == 0 {
         return true;
     }
-    let last = (rows - 1)
-        .checked_mul(rs)
-        .and_then(|a| (cols - 1).checked_mul(cs).and_then(|b| a.checked_add(b)));
+    let last = (rows - 1).checked_mul(rs).and_then(|a| (cols - 1).checked_mul(cs).and_then(|b| a.checked_add(b)));
     matches!(last, Some(l) if l < len)
 }
 
@@ -143,7 +141,7 @@ fn check_shapes(dst: &MatMut<'_>, a: &MatRef<'_>, b: &MatRef<'_>) {
 
 /// Adds `bias` to every row of a row-major `rows x bias.len()` matrix.
 pub fn add_bias_rows(data: &mut [f32], bias: &[f32]) {
-    assert!(!bias.is_empty() && data.len() % bias.len() == 0, "add_bias_rows: ragged matrix");
+    assert!(!bias.is_empty() && data.len().is_multiple_of(bias.len()), "add_bias_rows: ragged matrix");
     for row in data.chunks_exact_mut(bias.len()) {
         for (x, b) in row.iter_mut().zip(bias) {
             *x += b;
@@ -185,12 +183,20 @@ pub(crate) mod tests {
                         accumulate,
                         Threads(threads),
                     );
-                    matmul_scalar(MatMut::row_major(&mut slow, m, n), MatRef::row_major(&a, m, k), MatRef::transposed(&w, n, k), accumulate);
+                    matmul_scalar(
+                        MatMut::row_major(&mut slow, m, n),
+                        MatRef::row_major(&a, m, k),
+                        MatRef::transposed(&w, n, k),
+                        accumulate,
+                    );
                     add_bias_rows(&mut fast, &bias);
                     add_bias_rows(&mut slow, &bias);
                     for (i, (x, y)) in fast.iter().zip(&slow).enumerate() {
                         let tol = 1e-5 * (k as f32).sqrt() + 1e-6;
-                        assert!((x - y).abs() <= tol, "m={m} n={n} k={k} t={threads} acc={accumulate} [{i}]: {x} vs {y}");
+                        assert!(
+                            (x - y).abs() <= tol,
+                            "m={m} n={n} k={k} t={threads} acc={accumulate} [{i}]: {x} vs {y}"
+                        );
                     }
                 }
             }
@@ -204,7 +210,13 @@ pub(crate) mod tests {
         let b = [1., 0., 0., 1., 1., 1.];
         let mut out = [9.0f32; 12];
         let view = MatRef { data: &a[1..], rows: 2, cols: 3, row_stride: 5, col_stride: 1 };
-        matmul(MatMut { data: &mut out[2..], rows: 2, cols: 2, row_stride: 6 }, view, MatRef::row_major(&b, 3, 2), false, Threads(1));
+        matmul(
+            MatMut { data: &mut out[2..], rows: 2, cols: 2, row_stride: 6 },
+            view,
+            MatRef::row_major(&b, 3, 2),
+            false,
+            Threads(1),
+        );
         // row 0: [1,2,3] x b = [1+3, 2+3]; row 1: [4,5,6] x b = [4+6, 5+6]
         assert_eq!(out, [9., 9., 4., 5., 9., 9., 9., 9., 10., 11., 9., 9.]);
     }
@@ -214,6 +226,12 @@ pub(crate) mod tests {
     fn mismatched_shapes_are_refused() {
         let a = [0.0; 6];
         let mut out = [0.0; 4];
-        matmul(MatMut::row_major(&mut out, 2, 2), MatRef::row_major(&a, 2, 3), MatRef::row_major(&a, 2, 2), false, Threads(1));
+        matmul(
+            MatMut::row_major(&mut out, 2, 2),
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&a, 2, 2),
+            false,
+            Threads(1),
+        );
     }
 }

@@ -28,7 +28,8 @@ pub fn import(dir: &Path) -> Result<Imported, String> {
     let preproc = if preproc_path.exists() { Some(read_json(&preproc_path)?) } else { None };
     let weights_path = dir.join("model.safetensors");
     let bytes = std::fs::read(&weights_path).map_err(|e| format!("{}: {e}", weights_path.display()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("{}: not a readable safetensors file: {e}", weights_path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{}: not a readable safetensors file: {e}", weights_path.display()))?;
     from_parts(&config, preproc.as_ref(), &st, &dir.display().to_string())
 }
 
@@ -40,7 +41,10 @@ fn read_json(path: &Path) -> Result<Value, String> {
 fn usize_field(v: &Value, key: &str, file: &str) -> Result<Option<usize>, String> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| format!("{file}: '{key}' must be a non-negative integer, found {x}")),
+        Some(x) => x
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| format!("{file}: '{key}' must be a non-negative integer, found {x}")),
     }
 }
 
@@ -63,7 +67,9 @@ fn size_pair(v: &Value, key: &str) -> Result<(usize, usize), String> {
 fn architecture(cfg: &Value, num_labels: usize) -> Result<Architecture, String> {
     if let Some(mt) = cfg.get("model_type").and_then(Value::as_str) {
         if mt != "vit" {
-            return Err(format!("config.json: model_type '{mt}' is not supported (only 'vit', ViTForImageClassification)"));
+            return Err(format!(
+                "config.json: model_type '{mt}' is not supported (only 'vit', ViTForImageClassification)"
+            ));
         }
     }
     let (image_height, image_width) = size_pair(cfg, "image_size")?;
@@ -89,7 +95,11 @@ fn architecture(cfg: &Value, num_labels: usize) -> Result<Architecture, String> 
         num_labels,
         layer_norm_eps: eps as f32,
         activation,
-        qkv_bias: cfg.get("qkv_bias").map(|v| v.as_bool().ok_or("config.json: 'qkv_bias' must be true or false")).transpose()?.unwrap_or(true),
+        qkv_bias: cfg
+            .get("qkv_bias")
+            .map(|v| v.as_bool().ok_or("config.json: 'qkv_bias' must be true or false"))
+            .transpose()?
+            .unwrap_or(true),
     };
     arch.validate().map_err(|e| format!("config.json: {e}"))?;
     Ok(arch)
@@ -104,10 +114,22 @@ fn labels(cfg: &Value, n: usize) -> Result<Vec<String>, String> {
     let mut out = vec![None; n];
     for (k, v) in map {
         let i: usize = k.parse().map_err(|_| format!("config.json: id2label key '{k}' is not an index"))?;
-        let slot = out.get_mut(i).ok_or_else(|| format!("config.json: id2label has index {i} but the classifier has {n} outputs"))?;
+        let slot = out
+            .get_mut(i)
+            .ok_or_else(|| format!("config.json: id2label has index {i} but the classifier has {n} outputs"))?;
         *slot = Some(v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
     }
-    out.into_iter().enumerate().map(|(i, l)| l.ok_or_else(|| format!("config.json: id2label has {} entries but the classifier has {n} outputs (index {i} missing)", map.len()))).collect()
+    out.into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.ok_or_else(|| {
+                format!(
+                    "config.json: id2label has {} entries but the classifier has {n} outputs (index {i} missing)",
+                    map.len()
+                )
+            })
+        })
+        .collect()
 }
 
 /// `ViTImageProcessor` (or the legacy `ViTFeatureExtractor`) settings. Without a
@@ -116,7 +138,12 @@ fn preprocess(p: Option<&Value>, arch: &Architecture) -> Result<Preprocess, Stri
     let empty = Value::Object(Default::default());
     let p = p.unwrap_or(&empty);
     let file = "preprocessor_config.json";
-    let flag = |key: &str| -> Result<bool, String> { p.get(key).map(|v| v.as_bool().ok_or_else(|| format!("{file}: '{key}' must be true or false"))).transpose().map(|b| b.unwrap_or(true)) };
+    let flag = |key: &str| -> Result<bool, String> {
+        p.get(key)
+            .map(|v| v.as_bool().ok_or_else(|| format!("{file}: '{key}' must be true or false")))
+            .transpose()
+            .map(|b| b.unwrap_or(true))
+    };
     let resize = if flag("do_resize")? {
         Some(match p.get("size") {
             None => Resize::Exact { height: arch.image_height, width: arch.image_width },
@@ -139,14 +166,20 @@ fn preprocess(p: Option<&Value>, arch: &Architecture) -> Result<Preprocess, Stri
     };
     let filter = match p.get("resample") {
         None => Filter::Bilinear,
-        Some(v) => v.as_i64().and_then(Filter::from_pil).ok_or_else(|| format!("{file}: 'resample' {v} is not a PIL filter (0-5)"))?,
+        Some(v) => v
+            .as_i64()
+            .and_then(Filter::from_pil)
+            .ok_or_else(|| format!("{file}: 'resample' {v} is not a PIL filter (0-5)"))?,
     };
     let crop = if p.get("do_center_crop").and_then(Value::as_bool).unwrap_or(false) {
         Some(match p.get("crop_size") {
             Some(Value::Number(n)) => [n.as_u64().unwrap_or(0) as usize; 2],
             Some(Value::Object(o)) => {
                 let get = |k: &str| o.get(k).and_then(Value::as_u64).map(|v| v as usize);
-                [get("height").ok_or(format!("{file}: crop_size needs height"))?, get("width").ok_or(format!("{file}: crop_size needs width"))?]
+                [
+                    get("height").ok_or(format!("{file}: crop_size needs height"))?,
+                    get("width").ok_or(format!("{file}: crop_size needs width"))?,
+                ]
             }
             _ => return Err(format!("{file}: do_center_crop is set but crop_size is missing or not understood")),
         })
@@ -154,7 +187,12 @@ fn preprocess(p: Option<&Value>, arch: &Architecture) -> Result<Preprocess, Stri
         None
     };
     let rescale_factor = if flag("do_rescale")? {
-        Some(p.get("rescale_factor").map(|v| v.as_f64().ok_or(format!("{file}: 'rescale_factor' must be a number"))).transpose()?.unwrap_or(1.0 / 255.0) as f32)
+        Some(
+            p.get("rescale_factor")
+                .map(|v| v.as_f64().ok_or(format!("{file}: 'rescale_factor' must be a number")))
+                .transpose()?
+                .unwrap_or(1.0 / 255.0) as f32,
+        )
     } else {
         None
     };
@@ -169,7 +207,11 @@ fn preprocess(p: Option<&Value>, arch: &Architecture) -> Result<Preprocess, Stri
             Some(other) => Err(format!("{file}: '{key}' {other} must be a number or three numbers")),
         }
     };
-    let normalize = if flag("do_normalize")? { Some(Normalize { mean: triple("image_mean")?, std: triple("image_std")? }) } else { None };
+    let normalize = if flag("do_normalize")? {
+        Some(Normalize { mean: triple("image_mean")?, std: triple("image_std")? })
+    } else {
+        None
+    };
     let pre = Preprocess { resize, filter, crop, rescale_factor, normalize };
     pre.validate(arch).map_err(|e| format!("{file}: {e}"))?;
     Ok(pre)
@@ -186,7 +228,12 @@ fn to_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<
 }
 
 /// Builds the import from parsed parts (also used by tests with in-memory checkpoints).
-pub fn from_parts(cfg: &Value, preproc: Option<&Value>, st: &SafeTensors<'_>, source: &str) -> Result<Imported, String> {
+pub fn from_parts(
+    cfg: &Value,
+    preproc: Option<&Value>,
+    st: &SafeTensors<'_>,
+    source: &str,
+) -> Result<Imported, String> {
     let names: BTreeSet<String> = st.names().into_iter().map(String::from).collect();
     let prefix = if names.iter().any(|n| n.starts_with("vit.")) { "vit." } else { "" };
     let classifier = st.tensor("classifier.weight").map_err(|_| "tensor 'classifier.weight' is missing from model.safetensors (is this a ViTForImageClassification checkpoint?)".to_string())?;
@@ -197,8 +244,12 @@ pub fn from_parts(cfg: &Value, preproc: Option<&Value>, st: &SafeTensors<'_>, so
 
     let mut used = BTreeSet::new();
     let mut load = |name: String, shape: &[usize]| -> Result<Vec<f32>, String> {
-        let view = st.tensor(&name).map_err(|_| format!("tensor '{name}' (expected shape {shape:?}) is missing from model.safetensors"))?;
-        if view.shape().iter().product::<usize>() != shape.iter().product::<usize>() || strip_ones(view.shape()) != strip_ones(shape) {
+        let view = st
+            .tensor(&name)
+            .map_err(|_| format!("tensor '{name}' (expected shape {shape:?}) is missing from model.safetensors"))?;
+        if view.shape().iter().product::<usize>() != shape.iter().product::<usize>()
+            || strip_ones(view.shape()) != strip_ones(shape)
+        {
             return Err(format!("tensor '{name}' has shape {:?}; config.json implies {shape:?}", view.shape()));
         }
         used.insert(name.clone());

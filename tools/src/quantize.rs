@@ -26,7 +26,9 @@ impl std::str::FromStr for StoreDType {
 /// Writes `model` as an `.evit` file; returns the file's size in bytes.
 pub fn write_model(model: &Imported, dtype: StoreDType, out: &Path) -> Result<u64, String> {
     let tensors: Vec<TensorData<'_>> = match dtype {
-        StoreDType::F32 => model.tensors.iter().map(|(name, shape, data)| TensorData::f32(name.clone(), shape.clone(), data)).collect(),
+        StoreDType::F32 => {
+            model.tensors.iter().map(|(name, shape, data)| TensorData::f32(name.clone(), shape.clone(), data)).collect()
+        }
     };
     format::write(out, &model.config, &tensors).map_err(|e| e.to_string())?;
     std::fs::metadata(out).map(|m| m.len()).map_err(|e| format!("{}: {e}", out.display()))

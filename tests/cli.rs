@@ -1,0 +1,193 @@
+//! The `edgevit` binary end to end: outputs, and what happens with bad inputs and flags.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use edgevit::npy::npy_f32_bytes;
+use edgevit_tools::quantize::StoreDType;
+
+fn edgevit(args: &[&str]) -> Output {
+    common::exec::run(env!("CARGO_BIN_EXE_edgevit"), args)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.contains(needle), "stderr should mention '{needle}': {err}");
+}
+
+#[test]
+fn json_logits_from_npy_match_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_f32().to_str().unwrap().to_string();
+    let entries = reference_entries();
+    let picks = [0usize, 20];
+    let mut paths = Vec::new();
+    for (k, &i) in picks.iter().enumerate() {
+        let (_, pixels, _) = &entries[i];
+        // One file in each accepted shape: [1,3,224,224] and [3,224,224].
+        let shape: &[usize] = if k == 0 { &[1, 3, 224, 224] } else { &[3, 224, 224] };
+        let p = dir.path().join(format!("input{k}.npy"));
+        std::fs::write(&p, npy_f32_bytes(shape, pixels)).unwrap();
+        paths.push(p.to_str().unwrap().to_string());
+    }
+    let mut args = vec!["classify", "-m", &model, "--json", "--logits", "--top-k", "3"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = edgevit(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    assert_eq!(lines.len(), 2);
+    for ((line, &i), path) in lines.iter().zip(&picks).zip(&paths) {
+        let (name, _, want) = &entries[i];
+        assert_eq!(line["input"], path.as_str());
+        let logits: Vec<f32> = line["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        assert!(rel_max_diff(&logits, want) <= 1e-3, "{name}");
+        let top = line["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0]["index"].as_u64().unwrap() as usize, argmax(want), "{name}");
+        assert!(top[0]["label"].as_str().is_some_and(|l| !l.is_empty()));
+        let p0 = top[0]["prob"].as_f64().unwrap();
+        assert!(p0 > 0.0 && p0 <= 1.0 && p0 >= top[1]["prob"].as_f64().unwrap());
+        assert!(line["ms"].as_f64().unwrap() >= 0.0);
+    }
+}
+
+#[test]
+fn bad_inputs_fail_alone_and_the_rest_are_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = convert(&repo().join("demo/vit-mnist"), StoreDType::F32);
+    let garbage = dir.path().join("garbage.jpg");
+    std::fs::write(&garbage, b"this is not a JPEG").unwrap();
+    let truncated = dir.path().join("truncated.png");
+    let png = std::fs::read(repo().join("demo/examples/digit-3.png")).unwrap();
+    std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
+    let wrong_shape = dir.path().join("wrong.npy");
+    std::fs::write(&wrong_shape, npy_f32_bytes(&[3, 27, 28], &vec![0.0; 3 * 27 * 28])).unwrap();
+    let good = repo().join("demo/examples/digit-7.png");
+    let args: Vec<&str> = vec![
+        "classify",
+        "-m",
+        demo.to_str().unwrap(),
+        "--json",
+        garbage.to_str().unwrap(),
+        "/no/such/image.png",
+        truncated.to_str().unwrap(),
+        wrong_shape.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ];
+    let out = edgevit(&args);
+    assert_clean_failure(&out, "4 of 5 inputs failed");
+    let err = text(&out.stderr);
+    for needle in ["garbage.jpg", "/no/such/image.png", "truncated.png", "wrong.npy: tensor shape [3, 27, 28]"] {
+        assert!(err.contains(needle), "stderr should name {needle}: {err}");
+    }
+    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "the good input is still classified");
+    assert_eq!(lines[0]["top"][0]["label"], "7");
+}
+
+#[test]
+fn readable_output_names_each_digit() {
+    let demo = convert(&repo().join("demo/vit-mnist"), StoreDType::F32);
+    let examples: Vec<String> =
+        (0..10).map(|d| repo().join(format!("demo/examples/digit-{d}.png")).to_str().unwrap().to_string()).collect();
+    let mut args = vec!["classify", "-m", demo.to_str().unwrap(), "--top-k", "2"];
+    args.extend(examples.iter().map(String::as_str));
+    let out = edgevit(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let blocks: Vec<&str> = stdout.split("digit-").skip(1).collect();
+    assert_eq!(blocks.len(), 10);
+    for (d, block) in blocks.iter().enumerate() {
+        let first = block.lines().nth(1).expect("a ranked line");
+        assert!(first.trim_end().ends_with(&format!("{d} [{d}]")), "digit {d}: {block}");
+        assert_eq!(block.lines().filter(|l| l.contains('%')).count(), 2);
+    }
+}
+
+#[test]
+fn nonsense_flags_and_damaged_models_are_clear_errors() {
+    let demo = convert(&repo().join("demo/vit-mnist"), StoreDType::F32);
+    let m = demo.to_str().unwrap();
+    let img = repo().join("demo/examples/digit-1.png");
+    let img = img.to_str().unwrap();
+    assert_clean_failure(&edgevit(&["classify", "-m", m, "--top-k", "0", img]), "--top-k must be at least 1");
+    assert_clean_failure(&edgevit(&["classify", "-m", m, "--logits", img]), "--logits needs --json");
+    assert_clean_failure(&edgevit(&["classify", "-m", m, "--threads", "0", img]), "--threads must be at least 1");
+    assert_clean_failure(&edgevit(&["classify", "-m", m]), "no inputs given");
+    assert_clean_failure(&edgevit(&["classify", "-m", m, "--frobnicate", img]), "Unrecognized argument");
+    assert_clean_failure(&edgevit(&["classify", "-m", "/no/such/model.evit", img]), "/no/such/model.evit");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&demo).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", vec![], "shorter than the 64-byte prefix"),
+        ("truncated", bytes[..bytes.len() - 100].to_vec(), "truncated"),
+        ("magic", [b"PK\x03\x04".as_slice(), &bytes[4..]].concat(), "wrong magic number"),
+        ("header", flip(&bytes, 200), "JSON header is damaged"),
+        ("version", with_version(&bytes, 9), "format version 9 is newer"),
+    ];
+    for (name, data, needle) in cases {
+        let p = dir.path().join(format!("{name}.evit"));
+        std::fs::write(&p, data).unwrap();
+        let out = edgevit(&["classify", "-m", p.to_str().unwrap(), img]);
+        assert_clean_failure(&out, needle);
+    }
+    // Damage in tensor data is found by --verify.
+    let p = dir.path().join("data.evit");
+    std::fs::write(&p, flip(&bytes, bytes.len() - 10)).unwrap();
+    assert!(edgevit(&["info", "-m", p.to_str().unwrap()]).status.success());
+    assert_clean_failure(&edgevit(&["info", "-m", p.to_str().unwrap(), "--verify"]), "is damaged: checksum");
+}
+
+fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at] ^= 0x20;
+    b
+}
+
+/// A file claiming another version, with the prefix checksum recomputed so only the version
+/// is wrong.
+fn with_version(bytes: &[u8], version: u32) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32(&b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Bitwise CRC-32 (IEEE), written out here so the test does not trust the code it checks.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn info_describes_the_model() {
+    let out = edgevit(&["info", "-m", tiny_f32().to_str().unwrap(), "--verify"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for needle in [
+        "12 layers, hidden 192, 3 heads of 64",
+        "224x224",
+        "197 tokens",
+        "1000 (tench",
+        "all 152 tensor checksums match",
+    ] {
+        assert!(s.contains(needle), "info should say '{needle}':\n{s}");
+    }
+}

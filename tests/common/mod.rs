@@ -1,0 +1,91 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use edgevit_tools::hf;
+use edgevit_tools::quantize::{write_model, StoreDType};
+
+pub mod exec;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared` (the reference model, photos and transformers' outputs), or `$EDGEVIT_SHARED`.
+pub fn shared() -> PathBuf {
+    let dir = std::env::var_os("EDGEVIT_SHARED").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared"));
+    assert!(
+        dir.join("reference/vit-tiny-imagenet.safetensors").exists(),
+        "the reference data is missing: expected {}/reference/vit-tiny-imagenet.safetensors; \
+         set EDGEVIT_SHARED to the folder that holds DESIGN.md, models/, images/ and reference/",
+        dir.display()
+    );
+    dir
+}
+
+/// Quantizes a snapshot folder into a temporary `.evit` and returns its path (kept for the
+/// test process's lifetime).
+pub fn convert(snapshot: &Path, dtype: StoreDType) -> PathBuf {
+    let imported = hf::import(snapshot).unwrap_or_else(|e| panic!("import {}: {e}", snapshot.display()));
+    let dir = tempfile::tempdir().expect("temp dir").keep();
+    let out = dir.join("model.evit");
+    write_model(&imported, dtype, &out).expect("write model");
+    out
+}
+
+/// The real ViT-Tiny from `../shared`, converted to f32 once per test binary.
+pub fn tiny_f32() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| convert(&shared().join("models/vit-tiny-imagenet"), StoreDType::F32))
+}
+
+/// All f32 tensors of a safetensors file, by name, with their shapes.
+pub fn load_safetensors(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            (name, (view.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+/// The reference entries as (image path relative to images/, pixel_values, logits).
+pub fn reference_entries() -> Vec<(String, Vec<f32>, Vec<f32>)> {
+    let mut tensors = load_safetensors(&shared().join("reference/vit-tiny-imagenet.safetensors"));
+    let mut names: Vec<String> = tensors.keys().filter_map(|k| k.strip_prefix("logits/").map(str::to_string)).collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let (_, pixels) =
+                tensors.remove(&format!("pixel_values/{n}")).expect("pixel_values for every logits entry");
+            let (_, logits) = tensors.remove(&format!("logits/{n}")).expect("logits");
+            (n, pixels, logits)
+        })
+        .collect()
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b]).then(b.cmp(&a))).expect("non-empty")
+}
+
+pub fn top5(v: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+    let mut t = idx[..5].to_vec();
+    t.sort();
+    t
+}
+
+/// max |a - b| / (max(b) - min(b)).
+pub fn rel_max_diff(a: &[f32], b: &[f32]) -> f32 {
+    let range = b.iter().copied().fold(f32::NEG_INFINITY, f32::max) - b.iter().copied().fold(f32::INFINITY, f32::min);
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / range
+}

@@ -1,0 +1,120 @@
+//! `edgevit-tools quantize` end to end: a good snapshot, and every kind of bad one gives a
+//! one-line error naming the problem and exit code 1.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+#[path = "../../tests/common/exec.rs"]
+mod exec;
+
+fn tools(args: &[&str]) -> Output {
+    exec::run(env!("CARGO_BIN_EXE_edgevit-tools"), args)
+}
+
+fn demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../demo/vit-mnist")
+}
+
+/// A writable copy of the demo snapshot.
+fn copy_demo(dir: &Path) -> PathBuf {
+    let snap = dir.join("snap");
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in ["config.json", "model.safetensors", "preprocessor_config.json"] {
+        std::fs::copy(demo().join(f), snap.join(f)).unwrap();
+    }
+    snap
+}
+
+fn quantize(snapshot: &Path, out: &Path) -> Output {
+    tools(&["quantize", snapshot.to_str().unwrap(), "--dtype", "f32", "-o", out.to_str().unwrap()])
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("edgevit-tools: ") && err.contains(needle), "stderr should mention '{needle}': {err}");
+}
+
+#[test]
+fn quantizes_the_demo_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.evit");
+    let run = quantize(&demo(), &out);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let model = edgevit::Model::open(&out).unwrap();
+    assert_eq!(model.architecture().num_layers, 4);
+    assert_eq!(model.labels().len(), 10);
+    model.file().verify().unwrap();
+    assert!(!dir.path().join("demo.evit.partial").exists());
+}
+
+#[test]
+fn bad_snapshots_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.evit");
+
+    assert_one_line_error(&quantize(Path::new("/no/such/snapshot"), &out), "no such snapshot folder");
+
+    let snap = copy_demo(dir.path());
+    let config = std::fs::read_to_string(snap.join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    v.as_object_mut().unwrap().remove("hidden_size");
+    std::fs::write(snap.join("config.json"), v.to_string()).unwrap();
+    assert_one_line_error(&quantize(&snap, &out), "required field 'hidden_size' is missing");
+
+    // A config that contradicts the tensors: one layer more than the checkpoint has.
+    let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    v["num_hidden_layers"] = 5.into();
+    std::fs::write(snap.join("config.json"), v.to_string()).unwrap();
+    assert_one_line_error(
+        &quantize(&snap, &out),
+        "tensor 'vit.encoder.layer.4.attention.attention.query.weight' (expected shape [64, 64]) is missing",
+    );
+
+    let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    v["num_hidden_layers"] = 3.into();
+    std::fs::write(snap.join("config.json"), v.to_string()).unwrap();
+    assert_one_line_error(&quantize(&snap, &out), "unexpected tensor 'vit.encoder.layer.3.");
+
+    let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+    v["intermediate_size"] = 96.into();
+    std::fs::write(snap.join("config.json"), v.to_string()).unwrap();
+    assert_one_line_error(
+        &quantize(&snap, &out),
+        "tensor 'vit.encoder.layer.0.intermediate.dense.weight' has shape [128, 64]; config.json implies [96, 64]",
+    );
+
+    std::fs::write(snap.join("config.json"), "{ not json").unwrap();
+    assert_one_line_error(&quantize(&snap, &out), "config.json: invalid JSON");
+    std::fs::write(snap.join("config.json"), &config).unwrap();
+
+    let weights = std::fs::read(snap.join("model.safetensors")).unwrap();
+    std::fs::write(snap.join("model.safetensors"), &weights[..weights.len() / 3]).unwrap();
+    assert_one_line_error(&quantize(&snap, &out), "not a readable safetensors file");
+    std::fs::write(snap.join("model.safetensors"), &weights[..5]).unwrap();
+    assert_one_line_error(&quantize(&snap, &out), "not a readable safetensors file");
+
+    // A checkpoint whose patch embedding has the wrong shape.
+    let st = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec())).collect();
+    let pe = tensors.iter_mut().find(|t| t.0 == "vit.embeddings.patch_embeddings.projection.weight").unwrap();
+    pe.1 = vec![64, 3, 49];
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())
+        })
+        .collect();
+    std::fs::write(snap.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    assert_one_line_error(&quantize(&snap, &out), "tensor 'vit.embeddings.patch_embeddings.projection.weight' has shape [64, 3, 49]; config.json implies [64, 3, 7, 7]");
+
+    std::fs::write(snap.join("model.safetensors"), &weights).unwrap();
+    // Flag errors come from argh: the message, then a pointer to --help.
+    let bad_flag = tools(&["quantize", snap.to_str().unwrap(), "--dtype", "int4", "-o", "x.evit"]);
+    assert_eq!(bad_flag.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("--dtype 'int4' is not one of: f32"));
+    assert!(!out.exists(), "no output file after failures");
+}
