@@ -1,5 +1,6 @@
 //! `edgevit`: classify images and tensors with a `.evit` model on the device.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -100,13 +101,11 @@ fn classify(args: Classify) -> Result<ExitCode, Error> {
     let model = Model::open(&args.model)?;
     let mut session = model.session();
     let mut failures = 0;
-    let stdout = std::io::stdout();
     for input in &args.inputs {
         let start = Instant::now();
         let result =
             load_input(input, &model).and_then(|pixels| model.forward(&pixels, &mut session).map(|l| l.to_vec()));
         let ms = start.elapsed().as_secs_f64() * 1e3;
-        let mut out = stdout.lock();
         match result {
             Ok(logits) => {
                 let top = top_k(&logits, args.top_k, model.labels());
@@ -115,8 +114,7 @@ fn classify(args: Classify) -> Result<ExitCode, Error> {
                 } else {
                     text_block(input, &top, ms)
                 };
-                // A closed pipe (e.g. `| head`) ends the run quietly.
-                if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                if !emit(&format!("{line}\n")) {
                     return Ok(ExitCode::FAILURE);
                 }
             }
@@ -184,12 +182,17 @@ fn text_block(input: &Path, top: &[Prediction], ms: f64) -> String {
 
 fn info(args: Info) -> Result<ExitCode, Error> {
     let model = Model::open(&args.model)?;
+    let mut out = String::new();
+    // Formatting into a String cannot fail.
+    macro_rules! w {
+        ($($arg:tt)*) => { let _ = writeln!(out, $($arg)*); };
+    }
     let c = model.config();
     let a = &c.architecture;
     let file = model.file();
-    println!("file:          {} ({:.1} MB)", args.model.display(), file.file_len() as f64 / 1e6);
-    println!("source:        {}", if c.source.is_empty() { "-" } else { &c.source });
-    println!(
+    w!("file:          {} ({:.1} MB)", args.model.display(), file.file_len() as f64 / 1e6);
+    w!("source:        {}", if c.source.is_empty() { "-" } else { &c.source });
+    w!(
         "architecture:  ViT, {} layers, hidden {}, {} heads of {}, MLP {}, {:?}",
         a.num_layers,
         a.hidden_size,
@@ -198,11 +201,11 @@ fn info(args: Info) -> Result<ExitCode, Error> {
         a.intermediate_size,
         a.activation
     );
-    println!("input:         {}x{} RGB, patch {}, {} tokens", a.image_width, a.image_height, a.patch_size, a.tokens());
+    w!("input:         {}x{} RGB, patch {}, {} tokens", a.image_width, a.image_height, a.patch_size, a.tokens());
     let params: u64 = file.header().tensors.iter().filter_map(|t| t.numel()).sum();
-    println!("weights:       {} tensors, {:.2} M parameters, f32", file.header().tensors.len(), params as f64 / 1e6);
+    w!("weights:       {} tensors, {:.2} M parameters, f32", file.header().tensors.len(), params as f64 / 1e6);
     let p = &c.preprocess;
-    println!(
+    w!(
         "preprocess:    resize {:?} ({:?}), crop {:?}, rescale {:?}, normalize {:?}",
         p.resize,
         p.filter,
@@ -211,16 +214,17 @@ fn info(args: Info) -> Result<ExitCode, Error> {
         p.normalize.as_ref().map(|n| (n.mean, n.std))
     );
     let preview: Vec<&str> = c.labels.iter().take(5).map(String::as_str).collect();
-    println!(
-        "labels:        {} ({}{})",
-        c.labels.len(),
-        preview.join(", "),
-        if c.labels.len() > 5 { ", ..." } else { "" }
-    );
-    println!("kernels:       f32 matmul via the gemm crate; scalar LayerNorm, attention, activations");
+    w!("labels:        {} ({}{})", c.labels.len(), preview.join(", "), if c.labels.len() > 5 { ", ..." } else { "" });
+    w!("kernels:       f32 matmul via the gemm crate; scalar LayerNorm, attention, activations");
     if args.verify {
         file.verify()?;
-        println!("verify:        all {} tensor checksums match", file.header().tensors.len());
+        w!("verify:        all {} tensor checksums match", file.header().tensors.len());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if emit(&out) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Writes to stdout; false if it is closed (e.g. piped into `head`), which ends the run quietly.
+fn emit(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok()
 }

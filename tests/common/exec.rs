@@ -5,14 +5,19 @@
 use std::process::{Command, Output};
 
 pub fn run(bin: &str, args: &[&str]) -> Output {
-    match Command::new(bin).args(args).output() {
-        Ok(out) => out,
-        // ENOEXEC: "Exec format error".
-        Err(e) if e.raw_os_error() == Some(8) => Command::new("qemu-aarch64-static")
+    let direct = Command::new(bin).args(args).output();
+    // Under qemu-user the failed exec shows up either as ENOEXEC ("Exec format error") or as
+    // a child that exits 127 having printed nothing.
+    let exec_failed = match &direct {
+        Err(e) => e.raw_os_error() == Some(8),
+        Ok(out) => out.status.code() == Some(127) && out.stdout.is_empty() && out.stderr.is_empty(),
+    };
+    if exec_failed && cfg!(target_arch = "aarch64") {
+        return Command::new("qemu-aarch64-static")
             .args(["-L", "/usr/aarch64-linux-gnu", bin])
             .args(args)
             .output()
-            .unwrap_or_else(|e| panic!("run {bin} under qemu-aarch64-static: {e}")),
-        Err(e) => panic!("run {bin}: {e}"),
+            .unwrap_or_else(|e| panic!("run {bin} under qemu-aarch64-static: {e}"));
     }
+    direct.unwrap_or_else(|e| panic!("run {bin}: {e}"))
 }
