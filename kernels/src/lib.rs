@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod i8gemm;
 pub mod layernorm;
 pub mod matmul;
 
