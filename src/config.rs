@@ -256,12 +256,56 @@ pub fn shortest_edge_size(h: usize, w: usize, size: usize) -> (usize, usize) {
     }
 }
 
+/// How the Linear layers' weights are stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightStorage {
+    pub dtype: WeightDType,
+    /// Linear layers kept in f32 whatever `dtype` says: "patch_embed" and/or "head".
+    #[serde(default)]
+    pub keep_f32: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightDType {
+    F32,
+    /// Symmetric int8 per output channel, packed k4n16, with f32 scales and int32 channel sums.
+    Int8,
+}
+
+/// Linear layers that `keep_f32` may name.
+pub const KEEPABLE_F32: [&str; 2] = ["patch_embed", "head"];
+
+impl WeightStorage {
+    pub fn f32() -> Self {
+        WeightStorage { dtype: WeightDType::F32, keep_f32: Vec::new() }
+    }
+
+    /// The dtype of the Linear layer `name` ("patch_embed", "layers.3.fc1", "head", ...).
+    pub fn dtype_of(&self, name: &str) -> WeightDType {
+        if self.keep_f32.iter().any(|k| k == name) {
+            WeightDType::F32
+        } else {
+            self.dtype
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        match self.keep_f32.iter().find(|k| !KEEPABLE_F32.contains(&k.as_str())) {
+            Some(k) => Err(format!("keep_f32 names '{k}'; only {KEEPABLE_F32:?} may be kept in f32")),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Everything a model file says besides its tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub architecture: Architecture,
     pub preprocess: Preprocess,
+    pub weights: WeightStorage,
     /// One name per output class, in index order.
     pub labels: Vec<String>,
     /// Where the weights came from (free text, e.g. the snapshot folder).
@@ -273,6 +317,7 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.architecture.validate()?;
         self.preprocess.validate(&self.architecture)?;
+        self.weights.validate()?;
         if self.labels.len() != self.architecture.num_labels {
             return Err(format!("{} label names for {} classes", self.labels.len(), self.architecture.num_labels));
         }

@@ -32,12 +32,15 @@ pub const MAX_HEADER_LEN: u64 = 64 << 20;
 #[serde(rename_all = "snake_case")]
 pub enum DType {
     F32,
+    I8,
+    I32,
 }
 
 impl DType {
     pub fn size(self) -> usize {
         match self {
-            DType::F32 => 4,
+            DType::F32 | DType::I32 => 4,
+            DType::I8 => 1,
         }
     }
 }
@@ -48,6 +51,22 @@ impl DType {
 pub enum Layout {
     /// C order: the last dimension varies fastest. Linear weights are `[out, in]`.
     RowMajor,
+    /// A `[N, K]` int8 matrix packed for the int8 GEMM kernels: panels of 16 rows (output
+    /// channels), K in groups of 4; N padded to 16 and K to 4 with zeros (docs/format.md).
+    K4n16,
+}
+
+impl Layout {
+    /// Bytes a tensor of this layout, dtype and shape occupies, if the combination is valid.
+    pub fn byte_len(self, dtype: DType, shape: &[u64]) -> Option<u64> {
+        match (self, dtype, shape) {
+            (Layout::RowMajor, _, _) => shape.iter().try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d)),
+            (Layout::K4n16, DType::I8, &[n, k]) => {
+                n.checked_next_multiple_of(16)?.checked_mul(k.checked_next_multiple_of(4)?)
+            }
+            (Layout::K4n16, _, _) => None,
+        }
+    }
 }
 
 /// One entry of the tensor table.
@@ -60,7 +79,7 @@ pub struct TensorEntry {
     pub shape: Vec<u64>,
     /// Byte offset from the start of the data section; a multiple of 64.
     pub offset: u64,
-    /// Byte length: product(shape) x dtype size.
+    /// Byte length: product(shape) x dtype size for `row_major`; the padded size for `k4n16`.
     pub length: u64,
     /// CRC-32 (IEEE, as zlib's crc32) of the tensor's bytes.
     pub crc32: u32,
@@ -263,6 +282,23 @@ impl<'a> TensorData<'a> {
             bytes: Cow::Borrowed(bytemuck::cast_slice(values)),
         }
     }
+
+    pub fn i32(name: impl Into<String>, shape: Vec<usize>, values: &[i32]) -> TensorData<'static> {
+        let bytes = Cow::Owned(bytemuck::cast_slice(values).to_vec());
+        TensorData { name: name.into(), dtype: DType::I32, layout: Layout::RowMajor, shape, bytes }
+    }
+
+    /// An `[n, k]` int8 matrix already packed in the k4n16 layout.
+    pub fn i8_packed(name: impl Into<String>, n: usize, k: usize, packed: Vec<i8>) -> TensorData<'static> {
+        let bytes = Cow::Owned(bytemuck::cast_vec(packed));
+        TensorData { name: name.into(), dtype: DType::I8, layout: Layout::K4n16, shape: vec![n, k], bytes }
+    }
+
+    /// The same tensor, owning its bytes.
+    pub fn into_owned(self) -> TensorData<'static> {
+        let bytes = Cow::Owned(self.bytes.into_owned());
+        TensorData { name: self.name, dtype: self.dtype, layout: self.layout, shape: self.shape, bytes }
+    }
 }
 
 /// Serialises a model into the bytes of an `.evit` file.
@@ -270,15 +306,15 @@ pub fn to_bytes(config: &ModelConfig, tensors: &[TensorData<'_>]) -> Result<Vec<
     let mut entries = Vec::with_capacity(tensors.len());
     let (mut offset, mut end) = (0usize, 0usize);
     for t in tensors {
-        let numel: usize = t.shape.iter().product();
-        if numel * t.dtype.size() != t.bytes.len() {
+        let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+        if t.layout.byte_len(t.dtype, &shape) != Some(t.bytes.len() as u64) {
             return Err(Error::Input(format!("tensor '{}': {} bytes for shape {:?}", t.name, t.bytes.len(), t.shape)));
         }
         entries.push(TensorEntry {
             name: t.name.clone(),
             dtype: t.dtype,
             layout: t.layout,
-            shape: t.shape.iter().map(|&d| d as u64).collect(),
+            shape,
             offset: offset as u64,
             length: t.bytes.len() as u64,
             crc32: crc32fast::hash(&t.bytes),

@@ -1,4 +1,4 @@
-//! A validated model and its f32 forward pass.
+//! A validated model and its forward pass (f32 or int8 Linear layers).
 //!
 //! The weights are borrowed straight from the memory-mapped file; a [`Session`] holds every
 //! buffer one forward pass needs, sized once from the architecture, so classifying allocates
@@ -6,73 +6,130 @@
 
 use std::path::Path;
 
+use std::collections::HashMap;
+
 use edgevit_kernels::attention::{attention, AttentionShape};
+use edgevit_kernels::i8gemm::{i8_gemm, padded_k, quantize_row, Epilogue, I8Kernel, PackedWeights, QuantRows};
 use edgevit_kernels::layernorm::{layernorm, layernorm_row};
-use edgevit_kernels::matmul::{add_bias_rows, matmul, MatMut, MatRef};
+use edgevit_kernels::matmul::{matmul, MatMut, MatRef};
 use edgevit_kernels::Threads;
 
-use crate::config::{Architecture, ModelConfig};
+use crate::config::{Architecture, ModelConfig, WeightDType, WeightStorage};
 use crate::error::{Error, Result};
 use crate::format::{DType, EvitFile, Layout};
 
-/// The tensors a model of this architecture must hold, with their shapes, in file order.
-/// The tools write exactly this list and [`Model::open`] demands it: one definition of the names.
-pub fn expected_tensors(arch: &Architecture) -> Vec<(String, Vec<usize>)> {
+/// One tensor a model file must hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub layout: Layout,
+    pub shape: Vec<usize>,
+}
+
+fn spec(name: String, dtype: DType, layout: Layout, shape: Vec<usize>) -> TensorSpec {
+    TensorSpec { name, dtype, layout, shape }
+}
+
+/// The Linear layers of an architecture: (name, out features, in features), in file order.
+pub fn linear_layers(arch: &Architecture) -> Vec<(String, usize, usize)> {
     let (d, i) = (arch.hidden_size, arch.intermediate_size);
-    let mut v = vec![
-        ("patch_embed.weight".to_string(), vec![d, arch.patch_len()]),
-        ("patch_embed.bias".to_string(), vec![d]),
-        ("cls_token".to_string(), vec![d]),
-        ("pos_embed".to_string(), vec![arch.tokens(), d]),
-    ];
+    let mut v = vec![("patch_embed".to_string(), d, arch.patch_len())];
     for l in 0..arch.num_layers {
-        let p = |s: &str| format!("layers.{l}.{s}");
-        v.push((p("ln1.weight"), vec![d]));
-        v.push((p("ln1.bias"), vec![d]));
-        v.push((p("qkv.weight"), vec![3 * d, d]));
-        if arch.qkv_bias {
-            v.push((p("qkv.bias"), vec![3 * d]));
-        }
-        v.push((p("proj.weight"), vec![d, d]));
-        v.push((p("proj.bias"), vec![d]));
-        v.push((p("ln2.weight"), vec![d]));
-        v.push((p("ln2.bias"), vec![d]));
-        v.push((p("fc1.weight"), vec![i, d]));
-        v.push((p("fc1.bias"), vec![i]));
-        v.push((p("fc2.weight"), vec![d, i]));
-        v.push((p("fc2.bias"), vec![d]));
+        v.push((format!("layers.{l}.qkv"), 3 * d, d));
+        v.push((format!("layers.{l}.proj"), d, d));
+        v.push((format!("layers.{l}.fc1"), i, d));
+        v.push((format!("layers.{l}.fc2"), d, i));
     }
-    v.push(("norm.weight".to_string(), vec![d]));
-    v.push(("norm.bias".to_string(), vec![d]));
-    v.push(("head.weight".to_string(), vec![arch.num_labels, d]));
-    v.push(("head.bias".to_string(), vec![arch.num_labels]));
+    v.push(("head".to_string(), arch.num_labels, d));
     v
 }
 
-/// Indices into the file's tensor table, in [`expected_tensors`] order.
+/// The tensors a model of this architecture and weight storage must hold, in file order.
+/// The tools write exactly this list and [`Model::open`] demands it: one definition of the names.
+///
+/// A Linear layer `X` stored in f32 has `X.weight` (`[out, in]`, row-major) and `X.bias`; in
+/// int8 it has `X.weight` (`[out, in]` packed k4n16), `X.scale` (f32 per output channel),
+/// `X.sum` (int32 per output channel: the sum of its quantized weights) and `X.bias`.
+pub fn expected_tensors(arch: &Architecture, storage: &WeightStorage) -> Vec<TensorSpec> {
+    let d = arch.hidden_size;
+    let f32v = |name: String, shape: Vec<usize>| spec(name, DType::F32, Layout::RowMajor, shape);
+    let linear = |v: &mut Vec<TensorSpec>, name: &str, out: usize, inp: usize, bias: bool| {
+        match storage.dtype_of(name) {
+            WeightDType::F32 => v.push(f32v(format!("{name}.weight"), vec![out, inp])),
+            WeightDType::Int8 => {
+                v.push(spec(format!("{name}.weight"), DType::I8, Layout::K4n16, vec![out, inp]));
+                v.push(f32v(format!("{name}.scale"), vec![out]));
+                v.push(spec(format!("{name}.sum"), DType::I32, Layout::RowMajor, vec![out]));
+            }
+        }
+        if bias {
+            v.push(f32v(format!("{name}.bias"), vec![out]));
+        }
+    };
+    let mut v = Vec::new();
+    linear(&mut v, "patch_embed", d, arch.patch_len(), true);
+    v.push(f32v("cls_token".into(), vec![d]));
+    v.push(f32v("pos_embed".into(), vec![arch.tokens(), d]));
+    for l in 0..arch.num_layers {
+        let p = |s: &str| format!("layers.{l}.{s}");
+        v.push(f32v(p("ln1.weight"), vec![d]));
+        v.push(f32v(p("ln1.bias"), vec![d]));
+        linear(&mut v, &p("qkv"), 3 * d, d, arch.qkv_bias);
+        linear(&mut v, &p("proj"), d, d, true);
+        v.push(f32v(p("ln2.weight"), vec![d]));
+        v.push(f32v(p("ln2.bias"), vec![d]));
+        linear(&mut v, &p("fc1"), arch.intermediate_size, d, true);
+        linear(&mut v, &p("fc2"), d, arch.intermediate_size, true);
+    }
+    v.push(f32v("norm.weight".into(), vec![d]));
+    v.push(f32v("norm.bias".into(), vec![d]));
+    linear(&mut v, "head", arch.num_labels, d, true);
+    v
+}
+
+/// A Linear layer's tensors, as indices into the file's tensor table.
+#[derive(Clone, Copy, Debug)]
+enum LinearWeights {
+    F32 { weight: usize, bias: Option<usize>, out: usize, inp: usize },
+    Int8 { weight: usize, scale: usize, sum: usize, bias: Option<usize>, out: usize, inp: usize },
+}
+
+impl LinearWeights {
+    fn is_int8(&self) -> bool {
+        matches!(self, LinearWeights::Int8 { .. })
+    }
+}
+
 struct LayerWeights {
     ln1: (usize, usize),
-    qkv_w: usize,
-    qkv_b: Option<usize>,
-    proj: (usize, usize),
+    qkv: LinearWeights,
+    proj: LinearWeights,
     ln2: (usize, usize),
-    fc1: (usize, usize),
-    fc2: (usize, usize),
+    fc1: LinearWeights,
+    fc2: LinearWeights,
 }
 
 struct Weights {
-    patch: (usize, usize),
+    patch: LinearWeights,
     cls: usize,
     pos: usize,
     layers: Vec<LayerWeights>,
     norm: (usize, usize),
-    head: (usize, usize),
+    head: LinearWeights,
+}
+
+/// The input of a Linear layer: f32 rows, or the same rows quantized to int8 per row.
+enum LinearInput<'a> {
+    F32(&'a [f32]),
+    Int8(QuantRows<'a>),
 }
 
 /// An open model. `Send + Sync`: threads may share one, each with its own [`Session`].
 pub struct Model {
     file: EvitFile,
     weights: Weights,
+    i8_kernel: I8Kernel,
 }
 
 impl Model {
@@ -81,7 +138,7 @@ impl Model {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let file = EvitFile::open(path.as_ref())?;
         let weights = resolve(&file).map_err(|m| Error::format(file.path(), m))?;
-        Ok(Model { file, weights })
+        Ok(Model { file, weights, i8_kernel: I8Kernel::best() })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -97,14 +154,106 @@ impl Model {
         &self.file
     }
 
+    /// The int8 GEMM kernel in use (chosen from the CPU's features at open).
+    pub fn i8_kernel(&self) -> I8Kernel {
+        self.i8_kernel
+    }
+
+    /// Uses another int8 kernel, e.g. to compare kernels. Fails if this CPU cannot run it.
+    pub fn set_i8_kernel(&mut self, kernel: I8Kernel) -> Result<()> {
+        if !I8Kernel::available().contains(&kernel) {
+            return Err(Error::Unsupported(format!("this CPU cannot run {}", kernel.name())));
+        }
+        self.i8_kernel = kernel;
+        Ok(())
+    }
+
+    /// Kernels the forward pass uses, for `info` and `bench`.
+    pub fn kernel_names(&self) -> Vec<&'static str> {
+        let w = &self.weights;
+        let mut v = Vec::new();
+        let all = std::iter::once(&w.patch)
+            .chain(std::iter::once(&w.head))
+            .chain(w.layers.iter().flat_map(|l| [&l.qkv, &l.proj, &l.fc1, &l.fc2]));
+        let (mut int8, mut f32) = (false, false);
+        for lin in all {
+            int8 |= lin.is_int8();
+            f32 |= !lin.is_int8();
+        }
+        if int8 {
+            v.push(self.i8_kernel.name());
+        }
+        if f32 {
+            v.push("f32 gemm (gemm crate)");
+        }
+        v.push("layernorm_scalar");
+        v.push("attention_rows_scalar");
+        v
+    }
+
     /// Scratch buffers for one forward pass at a time.
     pub fn session(&self) -> Session {
         Session::new(self.architecture())
     }
 
     fn f32s(&self, index: usize) -> &[f32] {
-        // Alignment (64) and length (a whole number of f32) were checked at open.
+        // Alignment (64) and length (a whole number of elements) were checked at open.
         bytemuck::cast_slice(self.file.tensor_bytes(index))
+    }
+    fn i32s(&self, index: usize) -> &[i32] {
+        bytemuck::cast_slice(self.file.tensor_bytes(index))
+    }
+    fn i8s(&self, index: usize) -> &[i8] {
+        bytemuck::cast_slice(self.file.tensor_bytes(index))
+    }
+
+    /// `out` (rows x out features, row stride `ldo`) gets `input * W^T + b`, stored, activated
+    /// or added, per `epilogue`.
+    fn linear(
+        &self,
+        lin: &LinearWeights,
+        input: LinearInput<'_>,
+        rows: usize,
+        out: &mut [f32],
+        ldo: usize,
+        epilogue: Epilogue,
+        threads: Threads,
+    ) {
+        match (*lin, input) {
+            (LinearWeights::F32 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
+                let accumulate = epilogue == Epilogue::Accumulate;
+                let dst = MatMut { data: out, rows, cols: n, row_stride: ldo };
+                if accumulate {
+                    matmul(
+                        dst,
+                        MatRef::row_major(x, rows, k),
+                        MatRef::transposed(self.f32s(weight), n, k),
+                        true,
+                        threads,
+                    );
+                    if let Some(b) = bias {
+                        for row in out.chunks_mut(ldo).take(rows) {
+                            row[..n].iter_mut().zip(self.f32s(b)).for_each(|(o, b)| *o += b);
+                        }
+                    }
+                    return;
+                }
+                matmul(dst, MatRef::row_major(x, rows, k), MatRef::transposed(self.f32s(weight), n, k), false, threads);
+                for row in out.chunks_mut(ldo).take(rows) {
+                    if let Some(b) = bias {
+                        row[..n].iter_mut().zip(self.f32s(b)).for_each(|(o, b)| *o += b);
+                    }
+                    if let Epilogue::Activate(act) = epilogue {
+                        act.apply_slice(&mut row[..n]);
+                    }
+                }
+            }
+            (LinearWeights::Int8 { weight, scale, sum, bias, out: n, inp: k }, LinearInput::Int8(q)) => {
+                let w = PackedWeights { data: self.i8s(weight), n, k, scales: self.f32s(scale), sums: self.i32s(sum) };
+                i8_gemm(self.i8_kernel, q, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
+            }
+            _ => unreachable!("the caller prepares the input in the layer's dtype"),
+        }
     }
 
     /// Runs the network on one preprocessed image (`channels x height x width`, CHW order) and
@@ -127,21 +276,15 @@ impl Model {
         let threads = Threads(rayon::current_num_threads());
         let (t, d, inter) = (a.tokens(), a.hidden_size, a.intermediate_size);
         let w = &self.weights;
+        let Session { patches, x, h, qkv, ctx, mlp, scores, logits, q, q_scales } = s;
 
         // Patch embedding: a convolution with stride = kernel is a matmul over flattened patches.
-        im2col(pixels, a, &mut s.patches);
+        im2col(pixels, a, patches);
         let np = a.num_patches();
-        let (pw, pb) = (self.f32s(w.patch.0), self.f32s(w.patch.1));
-        matmul(
-            MatMut::row_major(&mut s.x[d..], np, d),
-            MatRef::row_major(&s.patches, np, a.patch_len()),
-            MatRef::transposed(pw, d, a.patch_len()),
-            false,
-            threads,
-        );
-        add_bias_rows(&mut s.x[d..], pb);
-        s.x[..d].copy_from_slice(self.f32s(w.cls));
-        for (x, p) in s.x.iter_mut().zip(self.f32s(w.pos)) {
+        let input = prepare(&w.patch, patches, np, a.patch_len(), q, q_scales);
+        self.linear(&w.patch, input, np, &mut x[d..], d, Epilogue::Store, threads);
+        x[..d].copy_from_slice(self.f32s(w.cls));
+        for (x, p) in x.iter_mut().zip(self.f32s(w.pos)) {
             *x += p;
         }
 
@@ -149,61 +292,45 @@ impl Model {
         let act = a.activation.kernel();
         let shape = AttentionShape { tokens: t, heads: a.num_heads, head_dim: a.head_dim() };
         for l in &w.layers {
-            layernorm(&s.x, &mut s.h, self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
-            matmul(
-                MatMut::row_major(&mut s.qkv, t, 3 * d),
-                MatRef::row_major(&s.h, t, d),
-                MatRef::transposed(self.f32s(l.qkv_w), 3 * d, d),
-                false,
-                threads,
-            );
-            if let Some(b) = l.qkv_b {
-                add_bias_rows(&mut s.qkv, self.f32s(b));
-            }
-            attention(&s.qkv, &mut s.ctx, &mut s.scores, shape, threads);
-            // Residual: x += ctx * Wproj^T + b, accumulating straight into x.
-            matmul(
-                MatMut::row_major(&mut s.x, t, d),
-                MatRef::row_major(&s.ctx, t, d),
-                MatRef::transposed(self.f32s(l.proj.0), d, d),
-                true,
-                threads,
-            );
-            add_bias_rows(&mut s.x, self.f32s(l.proj.1));
+            layernorm(x, h, self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
+            let input = prepare(&l.qkv, h, t, d, q, q_scales);
+            self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store, threads);
+            attention(qkv, ctx, scores, shape, threads);
+            let input = prepare(&l.proj, ctx, t, d, q, q_scales);
+            self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate, threads);
 
-            layernorm(&s.x, &mut s.h, self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
-            matmul(
-                MatMut::row_major(&mut s.mlp, t, inter),
-                MatRef::row_major(&s.h, t, d),
-                MatRef::transposed(self.f32s(l.fc1.0), inter, d),
-                false,
-                threads,
-            );
-            add_bias_rows(&mut s.mlp, self.f32s(l.fc1.1));
-            act.apply_slice(&mut s.mlp);
-            matmul(
-                MatMut::row_major(&mut s.x, t, d),
-                MatRef::row_major(&s.mlp, t, inter),
-                MatRef::transposed(self.f32s(l.fc2.0), d, inter),
-                true,
-                threads,
-            );
-            add_bias_rows(&mut s.x, self.f32s(l.fc2.1));
+            layernorm(x, h, self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
+            let input = prepare(&l.fc1, h, t, d, q, q_scales);
+            self.linear(&l.fc1, input, t, mlp, inter, Epilogue::Activate(act), threads);
+            let input = prepare(&l.fc2, mlp, t, inter, q, q_scales);
+            self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate, threads);
         }
 
         // Only the CLS token reaches the classifier, so only its row is normalised.
-        layernorm_row(&s.x[..d], &mut s.h[..d], self.f32s(w.norm.0), self.f32s(w.norm.1), eps);
-        let labels = a.num_labels;
-        matmul(
-            MatMut::row_major(&mut s.logits, 1, labels),
-            MatRef::row_major(&s.h[..d], 1, d),
-            MatRef::transposed(self.f32s(w.head.0), labels, d),
-            false,
-            threads,
-        );
-        add_bias_rows(&mut s.logits, self.f32s(w.head.1));
-        Ok(&s.logits)
+        layernorm_row(&x[..d], &mut h[..d], self.f32s(w.norm.0), self.f32s(w.norm.1), eps);
+        let input = prepare(&w.head, &h[..d], 1, d, q, q_scales);
+        self.linear(&w.head, input, 1, logits, a.num_labels, Epilogue::Store, threads);
+        Ok(logits)
     }
+}
+
+/// The input for `lin`: the f32 rows themselves, or those rows quantized per row into `q`.
+fn prepare<'a>(
+    lin: &LinearWeights,
+    x: &'a [f32],
+    rows: usize,
+    k: usize,
+    q: &'a mut [i8],
+    scales: &'a mut [f32],
+) -> LinearInput<'a> {
+    if !lin.is_int8() {
+        return LinearInput::F32(&x[..rows * k]);
+    }
+    let stride = padded_k(k);
+    for ((src, dst), s) in x.chunks_exact(k).zip(q.chunks_exact_mut(stride)).zip(scales.iter_mut()).take(rows) {
+        *s = quantize_row(src, dst);
+    }
+    LinearInput::Int8(QuantRows { data: &q[..rows * stride], rows, stride, scales: &scales[..rows] })
 }
 
 /// Rearranges a CHW image into one row per patch (row-major over the patch grid), each row in
@@ -224,53 +351,74 @@ fn im2col(pixels: &[f32], a: &Architecture, out: &mut [f32]) {
 
 fn resolve(file: &EvitFile) -> Result<Weights, String> {
     let header = file.header();
-    let arch = &header.config.architecture;
-    let expected = expected_tensors(arch);
-    let mut index = std::collections::HashMap::new();
+    let config = &header.config;
+    let arch = &config.architecture;
+    let expected = expected_tensors(arch, &config.weights);
+    let mut index = HashMap::new();
     for (i, t) in header.tensors.iter().enumerate() {
         index.insert(t.name.as_str(), i);
     }
-    let mut ids = Vec::with_capacity(expected.len());
-    for (name, shape) in &expected {
-        let i = *index.get(name.as_str()).ok_or_else(|| format!("tensor '{name}' (shape {shape:?}) is missing"))?;
+    let mut ids = HashMap::new();
+    for e in &expected {
+        let i = *index
+            .get(e.name.as_str())
+            .ok_or_else(|| format!("tensor '{}' ({:?} {:?}) is missing", e.name, e.dtype, e.shape))?;
         let t = &header.tensors[i];
-        if t.shape.iter().map(|&d| d as usize).ne(shape.iter().copied()) {
-            return Err(format!("tensor '{name}' has shape {:?}; the architecture needs {shape:?}", t.shape));
+        if t.shape.iter().map(|&d| d as usize).ne(e.shape.iter().copied()) {
+            return Err(format!("tensor '{}' has shape {:?}; the architecture needs {:?}", e.name, t.shape, e.shape));
         }
-        if t.dtype != DType::F32 || t.layout != Layout::RowMajor {
+        if t.dtype != e.dtype || t.layout != e.layout {
             return Err(format!(
-                "tensor '{name}' is {:?}/{:?}; this build runs f32 row-major tensors",
-                t.dtype, t.layout
+                "tensor '{}' is {:?}/{:?}; a {:?} model needs {:?}/{:?}",
+                e.name, t.dtype, t.layout, config.weights.dtype, e.dtype, e.layout
             ));
         }
-        ids.push(i);
+        ids.insert(e.name.clone(), i);
     }
     if header.tensors.len() != expected.len() {
-        let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-        let extra =
-            header.tensors.iter().find(|t| !known.contains(t.name.as_str())).map(|t| t.name.as_str()).unwrap_or("?");
+        let extra = header.tensors.iter().find(|t| !ids.contains_key(&t.name)).map(|t| t.name.as_str()).unwrap_or("?");
         return Err(format!("unexpected tensor '{extra}' for this architecture"));
     }
-    let mut it = ids.into_iter();
-    let mut next = || it.next().expect("one id per expected tensor");
-    let patch = (next(), next());
-    let cls = next();
-    let pos = next();
+    let id = |name: String| ids[&name];
+    let linear = |name: &str, out: usize, inp: usize| -> Result<LinearWeights, String> {
+        let bias = ids.get(&format!("{name}.bias")).copied();
+        let weight = id(format!("{name}.weight"));
+        Ok(match config.weights.dtype_of(name) {
+            WeightDType::F32 => LinearWeights::F32 { weight, bias, out, inp },
+            WeightDType::Int8 => {
+                let scale = id(format!("{name}.scale"));
+                let scales: &[f32] = bytemuck::cast_slice(file.tensor_bytes(scale));
+                if let Some(c) = scales.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+                    return Err(format!(
+                        "tensor '{name}.scale' has scale {} at channel {c}; scales must be finite and positive",
+                        scales[c]
+                    ));
+                }
+                LinearWeights::Int8 { weight, scale, sum: id(format!("{name}.sum")), bias, out, inp }
+            }
+        })
+    };
+    let (d, i) = (arch.hidden_size, arch.intermediate_size);
     let mut layers = Vec::with_capacity(arch.num_layers);
-    for _ in 0..arch.num_layers {
+    for l in 0..arch.num_layers {
+        let p = |s: &str| format!("layers.{l}.{s}");
         layers.push(LayerWeights {
-            ln1: (next(), next()),
-            qkv_w: next(),
-            qkv_b: arch.qkv_bias.then(&mut next),
-            proj: (next(), next()),
-            ln2: (next(), next()),
-            fc1: (next(), next()),
-            fc2: (next(), next()),
+            ln1: (id(p("ln1.weight")), id(p("ln1.bias"))),
+            qkv: linear(&p("qkv"), 3 * d, d)?,
+            proj: linear(&p("proj"), d, d)?,
+            ln2: (id(p("ln2.weight")), id(p("ln2.bias"))),
+            fc1: linear(&p("fc1"), i, d)?,
+            fc2: linear(&p("fc2"), d, i)?,
         });
     }
-    let norm = (next(), next());
-    let head = (next(), next());
-    Ok(Weights { patch, cls, pos, layers, norm, head })
+    Ok(Weights {
+        patch: linear("patch_embed", d, arch.patch_len())?,
+        cls: id("cls_token".into()),
+        pos: id("pos_embed".into()),
+        layers,
+        norm: (id("norm.weight".into()), id("norm.bias".into())),
+        head: linear("head", arch.num_labels, d)?,
+    })
 }
 
 /// Every buffer one forward pass uses. Make one per thread with [`Model::session`].
@@ -283,11 +431,15 @@ pub struct Session {
     mlp: Vec<f32>,
     scores: Vec<f32>,
     logits: Vec<f32>,
+    /// Quantized activations (rows x K padded to 4) for int8 layers, and their row scales.
+    q: Vec<i8>,
+    q_scales: Vec<f32>,
 }
 
 impl Session {
     fn new(a: &Architecture) -> Self {
         let (t, d) = (a.tokens(), a.hidden_size);
+        let widest = padded_k(d.max(a.intermediate_size).max(a.patch_len()));
         Session {
             patches: vec![0.0; a.num_patches() * a.patch_len()],
             x: vec![0.0; t * d],
@@ -297,6 +449,8 @@ impl Session {
             mlp: vec![0.0; t * a.intermediate_size],
             scores: vec![0.0; t * t],
             logits: vec![0.0; a.num_labels],
+            q: vec![0; t * widest],
+            q_scales: vec![0.0; t],
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use edgevit_tools::hf;
-use edgevit_tools::quantize::{write_model, StoreDType};
+use edgevit_tools::quantize::{storage, write_model, StoreDType, DEFAULT_KEEP_F32};
 
 pub mod exec;
 
@@ -29,10 +29,16 @@ pub fn shared() -> PathBuf {
 /// Quantizes a snapshot folder into a temporary `.evit` and returns its path (kept for the
 /// test process's lifetime).
 pub fn convert(snapshot: &Path, dtype: StoreDType) -> PathBuf {
+    let keep: Vec<String> = DEFAULT_KEEP_F32.iter().map(|s| s.to_string()).collect();
+    convert_with(snapshot, &storage(dtype, &keep))
+}
+
+/// [`convert`] with an explicit weight storage.
+pub fn convert_with(snapshot: &Path, storage: &edgevit::config::WeightStorage) -> PathBuf {
     let imported = hf::import(snapshot).unwrap_or_else(|e| panic!("import {}: {e}", snapshot.display()));
     let dir = tempfile::tempdir().expect("temp dir").keep();
     let out = dir.join("model.evit");
-    write_model(&imported, dtype, &out).expect("write model");
+    write_model(&imported, storage, &out).expect("write model");
     out
 }
 
@@ -40,6 +46,12 @@ pub fn convert(snapshot: &Path, dtype: StoreDType) -> PathBuf {
 pub fn tiny_f32() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| convert(&shared().join("models/vit-tiny-imagenet"), StoreDType::F32))
+}
+
+/// The real ViT-Tiny in int8 with the default storage, converted once per test binary.
+pub fn tiny_int8() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| convert(&shared().join("models/vit-tiny-imagenet"), StoreDType::Int8))
 }
 
 /// All f32 tensors of a safetensors file, by name, with their shapes.

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use edgevit::config::{ActivationName, Architecture, Filter, ModelConfig, Normalize, Preprocess, Resize};
+use edgevit::config::{
+    ActivationName, Architecture, Filter, ModelConfig, Normalize, Preprocess, Resize, WeightStorage,
+};
 use edgevit::model::expected_tensors;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -12,7 +14,7 @@ use serde_json::Value;
 /// A checkpoint in edgevit's own tensor names and f32, ready to be quantized and written.
 pub struct Imported {
     pub config: ModelConfig,
-    /// In [`expected_tensors`] order, with its shapes.
+    /// All weights in f32, in [`expected_tensors`] order for f32 storage, with their shapes.
     pub tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
     /// Tensors of the checkpoint that classification does not use (reported, not written).
     pub unused: Vec<String>,
@@ -309,14 +311,20 @@ pub fn from_parts(
         }
     }
 
-    let tensors = expected_tensors(&arch)
+    let tensors = expected_tensors(&arch, &WeightStorage::f32())
         .into_iter()
-        .map(|(name, shape)| {
-            let data = out.remove(&name).expect("every expected tensor was loaded above");
-            (name, shape, data)
+        .map(|spec| {
+            let data = out.remove(&spec.name).expect("every expected tensor was loaded above");
+            (spec.name, spec.shape, data)
         })
         .collect();
-    let config = ModelConfig { architecture: arch, preprocess, labels, source: source.to_string() };
+    let config = ModelConfig {
+        architecture: arch,
+        preprocess,
+        weights: WeightStorage::f32(),
+        labels,
+        source: source.to_string(),
+    };
     config.validate()?;
     Ok(Imported { config, tensors, unused })
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use argh::FromArgs;
 use edgevit_tools::hf;
-use edgevit_tools::quantize::{write_model, StoreDType};
+use edgevit_tools::quantize::{parse_keep_f32, storage, write_model, StoreDType, DEFAULT_KEEP_F32};
 
 #[derive(FromArgs)]
 /// Workstation tools for edgevit: import, quantize and write .evit model files.
@@ -29,9 +29,13 @@ struct Quantize {
     /// the snapshot folder
     #[argh(positional)]
     snapshot: PathBuf,
-    /// weight storage type: f32 (default f32)
-    #[argh(option, default = "StoreDType::F32")]
+    /// weight storage: int8 (per-channel symmetric, the fast default) or f32 (exact)
+    #[argh(option, default = "StoreDType::Int8")]
     dtype: StoreDType,
+    /// with int8: Linear layers to keep in f32, comma-separated from patch_embed, head, or
+    /// none (default: head)
+    #[argh(option)]
+    keep_f32: Option<String>,
     /// where to write the .evit file
     #[argh(option, short = 'o')]
     output: PathBuf,
@@ -57,13 +61,26 @@ fn quantize(args: Quantize) -> Result<(), String> {
     for name in &model.unused {
         eprintln!("edgevit-tools: note: '{name}' is not used for classification and is not written");
     }
-    let size = write_model(&model, args.dtype, &args.output)?;
+    let keep = match &args.keep_f32 {
+        Some(s) => parse_keep_f32(s)?,
+        None => DEFAULT_KEEP_F32.iter().map(|s| s.to_string()).collect(),
+    };
+    if args.keep_f32.is_some() && args.dtype == StoreDType::F32 {
+        return Err("--keep-f32 only applies to --dtype int8".into());
+    }
+    let storage = storage(args.dtype, &keep);
+    let size = write_model(&model, &storage, &args.output)?;
     let a = &model.config.architecture;
     eprintln!(
-        "edgevit-tools: wrote {} ({:.1} MB, {:?}, {} layers, hidden {}, {} labels) in {:.1} s",
+        "edgevit-tools: wrote {} ({:.1} MB, {:?}{}, {} layers, hidden {}, {} labels) in {:.1} s",
         args.output.display(),
         size as f64 / 1e6,
-        args.dtype,
+        storage.dtype,
+        if storage.keep_f32.is_empty() {
+            String::new()
+        } else {
+            format!(" with {} in f32", storage.keep_f32.join(", "))
+        },
         a.num_layers,
         a.hidden_size,
         a.num_labels,

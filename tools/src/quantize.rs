@@ -1,8 +1,12 @@
-//! Conversion of imported f32 weights to the dtype a model file stores, and writing it.
+//! Conversion of imported f32 weights to the storage a model file uses, and writing it.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use edgevit::format::{self, TensorData};
+use edgevit::config::{WeightDType, WeightStorage, KEEPABLE_F32};
+use edgevit::format::{self, DType, Layout, TensorData};
+use edgevit::model::expected_tensors;
+use edgevit_kernels::i8gemm::{channel_sums, pack_k4n16, quantize_per_row};
 
 use crate::hf::Imported;
 
@@ -10,6 +14,7 @@ use crate::hf::Imported;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreDType {
     F32,
+    Int8,
 }
 
 impl std::str::FromStr for StoreDType {
@@ -17,19 +22,82 @@ impl std::str::FromStr for StoreDType {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "f32" => Ok(Self::F32),
-            "int8" | "f16" => Err(format!("--dtype {s} is not available in this version yet; use --dtype f32")),
-            other => Err(format!("--dtype '{other}' is not one of: f32")),
+            "int8" => Ok(Self::Int8),
+            "f16" => Err("--dtype f16 is not available in this version yet; use --dtype int8 or f32".into()),
+            other => Err(format!("--dtype '{other}' is not one of: int8, f32")),
         }
     }
 }
 
-/// Writes `model` as an `.evit` file; returns the file's size in bytes.
-pub fn write_model(model: &Imported, dtype: StoreDType, out: &Path) -> Result<u64, String> {
-    let tensors: Vec<TensorData<'_>> = match dtype {
-        StoreDType::F32 => {
-            model.tensors.iter().map(|(name, shape, data)| TensorData::f32(name.clone(), shape.clone(), data)).collect()
+/// Linear layers int8 models keep in f32 unless told otherwise: the classifier, whose f32
+/// weights cost almost nothing at batch 1 (one row) and keep the logits closest to f32.
+pub const DEFAULT_KEEP_F32: &[&str] = &["head"];
+
+/// Parses `--keep-f32 patch_embed,head` (or `none`).
+pub fn parse_keep_f32(s: &str) -> Result<Vec<String>, String> {
+    if s == "none" || s.is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|p| {
+            let p = p.trim();
+            if KEEPABLE_F32.contains(&p) {
+                Ok(p.to_string())
+            } else {
+                Err(format!("--keep-f32: '{p}' is not one of {KEEPABLE_F32:?} (or 'none')"))
+            }
+        })
+        .collect()
+}
+
+pub fn storage(dtype: StoreDType, keep_f32: &[String]) -> WeightStorage {
+    match dtype {
+        StoreDType::F32 => WeightStorage::f32(),
+        StoreDType::Int8 => WeightStorage { dtype: WeightDType::Int8, keep_f32: keep_f32.to_vec() },
+    }
+}
+
+/// The tensors of `model` in the given storage, in file order.
+pub fn convert(model: &Imported, storage: &WeightStorage) -> Result<Vec<TensorData<'static>>, String> {
+    let f32s: HashMap<&str, (&Vec<usize>, &Vec<f32>)> =
+        model.tensors.iter().map(|(n, s, d)| (n.as_str(), (s, d))).collect();
+    let mut quantized: HashMap<String, (Vec<i8>, Vec<f32>, Vec<i32>)> = HashMap::new();
+    let mut out = Vec::new();
+    for spec in expected_tensors(&model.config.architecture, storage) {
+        let (base, suffix) = spec.name.rsplit_once('.').unwrap_or((spec.name.as_str(), ""));
+        match (spec.dtype, spec.layout) {
+            // Everything that is not part of an int8 Linear is copied as it was imported.
+            (DType::F32, Layout::RowMajor) if suffix != "scale" => {
+                let (_, data) =
+                    f32s.get(spec.name.as_str()).ok_or_else(|| format!("internal: no f32 tensor '{}'", spec.name))?;
+                out.push(TensorData::f32(spec.name.clone(), spec.shape.clone(), data).into_owned());
+            }
+            _ => {
+                let (n, k) = (spec.shape[0], *spec.shape.get(1).unwrap_or(&0));
+                let q = quantized.entry(base.to_string()).or_insert_with(|| {
+                    let (shape, w) = f32s[format!("{base}.weight").as_str()];
+                    let k = shape[1];
+                    let (q, scales) = quantize_per_row(w, n, k);
+                    let sums = channel_sums(&q, n, k);
+                    (pack_k4n16(&q, n, k), scales, sums)
+                });
+                out.push(match suffix {
+                    "weight" => TensorData::i8_packed(spec.name.clone(), n, k, q.0.clone()),
+                    "scale" => TensorData::f32(spec.name.clone(), spec.shape.clone(), &q.1).into_owned(),
+                    "sum" => TensorData::i32(spec.name.clone(), spec.shape.clone(), &q.2),
+                    other => return Err(format!("internal: unexpected quantized tensor suffix '{other}'")),
+                });
+            }
         }
-    };
-    format::write(out, &model.config, &tensors).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// Writes `model` as an `.evit` file in the given storage; returns the file's size in bytes.
+pub fn write_model(model: &Imported, storage: &WeightStorage, out: &Path) -> Result<u64, String> {
+    let mut config = model.config.clone();
+    config.weights = storage.clone();
+    let tensors = convert(model, storage)?;
+    format::write(out, &config, &tensors).map_err(|e| e.to_string())?;
     std::fs::metadata(out).map(|m| m.len()).map_err(|e| format!("{}: {e}", out.display()))
 }
