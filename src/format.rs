@@ -234,11 +234,10 @@ fn validate_tensors(tensors: &[TensorEntry], data_len: u64) -> Result<(), String
         if !names.insert(t.name.as_str()) {
             return Err(format!("tensor '{}' appears twice", t.name));
         }
-        let bytes = t.numel().and_then(|n| n.checked_mul(t.dtype.size() as u64));
-        if bytes != Some(t.length) {
+        if t.layout.byte_len(t.dtype, &t.shape) != Some(t.length) {
             return Err(format!(
-                "tensor '{}': shape {:?} of {:?} does not make {} bytes",
-                t.name, t.shape, t.dtype, t.length
+                "tensor '{}': shape {:?} of {:?} in layout {:?} does not make {} bytes",
+                t.name, t.shape, t.dtype, t.layout, t.length
             ));
         }
         if t.offset % ALIGN as u64 != 0 {

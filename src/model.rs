@@ -9,7 +9,9 @@ use std::path::Path;
 use std::collections::HashMap;
 
 use edgevit_kernels::attention::{attention, AttentionShape};
-use edgevit_kernels::i8gemm::{i8_gemm, padded_k, quantize_row, Epilogue, I8Kernel, PackedWeights, QuantRows};
+use edgevit_kernels::i8gemm::{
+    i8_gemm, padded_k, quantize_activation_row, Epilogue, I8Kernel, PackedWeights, QuantRows,
+};
 use edgevit_kernels::layernorm::{layernorm, layernorm_row};
 use edgevit_kernels::matmul::{matmul, MatMut, MatRef};
 use edgevit_kernels::Threads;
@@ -217,8 +219,8 @@ impl Model {
         out: &mut [f32],
         ldo: usize,
         epilogue: Epilogue,
-        threads: Threads,
     ) {
+        let threads = Threads(rayon::current_num_threads());
         match (*lin, input) {
             (LinearWeights::F32 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
                 let accumulate = epilogue == Epilogue::Accumulate;
@@ -276,13 +278,13 @@ impl Model {
         let threads = Threads(rayon::current_num_threads());
         let (t, d, inter) = (a.tokens(), a.hidden_size, a.intermediate_size);
         let w = &self.weights;
-        let Session { patches, x, h, qkv, ctx, mlp, scores, logits, q, q_scales } = s;
+        let Session { patches, x, h, qkv, ctx, mlp, scores, logits, q } = s;
 
         // Patch embedding: a convolution with stride = kernel is a matmul over flattened patches.
         im2col(pixels, a, patches);
         let np = a.num_patches();
-        let input = prepare(&w.patch, patches, np, a.patch_len(), q, q_scales);
-        self.linear(&w.patch, input, np, &mut x[d..], d, Epilogue::Store, threads);
+        let input = prepare(&w.patch, patches, np, a.patch_len(), q, self.i8_kernel);
+        self.linear(&w.patch, input, np, &mut x[d..], d, Epilogue::Store);
         x[..d].copy_from_slice(self.f32s(w.cls));
         for (x, p) in x.iter_mut().zip(self.f32s(w.pos)) {
             *x += p;
@@ -293,23 +295,23 @@ impl Model {
         let shape = AttentionShape { tokens: t, heads: a.num_heads, head_dim: a.head_dim() };
         for l in &w.layers {
             layernorm(x, h, self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
-            let input = prepare(&l.qkv, h, t, d, q, q_scales);
-            self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store, threads);
+            let input = prepare(&l.qkv, h, t, d, q, self.i8_kernel);
+            self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
             attention(qkv, ctx, scores, shape, threads);
-            let input = prepare(&l.proj, ctx, t, d, q, q_scales);
-            self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate, threads);
+            let input = prepare(&l.proj, ctx, t, d, q, self.i8_kernel);
+            self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);
 
             layernorm(x, h, self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
-            let input = prepare(&l.fc1, h, t, d, q, q_scales);
-            self.linear(&l.fc1, input, t, mlp, inter, Epilogue::Activate(act), threads);
-            let input = prepare(&l.fc2, mlp, t, inter, q, q_scales);
-            self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate, threads);
+            let input = prepare(&l.fc1, h, t, d, q, self.i8_kernel);
+            self.linear(&l.fc1, input, t, mlp, inter, Epilogue::Activate(act));
+            let input = prepare(&l.fc2, mlp, t, inter, q, self.i8_kernel);
+            self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate);
         }
 
         // Only the CLS token reaches the classifier, so only its row is normalised.
         layernorm_row(&x[..d], &mut h[..d], self.f32s(w.norm.0), self.f32s(w.norm.1), eps);
-        let input = prepare(&w.head, &h[..d], 1, d, q, q_scales);
-        self.linear(&w.head, input, 1, logits, a.num_labels, Epilogue::Store, threads);
+        let input = prepare(&w.head, &h[..d], 1, d, q, self.i8_kernel);
+        self.linear(&w.head, input, 1, logits, a.num_labels, Epilogue::Store);
         Ok(logits)
     }
 }
@@ -320,17 +322,26 @@ fn prepare<'a>(
     x: &'a [f32],
     rows: usize,
     k: usize,
-    q: &'a mut [i8],
-    scales: &'a mut [f32],
+    q: &'a mut QuantBuffer,
+    kernel: I8Kernel,
 ) -> LinearInput<'a> {
     if !lin.is_int8() {
         return LinearInput::F32(&x[..rows * k]);
     }
     let stride = padded_k(k);
-    for ((src, dst), s) in x.chunks_exact(k).zip(q.chunks_exact_mut(stride)).zip(scales.iter_mut()).take(rows) {
-        *s = quantize_row(src, dst);
+    let params = q.scales.iter_mut().zip(q.offsets.iter_mut());
+    for ((src, dst), (s, z)) in x.chunks_exact(k).zip(q.data.chunks_exact_mut(stride)).zip(params).take(rows) {
+        (*s, *z) = quantize_activation_row(src, dst, kernel.wants_biased());
     }
-    LinearInput::Int8(QuantRows { data: &q[..rows * stride], rows, stride, scales: &scales[..rows] })
+    let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
+    LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased: kernel.wants_biased() })
+}
+
+/// Activations quantized per row for int8 layers: data (rows x K padded to 4), scales, offsets.
+struct QuantBuffer {
+    data: Vec<i8>,
+    scales: Vec<f32>,
+    offsets: Vec<f32>,
 }
 
 /// Rearranges a CHW image into one row per patch (row-major over the patch grid), each row in
@@ -431,9 +442,7 @@ pub struct Session {
     mlp: Vec<f32>,
     scores: Vec<f32>,
     logits: Vec<f32>,
-    /// Quantized activations (rows x K padded to 4) for int8 layers, and their row scales.
-    q: Vec<i8>,
-    q_scales: Vec<f32>,
+    q: QuantBuffer,
 }
 
 impl Session {
@@ -449,8 +458,7 @@ impl Session {
             mlp: vec![0.0; t * a.intermediate_size],
             scores: vec![0.0; t * t],
             logits: vec![0.0; a.num_labels],
-            q: vec![0; t * widest],
-            q_scales: vec![0.0; t],
+            q: QuantBuffer { data: vec![0; t * widest], scales: vec![0.0; t], offsets: vec![0.0; t] },
         }
     }
 }

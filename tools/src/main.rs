@@ -19,6 +19,24 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Quantize(Quantize),
+    Compare(Compare),
+}
+
+#[derive(FromArgs)]
+/// Compare a candidate model with a reference on the same inputs: top-1 agreement, top-5
+/// overlap, mean KL divergence, logit cosine, and accuracy for labelled inputs (ImageNet file
+/// names such as n01440764_1.JPEG, or a folder per class named by label or index).
+#[argh(subcommand, name = "compare")]
+struct Compare {
+    /// the reference model (e.g. the f32 .evit)
+    #[argh(positional)]
+    reference: PathBuf,
+    /// the candidate model (e.g. the int8 .evit)
+    #[argh(positional)]
+    candidate: PathBuf,
+    /// images, .npy tensors, or folders of them
+    #[argh(positional, greedy)]
+    inputs: Vec<PathBuf>,
 }
 
 #[derive(FromArgs)]
@@ -45,6 +63,7 @@ fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     let result = match cli.command {
         Command::Quantize(q) => quantize(q),
+        Command::Compare(c) => compare(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,6 +72,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn compare(args: Compare) -> Result<(), String> {
+    let inputs = edgevit_tools::compare::collect_inputs(&args.inputs)?;
+    if inputs.is_empty() {
+        return Err("no inputs: name image or .npy files, or folders holding them".into());
+    }
+    let reference = edgevit::Model::open(&args.reference).map_err(|e| e.to_string())?;
+    let candidate = edgevit::Model::open(&args.candidate).map_err(|e| e.to_string())?;
+    if reference.labels().len() != candidate.labels().len() {
+        return Err(format!("the models have {} and {} classes", reference.labels().len(), candidate.labels().len()));
+    }
+    let mut failed = 0;
+    let fidelity = edgevit_tools::compare::compare(&reference, &candidate, &inputs, |e| {
+        failed += 1;
+        eprintln!("edgevit-tools: {e}");
+    });
+    print!("{}", fidelity.report());
+    if failed > 0 {
+        return Err(format!("{failed} of {} inputs could not be classified", inputs.len()));
+    }
+    Ok(())
 }
 
 fn quantize(args: Quantize) -> Result<(), String> {

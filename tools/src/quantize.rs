@@ -57,11 +57,14 @@ pub fn storage(dtype: StoreDType, keep_f32: &[String]) -> WeightStorage {
     }
 }
 
+/// A Linear layer's weights in int8: packed k4n16, per-channel scales, per-channel sums.
+type QuantizedLinear = (Vec<i8>, Vec<f32>, Vec<i32>);
+
 /// The tensors of `model` in the given storage, in file order.
 pub fn convert(model: &Imported, storage: &WeightStorage) -> Result<Vec<TensorData<'static>>, String> {
     let f32s: HashMap<&str, (&Vec<usize>, &Vec<f32>)> =
         model.tensors.iter().map(|(n, s, d)| (n.as_str(), (s, d))).collect();
-    let mut quantized: HashMap<String, (Vec<i8>, Vec<f32>, Vec<i32>)> = HashMap::new();
+    let mut quantized: HashMap<String, QuantizedLinear> = HashMap::new();
     let mut out = Vec::new();
     for spec in expected_tensors(&model.config.architecture, storage) {
         let (base, suffix) = spec.name.rsplit_once('.').unwrap_or((spec.name.as_str(), ""));

@@ -2,16 +2,19 @@
 //! dot-product extension (Cortex-A76). `sdot` has no stable intrinsic, so it is inline asm
 //! inside a `#[target_feature(enable = "dotprod")]` function.
 
+// Register tiles are indexed by row and panel; index loops read clearer than iterators here.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{KG, MR_MAX, NR};
+use super::{KG, MR_MAX, TILE_N};
 
 fn row_ptrs<const MR: usize>(a: &[i8], stride: usize, rows: usize) -> [*const i8; MR] {
     std::array::from_fn(|r| a[r.min(rows - 1) * stride..].as_ptr())
 }
 
-pub fn neon(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32; MR_MAX * NR]) {
+pub fn neon(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32; MR_MAX * TILE_N]) {
     let rp = row_ptrs::<2>(a, stride, rows);
     // SAFETY: NEON is part of the aarch64 baseline; every row pointer addresses `stride`
     // readable bytes and the panel stride/4 groups of 64 bytes (checked by the caller);
@@ -25,7 +28,7 @@ unsafe fn bcast4(p: *const i8) -> int8x16_t {
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn neon_body(rp: [*const i8; 2], groups: usize, w: *const i8, acc: &mut [i32; MR_MAX * NR]) {
+unsafe fn neon_body(rp: [*const i8; 2], groups: usize, w: *const i8, acc: &mut [i32; MR_MAX * TILE_N]) {
     // lo[r][j]: pair sums for channels 4j, 4j+1; hi[r][j]: for 4j+2, 4j+3.
     let mut lo = [[vdupq_n_s32(0); 4]; 2];
     let mut hi = [[vdupq_n_s32(0); 4]; 2];
@@ -59,12 +62,12 @@ unsafe fn neon_body(rp: [*const i8; 2], groups: usize, w: *const i8, acc: &mut [
     }
     for r in 0..2 {
         for j in 0..4 {
-            vst1q_s32(acc.as_mut_ptr().add(r * NR + j * 4), vpaddq_s32(lo[r][j], hi[r][j]));
+            vst1q_s32(acc.as_mut_ptr().add(r * TILE_N + j * 4), vpaddq_s32(lo[r][j], hi[r][j]));
         }
     }
 }
 
-pub fn neondot(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32; MR_MAX * NR]) {
+pub fn neondot(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32; MR_MAX * TILE_N]) {
     assert!(std::arch::is_aarch64_feature_detected!("dotprod"));
     let rp = row_ptrs::<4>(a, stride, rows);
     // SAFETY: the dot-product extension is present (checked above); memory as for `neon`,
@@ -81,7 +84,7 @@ macro_rules! sdot_lane {
 }
 
 #[target_feature(enable = "dotprod")]
-unsafe fn neondot_body(rp: [*const i8; 4], groups: usize, w: *const i8, acc: &mut [i32; MR_MAX * NR]) {
+unsafe fn neondot_body(rp: [*const i8; 4], groups: usize, w: *const i8, acc: &mut [i32; MR_MAX * TILE_N]) {
     let mut c = [[vdupq_n_s32(0); 4]; 4];
     let mut g = 0;
     // Four groups per step: one 16-byte load holds a row's activations for all four.
@@ -115,7 +118,7 @@ unsafe fn neondot_body(rp: [*const i8; 4], groups: usize, w: *const i8, acc: &mu
     }
     for r in 0..4 {
         for j in 0..4 {
-            vst1q_s32(acc.as_mut_ptr().add(r * NR + j * 4), c[r][j]);
+            vst1q_s32(acc.as_mut_ptr().add(r * TILE_N + j * 4), c[r][j]);
         }
     }
 }

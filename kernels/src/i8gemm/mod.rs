@@ -25,6 +25,8 @@ pub const NR: usize = 16;
 pub const KG: usize = 4;
 /// The most rows any microkernel computes at once.
 pub const MR_MAX: usize = 8;
+/// Row length of the microkernels' int32 result tile: up to two panels.
+pub const TILE_N: usize = 2 * NR;
 
 pub fn padded_k(k: usize) -> usize {
     k.div_ceil(KG) * KG
@@ -60,6 +62,70 @@ pub fn quantize_row(src: &[f32], dst: &mut [i8]) -> f32 {
     scale
 }
 
+/// Quantizes one activation row into `dst` (the rest zeroed) with a per-row scale and offset,
+/// so that `x ~= scale * q + offset` and the row's whole [min, max] range uses all 255 levels
+/// (GELU outputs and LayerNorm outputs are far from symmetric). Returns `(scale, offset)`.
+/// The GEMM epilogue restores the offset exactly: `sum_k offset * w[n, k] = offset * sums[n]`.
+///
+/// With `biased`, each byte holds `q + 128` (as the bit pattern `q ^ 0x80`): the unsigned
+/// operand that `vpdpbusd` multiplies, prepared here once instead of in the kernel's loop.
+pub fn quantize_activation_row(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
+    assert!(dst.len() >= src.len(), "quantize_activation_row: destination too short");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; the body is plain safe Rust compiled with AVX2 enabled so
+        // that the rounding and min/max loops become vector instructions.
+        return unsafe { quantize_activation_row_avx2(src, dst, biased) };
+    }
+    quantize_activation_row_body(src, dst, biased)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_activation_row_avx2(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
+    quantize_activation_row_body(src, dst, biased)
+}
+
+#[inline(always)]
+fn quantize_activation_row_body(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
+    let (lo, hi) = min_max(src);
+    let flip = if biased { -128i8 } else { 0 };
+    dst[src.len()..].fill(flip);
+    let range = hi - lo;
+    if range.is_nan() || range <= 0.0 || range.is_infinite() {
+        // Constant (or empty) row: every value is the offset.
+        dst[..src.len()].fill(flip);
+        return (1.0, if lo.is_finite() { lo } else { 0.0 });
+    }
+    let offset = lo + (hi - lo) * 0.5;
+    let scale = (hi - lo) / 254.0;
+    let inv = 1.0 / scale;
+    // Round half to even (one SIMD instruction) rather than half away from zero.
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = (((v - offset) * inv).round_ties_even().clamp(-127.0, 127.0) as i8) ^ flip;
+    }
+    (scale, offset)
+}
+
+/// Minimum and maximum of a slice, in eight lanes so that it vectorises.
+#[inline(always)]
+fn min_max(src: &[f32]) -> (f32, f32) {
+    let mut lo = [f32::INFINITY; 8];
+    let mut hi = [f32::NEG_INFINITY; 8];
+    let chunks = src.chunks_exact(8);
+    for &v in chunks.remainder() {
+        lo[0] = lo[0].min(v);
+        hi[0] = hi[0].max(v);
+    }
+    for c in chunks {
+        for i in 0..8 {
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        }
+    }
+    (lo.iter().copied().fold(f32::INFINITY, f32::min), hi.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+}
+
 /// Packs a row-major `[n, k]` int8 matrix into the k4n16 layout.
 pub fn pack_k4n16(q: &[i8], n: usize, k: usize) -> Vec<i8> {
     assert_eq!(q.len(), n * k);
@@ -81,13 +147,17 @@ pub fn channel_sums(q: &[i8], n: usize, k: usize) -> Vec<i32> {
     q.chunks_exact(k.max(1)).take(n).map(|row| row.iter().map(|&v| v as i32).sum()).collect()
 }
 
-/// Activations quantized per row: `rows x stride` int8 (stride = K padded to 4, zero-filled).
+/// Activations quantized per row: `rows x stride` int8 (stride = K padded to 4, zero-filled),
+/// standing for `scales[r] * q + offsets[r]`; stored as `q + 128` when `biased` (see
+/// [`I8Kernel::wants_biased`]).
 #[derive(Clone, Copy, Debug)]
 pub struct QuantRows<'a> {
     pub data: &'a [i8],
     pub rows: usize,
     pub stride: usize,
     pub scales: &'a [f32],
+    pub offsets: &'a [f32],
+    pub biased: bool,
 }
 
 /// A packed weight matrix with its per-channel scales and sums.
@@ -100,7 +170,8 @@ pub struct PackedWeights<'a> {
     pub sums: &'a [i32],
 }
 
-/// What happens to `acc * scales + bias` before it lands in the output.
+/// What happens to `w_scale * (a_scale * acc + a_offset * w_sum) + bias` before it lands in
+/// the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Epilogue {
     Store,
@@ -171,6 +242,20 @@ impl I8Kernel {
         *Self::available().last().expect("scalar is always available")
     }
 
+    /// Whether the kernel reads activations stored as `q + 128` (the unsigned operand of
+    /// `vpdpbusd`) rather than signed `q`.
+    pub fn wants_biased(self) -> bool {
+        matches!(self, I8Kernel::AvxVnni | I8Kernel::Avx512Vnni)
+    }
+
+    /// Panels (of 16 channels) per microkernel call.
+    fn panels(self) -> usize {
+        match self {
+            I8Kernel::Avx512Vnni => 2,
+            _ => 1,
+        }
+    }
+
     /// Rows per microkernel call.
     fn mr(self) -> usize {
         match self {
@@ -181,11 +266,21 @@ impl I8Kernel {
     }
 
     /// Runs the microkernel: exact int32 dot products of `rows` (<= mr) activation rows with
-    /// one 16-channel panel, into `acc[r * NR + c]`.
-    fn run(self, a: &[i8], stride: usize, rows: usize, panel: &[i8], sums: &[i32; NR], acc: &mut [i32; MR_MAX * NR]) {
+    /// `panels` consecutive 16-channel panels, into `acc[r * TILE_N + c]`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        self,
+        a: &[i8],
+        stride: usize,
+        rows: usize,
+        panel: &[i8],
+        panels: usize,
+        sums: &[i32; TILE_N],
+        acc: &mut [i32; MR_MAX * TILE_N],
+    ) {
         let groups = stride / KG;
         assert!(rows >= 1 && rows <= self.mr() && a.len() >= (rows - 1) * stride + stride);
-        assert!(panel.len() >= groups * NR * KG);
+        assert!(panels >= 1 && panels <= self.panels() && panel.len() >= panels * groups * NR * KG);
         match self {
             I8Kernel::Scalar => scalar::kernel(a, stride, rows, panel, acc),
             #[cfg(target_arch = "x86_64")]
@@ -193,7 +288,7 @@ impl I8Kernel {
             #[cfg(target_arch = "x86_64")]
             I8Kernel::AvxVnni => x86::avxvnni(a, stride, rows, panel, sums, acc),
             #[cfg(target_arch = "x86_64")]
-            I8Kernel::Avx512Vnni => x86::avx512vnni(a, stride, rows, panel, sums, acc),
+            I8Kernel::Avx512Vnni => x86::avx512vnni(a, stride, rows, panel, panels, sums, acc),
             #[cfg(target_arch = "aarch64")]
             I8Kernel::Neon => arm::neon(a, stride, rows, panel, acc),
             #[cfg(target_arch = "aarch64")]
@@ -221,6 +316,7 @@ impl OutPtr {
 }
 
 /// `out` (`a.rows x ldo`, row-major) receives the `a.rows x w.n` result per `epilogue`.
+#[allow(clippy::too_many_arguments)]
 pub fn i8_gemm(
     kernel: I8Kernel,
     a: QuantRows<'_>,
@@ -233,7 +329,11 @@ pub fn i8_gemm(
 ) {
     let (m, n) = (a.rows, w.n);
     assert_eq!(a.stride, padded_k(w.k), "i8_gemm: activation stride must be K padded to 4");
-    assert!(a.data.len() >= m * a.stride && a.scales.len() >= m, "i8_gemm: activations too short");
+    assert_eq!(a.biased, kernel.wants_biased(), "i8_gemm: activations must be biased exactly when the kernel wants it");
+    assert!(
+        a.data.len() >= m * a.stride && a.scales.len() >= m && a.offsets.len() >= m,
+        "i8_gemm: activations too short"
+    );
     assert!(
         w.data.len() >= packed_len(n, w.k) && w.scales.len() >= n && w.sums.len() >= n,
         "i8_gemm: weights too short"
@@ -248,17 +348,28 @@ pub fn i8_gemm(
     let out_ptr = OutPtr(out.as_mut_ptr());
     let out_len = out.len();
     let run_panels = |range: std::ops::Range<usize>| {
-        let mut acc = [0i32; MR_MAX * NR];
-        let mr = kernel.mr();
-        for p in range {
+        let mut acc = [0i32; MR_MAX * TILE_N];
+        let (mr, np) = (kernel.mr(), kernel.panels());
+        for p in range.clone().step_by(np) {
+            let panels = np.min(range.end - p);
             let col0 = p * NR;
-            let cols = NR.min(n - col0);
-            let mut sums = [0i32; NR];
+            let cols = (panels * NR).min(n - col0);
+            let mut sums = [0i32; TILE_N];
             sums[..cols].copy_from_slice(&w.sums[col0..col0 + cols]);
-            let panel = &w.data[p * panel_len..(p + 1) * panel_len];
+            let panel = &w.data[p * panel_len..(p + panels) * panel_len];
+            let (ws, ss) = (&w.scales[col0..col0 + cols], &w.sums[col0..col0 + cols]);
+            let b = bias.map(|b| &b[col0..col0 + cols]);
             for m0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - m0);
-                kernel.run(&a.data[m0 * a.stride..(m0 + rows) * a.stride], a.stride, rows, panel, &sums, &mut acc);
+                kernel.run(
+                    &a.data[m0 * a.stride..(m0 + rows) * a.stride],
+                    a.stride,
+                    rows,
+                    panel,
+                    panels,
+                    &sums,
+                    &mut acc,
+                );
                 for r in 0..rows {
                     let row = m0 + r;
                     let start = row * ldo + col0;
@@ -266,17 +377,22 @@ pub fn i8_gemm(
                     // SAFETY: in bounds (checked above); this task is the only writer of
                     // columns col0..col0+cols, and `out` is exclusively borrowed for the call.
                     let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), cols) };
-                    let sa = a.scales[row];
+                    let mut v = [0f32; TILE_N];
+                    let (sa, za) = (a.scales[row], a.offsets[row]);
+                    let accs = &acc[r * TILE_N..r * TILE_N + cols];
                     for c in 0..cols {
-                        let mut v = acc[r * NR + c] as f32 * (sa * w.scales[col0 + c]);
-                        if let Some(b) = bias {
-                            v += b[col0 + c];
+                        v[c] = ws[c] * (sa * accs[c] as f32 + za * ss[c] as f32);
+                    }
+                    if let Some(b) = b {
+                        v.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                    }
+                    match epilogue {
+                        Epilogue::Store => dst.copy_from_slice(&v[..cols]),
+                        Epilogue::Activate(act) => {
+                            act.apply_slice(&mut v[..cols]);
+                            dst.copy_from_slice(&v[..cols]);
                         }
-                        match epilogue {
-                            Epilogue::Store => dst[c] = v,
-                            Epilogue::Activate(act) => dst[c] = act.apply(v),
-                            Epilogue::Accumulate => dst[c] += v,
-                        }
+                        Epilogue::Accumulate => dst.iter_mut().zip(&v).for_each(|(d, v)| *d += v),
                     }
                 }
             }
@@ -288,27 +404,21 @@ pub fn i8_gemm(
     } else {
         use rayon::prelude::*;
         // A few tasks per thread balances ragged panel counts.
-        let chunk = panels.div_ceil(t * 2).max(1);
+        // Chunks hold whole microkernel tiles (kernel.panels() panels each).
+        let np = kernel.panels();
+        let chunk = panels.div_ceil(t * 2).div_ceil(np).max(1) * np;
         (0..panels.div_ceil(chunk)).into_par_iter().for_each(|i| run_panels(i * chunk..((i + 1) * chunk).min(panels)));
     }
 }
 
-/// The plain definition, straight from unpacked weights: the oracle for the kernels' tests.
-pub fn i8_gemm_reference(
-    a: &[i8],
-    a_scales: &[f32],
-    m: usize,
-    k: usize,
-    q: &[i8],
-    w_scales: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
+/// The plain definition in f64 from dequantized values (`x` is `m x k`, `w` is `n x k`, both
+/// row-major): the oracle for the kernels' tests.
+pub fn linear_reference(x: &[f64], m: usize, k: usize, w: &[f64], n: usize, bias: Option<&[f32]>) -> Vec<f64> {
+    let mut out = vec![0f64; m * n];
     for i in 0..m {
         for j in 0..n {
-            let acc: i64 = (0..k).map(|kk| a[i * k + kk] as i64 * q[j * k + kk] as i64).sum();
-            out[i * n + j] = acc as f32 * (a_scales[i] * w_scales[j]) + bias.map_or(0.0, |b| b[j]);
+            let dot: f64 = (0..k).map(|kk| x[i * k + kk] * w[j * k + kk]).sum();
+            out[i * n + j] = dot + bias.map_or(0.0, |b| b[j] as f64);
         }
     }
     out

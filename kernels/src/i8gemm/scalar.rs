@@ -1,8 +1,11 @@
 //! The scalar microkernel: the twin every SIMD kernel is tested against.
 
-use super::{KG, MR_MAX, NR};
+// Register tiles are indexed by row and panel; index loops read clearer than iterators here.
+#![allow(clippy::needless_range_loop)]
 
-pub fn kernel(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32; MR_MAX * NR]) {
+use super::{KG, MR_MAX, NR, TILE_N};
+
+pub fn kernel(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32; MR_MAX * TILE_N]) {
     let groups = stride / KG;
     for r in 0..rows {
         let row = &a[r * stride..(r + 1) * stride];
@@ -13,7 +16,7 @@ pub fn kernel(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32
                     s += row[g * KG + j] as i32 * panel[(g * NR + c) * KG + j] as i32;
                 }
             }
-            acc[r * NR + c] = s;
+            acc[r * TILE_N + c] = s;
         }
     }
 }

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""End-to-end latency of edgevit against onnxruntime on ViT-B/16 at batch 1, in one run.
+
+Needs Python with torch, transformers, onnx, onnxscript and onnxruntime (not needed by CI):
+
+    python3 -m venv /tmp/bench && /tmp/bench/bin/pip install torch transformers onnx onnxscript onnxruntime
+    cargo build --release --workspace
+    /tmp/bench/bin/python benches/e2e_vs_onnxruntime.py [--threads 1 2] [--runs 20]
+
+It makes a ViT-B/16 Hugging Face snapshot with random weights (google/vit-base-patch16-224's
+shape), exports it to ONNX, quantizes that with onnxruntime's quantize_dynamic (per-channel
+int8, QInt8 weights) and the snapshot with edgevit-tools (f32 and int8), then times every
+engine/dtype/thread count on the same inputs and prints median latency, the ratio
+edgevit / onnxruntime, and each engine's top-1 agreement with its own f32.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(ROOT, "target", "release", "edgevit-tools")
+EDGEVIT = os.path.join(ROOT, "target", "release", "edgevit")
+
+
+def make_snapshot(dirname):
+    torch.manual_seed(0)
+    config = ViTConfig()  # the ViT-B/16 224 defaults: hidden 768, 12 layers, 12 heads, MLP 3072
+    config.num_labels = 1000
+    config.id2label = {i: f"class {i}" for i in range(1000)}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+    model = ViTForImageClassification(config).eval()
+    model.save_pretrained(dirname, safe_serialization=True)
+    ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(dirname)
+    return model
+
+
+def export_onnx(model, path):
+    dummy = torch.zeros(1, 3, 224, 224)
+    torch.onnx.export(model, (dummy,), path, input_names=["pixel_values"], output_names=["logits"], opset_version=17, dynamo=True, external_data=False)
+
+
+def time_ort(path, inputs, threads):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: inputs[0][None]})  # warm-up
+    times, tops = [], []
+    for x in inputs:
+        t = time.perf_counter()
+        logits = sess.run(None, {name: x[None]})[0][0]
+        times.append((time.perf_counter() - t) * 1e3)
+        tops.append(int(np.argmax(logits)))
+    return statistics.median(times), tops
+
+
+def time_edgevit(model, npys, threads):
+    # The first input is repeated as a warm-up and dropped; `ms` is measured inside the
+    # process per input (reading the .npy and the forward pass).
+    out = subprocess.run([EDGEVIT, "classify", "-m", model, "--json", "--top-k", "1", "--threads", str(threads), npys[0]] + npys, check=True, capture_output=True, text=True).stdout
+    lines = [json.loads(l) for l in out.splitlines()][1:]
+    return statistics.median(l["ms"] for l in lines), [l["top"][0]["index"] for l in lines]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = os.path.join(tmp, "vit-b16")
+        model = make_snapshot(snap)
+        onnx_f32 = os.path.join(tmp, "vit-b16.onnx")
+        onnx_i8 = os.path.join(tmp, "vit-b16.int8.onnx")
+        export_onnx(model, onnx_f32)
+        quantize_dynamic(onnx_f32, onnx_i8, per_channel=True, weight_type=QuantType.QInt8)
+        ev = {}
+        for dtype in ["f32", "int8"]:
+            ev[dtype] = os.path.join(tmp, f"vit-b16.{dtype}.evit")
+            subprocess.run([TOOLS, "quantize", snap, "--dtype", dtype, "-o", ev[dtype]], check=True)
+        rng = np.random.default_rng(0)
+        inputs = [rng.standard_normal((3, 224, 224)).astype(np.float32) for _ in range(args.runs)]
+        npys = []
+        for i, x in enumerate(inputs):
+            p = os.path.join(tmp, f"in{i}.npy")
+            np.save(p, x)
+            npys.append(p)
+
+        print(f"ViT-B/16, batch 1, {args.runs} inputs, medians; {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}")
+        print(f"{'dtype':<6} {'threads':>7} {'edgevit ms':>11} {'onnxruntime ms':>15} {'ratio':>7}")
+        tops = {}
+        for dtype, onnx_path in [("f32", onnx_f32), ("int8", onnx_i8)]:
+            for t in args.threads:
+                e_ms, e_top = time_edgevit(ev[dtype], npys, t)
+                o_ms, o_top = time_ort(onnx_path, inputs, t)
+                tops[(dtype, "edgevit")], tops[(dtype, "ort")] = e_top, o_top
+                print(f"{dtype:<6} {t:>7} {e_ms:>11.1f} {o_ms:>15.1f} {e_ms / o_ms:>6.2f}x")
+        for engine in ["edgevit", "ort"]:
+            same = sum(a == b for a, b in zip(tops[("f32", engine)], tops[("int8", engine)]))
+            print(f"{engine}: int8 top-1 agrees with its own f32 on {same}/{args.runs} inputs (random weights)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+//! `edgevit-tools compare`: how closely one model (say int8) follows another (say f32) on the
+//! same inputs, and how accurate both are when the inputs carry labels.
+
+use std::path::{Path, PathBuf};
+
+use edgevit::npy::{read_npy, NpyData};
+use edgevit::preprocess::load_and_preprocess;
+use edgevit::{Error, Model};
+
+/// The 1000 ImageNet-1k WordNet ids in class-index order (sorted), as every ImageNet-1k
+/// classifier numbers its outputs. Source: timm's `imagenet_synsets.txt` (Apache-2.0).
+const IMAGENET_SYNSETS: &str = include_str!("../data/imagenet_synsets.txt");
+
+/// Running totals of the comparison.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Fidelity {
+    pub inputs: usize,
+    pub top1_agree: usize,
+    pub top5_overlap: usize,
+    pub kl_sum: f64,
+    pub cosine_sum: f64,
+    pub labelled: usize,
+    pub ref_correct: usize,
+    pub cand_correct: usize,
+}
+
+impl Fidelity {
+    pub fn add(&mut self, reference: &[f32], candidate: &[f32], label: Option<usize>) {
+        self.inputs += 1;
+        self.top1_agree += (argmax(reference) == argmax(candidate)) as usize;
+        let (r5, c5) = (top_indices(reference, 5), top_indices(candidate, 5));
+        self.top5_overlap += r5.iter().filter(|i| c5.contains(i)).count();
+        self.kl_sum += kl_divergence(reference, candidate);
+        self.cosine_sum += cosine(reference, candidate);
+        if let Some(l) = label {
+            self.labelled += 1;
+            self.ref_correct += (argmax(reference) == l) as usize;
+            self.cand_correct += (argmax(candidate) == l) as usize;
+        }
+    }
+
+    pub fn report(&self) -> String {
+        let n = self.inputs.max(1) as f64;
+        let mut s = format!(
+            "inputs:           {}\ntop-1 agreement:  {}/{} ({:.2}%)\ntop-5 overlap:    {:.3} of 5 on average\nmean KL(ref||cand): {:.6}\nmean cosine:      {:.6}\n",
+            self.inputs,
+            self.top1_agree,
+            self.inputs,
+            100.0 * self.top1_agree as f64 / n,
+            self.top5_overlap as f64 / n,
+            self.kl_sum / n,
+            self.cosine_sum / n
+        );
+        if self.labelled > 0 {
+            let l = self.labelled as f64;
+            s += &format!(
+                "accuracy:         reference {:.2}%, candidate {:.2}% (on {} labelled inputs)\n",
+                100.0 * self.ref_correct as f64 / l,
+                100.0 * self.cand_correct as f64 / l,
+                self.labelled
+            );
+        }
+        s
+    }
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    top_indices(v, 1).first().copied().unwrap_or(0)
+}
+
+/// Indices of the `k` largest values, largest first (ties: lower index first).
+pub fn top_indices(v: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+fn log_softmax(l: &[f32]) -> Vec<f64> {
+    let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    l.iter().map(|&v| v as f64 - lse).collect()
+}
+
+/// KL(p || q) of the softmax distributions of two logit vectors, in nats.
+pub fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> f64 {
+    let (lp, lq) = (log_softmax(p_logits), log_softmax(q_logits));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum::<f64>().max(0.0)
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na * nb)
+}
+
+/// The class an input is labelled with, if any: an ImageNet file name (`n01440764_123.JPEG`)
+/// for 1000-class models, or a parent folder named after a class (its label or its index).
+pub fn label_of(path: &Path, labels: &[String]) -> Option<usize> {
+    let stem = path.file_name()?.to_str()?;
+    if labels.len() == 1000 {
+        let wnid = stem.split(['_', '.']).next()?;
+        if wnid.len() == 9 && wnid.starts_with('n') && wnid[1..].bytes().all(|b| b.is_ascii_digit()) {
+            if let Some(i) = IMAGENET_SYNSETS.lines().position(|l| l.trim() == wnid) {
+                return Some(i);
+            }
+        }
+    }
+    let folder = path.parent()?.file_name()?.to_str()?;
+    labels.iter().position(|l| l == folder).or_else(|| folder.parse::<usize>().ok().filter(|&i| i < labels.len()))
+}
+
+/// Expands folders (recursively) into the image and `.npy` files they hold, sorted.
+pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                for e in entries {
+                    let path = e.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if is_input(&path) {
+                        out.push(path);
+                    }
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn is_input(p: &Path) -> bool {
+    let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+    matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png" | "npy"))
+}
+
+fn load(model: &Model, path: &Path) -> Result<Vec<f32>, Error> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        match read_npy(path)?.data {
+            NpyData::F32(v) => Ok(v),
+            NpyData::U8(_) => Err(Error::Input(format!("{}: expected a float32 tensor", path.display()))),
+        }
+    } else {
+        load_and_preprocess(path, model.config())
+    }
+}
+
+/// Runs both models on every input. Inputs that cannot be read are reported through
+/// `on_error` and skipped.
+pub fn compare(reference: &Model, candidate: &Model, inputs: &[PathBuf], mut on_error: impl FnMut(String)) -> Fidelity {
+    let (mut sr, mut sc) = (reference.session(), candidate.session());
+    let mut f = Fidelity::default();
+    for path in inputs {
+        let mut run = || -> Result<(Vec<f32>, Vec<f32>), Error> {
+            let r = reference.forward(&load(reference, path)?, &mut sr)?.to_vec();
+            let c = candidate.forward(&load(candidate, path)?, &mut sc)?.to_vec();
+            Ok((r, c))
+        };
+        match run() {
+            Ok((r, c)) => f.add(&r, &c, label_of(path, reference.labels())),
+            Err(e) => on_error(e.to_string()),
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_on_hand_worked_cases() {
+        assert!(kl_divergence(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]).abs() < 1e-12);
+        // p = softmax([0, ln 3]) = (1/4, 3/4); q = uniform: KL = 1/4 ln(1/2) + 3/4 ln(3/2).
+        let want = 0.25 * 0.5f64.ln() + 0.75 * 1.5f64.ln();
+        assert!((kl_divergence(&[0.0, 3f32.ln()], &[5.0, 5.0]) - want).abs() < 1e-6);
+        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - 0.5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(top_indices(&[0.1, 0.9, 0.5, 0.9], 3), vec![1, 3, 2]);
+        let mut f = Fidelity::default();
+        f.add(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], &[0.0, 1.0, 2.0, 3.0, 5.5, 5.0], Some(5));
+        assert_eq!((f.top1_agree, f.top5_overlap, f.ref_correct, f.cand_correct), (0, 5, 1, 0));
+    }
+
+    #[test]
+    fn labels_from_imagenet_names_and_folders() {
+        let imagenet: Vec<String> = (0..1000).map(|i| format!("class {i}")).collect();
+        assert_eq!(label_of(Path::new("x/n01440764_10026.JPEG"), &imagenet), Some(0));
+        assert_eq!(label_of(Path::new("n01514668_10054.JPEG"), &imagenet), Some(7));
+        assert_eq!(label_of(Path::new("n15075141_1.JPEG"), &imagenet), Some(999));
+        let digits: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        assert_eq!(label_of(Path::new("data/7/a.png"), &digits), Some(7));
+        let named = vec!["cat".to_string(), "dog".to_string()];
+        assert_eq!(label_of(Path::new("pets/dog/x.jpg"), &named), Some(1));
+        assert_eq!(label_of(Path::new("pets/x.jpg"), &named), None);
+    }
+}
