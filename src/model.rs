@@ -8,6 +8,8 @@ use std::path::Path;
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use edgevit_kernels::attention::{attention, AttentionShape};
 use edgevit_kernels::i8gemm::{
     i8_gemm, padded_k, quantize_activation_row, Epilogue, I8Kernel, PackedWeights, QuantRows,
@@ -193,7 +195,8 @@ impl Model {
         v
     }
 
-    /// Scratch buffers for one forward pass at a time.
+    /// Scratch buffers for one forward pass at a time, sized for the current rayon pool's
+    /// threads (make sessions after configuring the pool).
     pub fn session(&self) -> Session {
         Session::new(self.architecture())
     }
@@ -329,10 +332,12 @@ fn prepare<'a>(
         return LinearInput::F32(&x[..rows * k]);
     }
     let stride = padded_k(k);
-    let params = q.scales.iter_mut().zip(q.offsets.iter_mut());
-    for ((src, dst), (s, z)) in x.chunks_exact(k).zip(q.data.chunks_exact_mut(stride)).zip(params).take(rows) {
-        (*s, *z) = quantize_activation_row(src, dst, kernel.wants_biased());
-    }
+    let biased = kernel.wants_biased();
+    let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
+    let rows_in = x[..rows * k].par_chunks_exact(k).zip(q.data[..rows * stride].par_chunks_exact_mut(stride));
+    rows_in.zip(params).with_min_len(16).for_each(|((src, dst), (s, z))| {
+        (*s, *z) = quantize_activation_row(src, dst, biased);
+    });
     let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
     LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased: kernel.wants_biased() })
 }
@@ -456,7 +461,8 @@ impl Session {
             qkv: vec![0.0; t * 3 * d],
             ctx: vec![0.0; t * d],
             mlp: vec![0.0; t * a.intermediate_size],
-            scores: vec![0.0; t * t],
+            // One tokens x tokens block per head that may run at once (threads, at most heads).
+            scores: vec![0.0; t * t * rayon::current_num_threads().clamp(1, a.num_heads)],
             logits: vec![0.0; a.num_labels],
             q: QuantBuffer { data: vec![0; t * widest], scales: vec![0.0; t], offsets: vec![0.0; t] },
         }

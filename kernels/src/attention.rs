@@ -2,11 +2,13 @@
 //!
 //! `qkv` is `tokens x 3*dim` row-major: queries in columns `0..dim`, keys in `dim..2*dim`,
 //! values in `2*dim..3*dim`, and head `h` owns columns `h*head_dim..(h+1)*head_dim` of each.
-//! Work is split by query row, so each task writes only its own row of the output and needs one
-//! row of scores: the full heads x tokens x tokens matrix never exists.
+//! Heads run one after another, each with its own tokens x tokens scores, so the full
+//! heads x tokens x tokens matrix never exists.
 
 use rayon::prelude::*;
 
+use crate::activation::exp_fast;
+use crate::matmul::{matmul, matmul_to_ptr, MatMut, MatRef};
 use crate::Threads;
 
 /// Shape of one attention call.
@@ -24,7 +26,9 @@ impl AttentionShape {
 }
 
 /// Computes `softmax(q k^T / sqrt(head_dim)) v` for every head into `out` (`tokens x dim`).
-/// `scores` is scratch of at least `tokens * tokens` floats.
+/// `scores` is scratch for `scores.len() / tokens^2` heads at once (at least one): heads run
+/// in parallel up to that many, each with its own tokens x tokens scores, and the products go
+/// through the f32 GEMM on strided views of `qkv`, so nothing is copied.
 pub fn attention(qkv: &[f32], out: &mut [f32], scores: &mut [f32], shape: AttentionShape, threads: Threads) {
     let (t, dim) = (shape.tokens, shape.dim());
     assert_eq!(qkv.len(), t * 3 * dim, "attention: qkv buffer size");
@@ -33,60 +37,94 @@ pub fn attention(qkv: &[f32], out: &mut [f32], scores: &mut [f32], shape: Attent
     if t == 0 || dim == 0 {
         return;
     }
-    let rows = out.par_chunks_mut(dim).zip(scores[..t * t].par_chunks_mut(t)).enumerate();
-    if threads.get() > 1 {
-        rows.for_each(|(i, (o, s))| attention_row(qkv, i, o, s, shape));
-    } else {
-        out.chunks_mut(dim)
-            .zip(scores[..t * t].chunks_mut(t))
-            .enumerate()
-            .for_each(|(i, (o, s))| attention_row(qkv, i, o, s, shape));
+    let slots = (scores.len() / (t * t)).min(shape.heads).min(threads.get()).max(1);
+    if slots == 1 {
+        for h in 0..shape.heads {
+            // SAFETY: `out` is exclusively borrowed and only this loop writes it.
+            unsafe { attention_head(qkv, OutPtr(out.as_mut_ptr()), &mut scores[..t * t], shape, h, threads) };
+        }
+        return;
     }
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let per_slot = shape.heads.div_ceil(slots);
+    scores[..slots * t * t].par_chunks_mut(t * t).enumerate().for_each(|(slot, s)| {
+        for h in slot * per_slot..((slot + 1) * per_slot).min(shape.heads) {
+            // SAFETY: each head writes only its own columns h*head_dim..(h+1)*head_dim of
+            // `out`, and every head is handled by exactly one slot.
+            unsafe { attention_head(qkv, out_ptr, s, shape, h, Threads(1)) };
+        }
+    });
 }
 
-fn attention_row(qkv: &[f32], query: usize, out: &mut [f32], scores: &mut [f32], shape: AttentionShape) {
-    let (dim, dh) = (shape.dim(), shape.head_dim);
-    let stride = 3 * dim;
+/// The output pointer shared by the heads running in parallel (each writes its own columns).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: used only inside `attention`, whose heads write disjoint columns of one output
+// buffer that the caller has borrowed exclusively for the duration of the call.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// One head: scores = q k^T, softmax(scores / sqrt(head_dim)), out[:, head] = scores v.
+///
+/// # Safety
+/// `out` must point to `tokens x dim` floats that no one else reads or writes in columns
+/// `h * head_dim .. (h + 1) * head_dim` during the call.
+unsafe fn attention_head(
+    qkv: &[f32],
+    out: OutPtr,
+    scores: &mut [f32],
+    shape: AttentionShape,
+    h: usize,
+    threads: Threads,
+) {
+    let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
+    let view = |part: usize| MatRef {
+        data: &qkv[part * dim + h * dh..],
+        rows: t,
+        cols: dh,
+        row_stride: 3 * dim,
+        col_stride: 1,
+    };
+    let (q, k, v) = (view(0), view(1), view(2));
+    let k_t = MatRef { data: k.data, rows: dh, cols: t, row_stride: 1, col_stride: 3 * dim };
+    matmul(MatMut::row_major(scores, t, t), q, k_t, false, threads);
     let scale = 1.0 / (dh as f32).sqrt();
-    for h in 0..shape.heads {
-        let q = &qkv[query * stride + h * dh..][..dh];
-        for (j, s) in scores.iter_mut().enumerate() {
-            let k = &qkv[j * stride + dim + h * dh..][..dh];
-            *s = dot(q, k) * scale;
-        }
-        softmax_in_place(scores);
-        let o = &mut out[h * dh..(h + 1) * dh];
-        o.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            let v = &qkv[j * stride + 2 * dim + h * dh..][..dh];
-            for (acc, x) in o.iter_mut().zip(v) {
-                *acc += p * x;
-            }
-        }
+    if threads.get() > 1 && t >= 64 {
+        scores.par_chunks_mut(t).for_each(|row| scaled_softmax(row, scale));
+    } else {
+        scores.chunks_mut(t).for_each(|row| scaled_softmax(row, scale));
     }
+    // SAFETY: per this function's contract, the head's columns of `out` are valid and ours;
+    // the GEMM writes exactly those (t rows of dh columns, row stride dim).
+    unsafe { matmul_to_ptr(out.0.add(h * dh), t, dh, dim, MatRef::row_major(scores, t, t), v, false, threads) };
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent partial sums let the compiler vectorise without reassociating.
-    let mut acc = [0.0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
+/// `softmax(row * scale)` in place, compiled for AVX2 where present so the exp vectorises.
+fn scaled_softmax(row: &mut [f32], scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA are present; the body is safe Rust compiled with them.
+        return unsafe { scaled_softmax_avx2(row, scale) };
     }
-    acc.iter().sum::<f32>() + tail
+    row.iter_mut().for_each(|x| *x *= scale);
+    softmax_in_place(row)
 }
 
-/// Numerically stable softmax of one row, in place.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scaled_softmax_avx2(row: &mut [f32], scale: f32) {
+    row.iter_mut().for_each(|x| *x *= scale);
+    softmax_in_place(row)
+}
+
+/// Numerically stable softmax of one row, in place, with the branchless [`exp_fast`].
+#[inline(always)]
 pub fn softmax_in_place(xs: &mut [f32]) {
     let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
     for x in xs.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
+        *x = exp_fast(*x - max);
     }
+    let sum: f32 = xs.iter().sum();
     let inv = 1.0 / sum;
     for x in xs.iter_mut() {
         *x *= inv;

@@ -69,14 +69,43 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// from a validated model, so a mismatch is a bug, not bad input.
 pub fn matmul(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, threads: Threads) {
     check_shapes(&dst, &a, &b);
-    let (m, n, k) = (dst.rows, dst.cols, a.cols);
+    let (m, n) = (dst.rows, dst.cols);
+    // SAFETY: check_shapes proved that every element addressed, r * row_stride + c for
+    // r < rows and c < cols, lies inside `dst`, which is a unique borrow.
+    unsafe { matmul_to_ptr(dst.data.as_mut_ptr(), m, n, dst.row_stride, a, b, accumulate, threads) }
+}
+
+/// [`matmul`] into a raw row-major destination (`rows x cols`, row stride `row_stride`), for
+/// callers whose threads write disjoint column blocks of one buffer (attention heads), where
+/// no `&mut` slice may cover another thread's columns.
+///
+/// # Safety
+/// Every `dst + r * row_stride + c` (r < rows, c < cols) must be valid for writes (and reads
+/// if `accumulate`), and nothing else may access those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_to_ptr(
+    dst: *mut f32,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accumulate: bool,
+    threads: Threads,
+) {
+    assert!(a.rows == rows && b.cols == cols && a.cols == b.rows, "matmul: shapes disagree");
+    assert!(a.fits() && b.fits(), "matmul: a view does not fit its slice");
+    let (m, n, k) = (rows, cols, a.cols);
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
             for r in 0..m {
-                dst.data[r * dst.row_stride..r * dst.row_stride + n].fill(0.0);
+                for c in 0..n {
+                    // SAFETY: in the destination per this function's contract.
+                    unsafe { dst.add(r * row_stride + c).write(0.0) };
+                }
             }
         }
         return;
@@ -86,17 +115,16 @@ pub fn matmul(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, t
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: check_shapes proved that every element the gemm crate addresses,
-    // (r, c) -> ptr + r*row_stride + c*col_stride for r < rows and c < cols, lies inside its
-    // slice; `dst` is a unique borrow, so nothing aliases the output.
+    // SAFETY: the views fit their slices (checked above) and the destination is valid and
+    // unaliased per this function's contract.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.data.as_mut_ptr(),
+            dst,
             1,
-            dst.row_stride as isize,
+            row_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
