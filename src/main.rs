@@ -203,7 +203,12 @@ fn info(args: Info) -> Result<ExitCode, Error> {
     );
     w!("input:         {}x{} RGB, patch {}, {} tokens", a.image_width, a.image_height, a.patch_size, a.tokens());
     let params: u64 = file.header().tensors.iter().filter_map(|t| t.numel()).sum();
-    w!("weights:       {} tensors, {:.2} M parameters, f32", file.header().tensors.len(), params as f64 / 1e6);
+    let storage = match c.weights.dtype {
+        edgevit::config::WeightDType::F32 => "f32".to_string(),
+        edgevit::config::WeightDType::Int8 if c.weights.keep_f32.is_empty() => "int8 (per-channel, k4n16 packed)".to_string(),
+        edgevit::config::WeightDType::Int8 => format!("int8 (per-channel, k4n16 packed); {} in f32", c.weights.keep_f32.join(", ")),
+    };
+    w!("weights:       {} tensors, {:.2} M parameters, {storage}", file.header().tensors.len(), params as f64 / 1e6);
     let p = &c.preprocess;
     w!(
         "preprocess:    resize {:?} ({:?}), crop {:?}, rescale {:?}, normalize {:?}",
@@ -215,7 +220,7 @@ fn info(args: Info) -> Result<ExitCode, Error> {
     );
     let preview: Vec<&str> = c.labels.iter().take(5).map(String::as_str).collect();
     w!("labels:        {} ({}{})", c.labels.len(), preview.join(", "), if c.labels.len() > 5 { ", ..." } else { "" });
-    w!("kernels:       f32 matmul via the gemm crate; scalar LayerNorm, attention, activations");
+    w!("kernels:       {}", model.kernel_names().join(", "));
     if args.verify {
         file.verify()?;
         w!("verify:        all {} tensor checksums match", file.header().tensors.len());

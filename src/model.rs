@@ -190,8 +190,8 @@ impl Model {
         if f32 {
             v.push("f32 gemm (gemm crate)");
         }
-        v.push("layernorm_scalar");
-        v.push("attention_rows_scalar");
+        v.push(if simd_x86() { "layernorm/softmax/gelu avx2" } else { "layernorm/softmax/gelu (auto-vectorised)" });
+        v.push("attention: per-head f32 gemm");
         v
     }
 
@@ -317,6 +317,13 @@ impl Model {
         self.linear(&w.head, input, 1, logits, a.num_labels, Epilogue::Store);
         Ok(logits)
     }
+}
+
+fn simd_x86() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The input for `lin`: the f32 rows themselves, or those rows quantized per row into `q`.
