@@ -205,8 +205,12 @@ fn info(args: Info) -> Result<ExitCode, Error> {
     let params: u64 = file.header().tensors.iter().filter_map(|t| t.numel()).sum();
     let storage = match c.weights.dtype {
         edgevit::config::WeightDType::F32 => "f32".to_string(),
-        edgevit::config::WeightDType::Int8 if c.weights.keep_f32.is_empty() => "int8 (per-channel, k4n16 packed)".to_string(),
-        edgevit::config::WeightDType::Int8 => format!("int8 (per-channel, k4n16 packed); {} in f32", c.weights.keep_f32.join(", ")),
+        edgevit::config::WeightDType::Int8 if c.weights.keep_f32.is_empty() => {
+            "int8 (per-channel, k4n16 packed)".to_string()
+        }
+        edgevit::config::WeightDType::Int8 => {
+            format!("int8 (per-channel, k4n16 packed); {} in f32", c.weights.keep_f32.join(", "))
+        }
     };
     w!("weights:       {} tensors, {:.2} M parameters, {storage}", file.header().tensors.len(), params as f64 / 1e6);
     let p = &c.preprocess;

