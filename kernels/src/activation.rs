@@ -38,6 +38,11 @@ impl Activation {
             return;
         }
         #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is present; the body is safe Rust compiled with it.
+            return unsafe { gelu_slice_avx512(xs) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             // SAFETY: AVX2 and FMA are present; the body is safe Rust compiled with them.
             return unsafe { gelu_slice_avx2(xs) };
@@ -49,6 +54,12 @@ impl Activation {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gelu_slice_avx2(xs: &mut [f32]) {
+    gelu_slice(xs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gelu_slice_avx512(xs: &mut [f32]) {
     gelu_slice(xs)
 }
 
@@ -64,12 +75,18 @@ fn gelu_slice(xs: &mut [f32]) {
 #[inline(always)]
 pub fn exp_fast(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    // Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits,
+    // which vectorises where a float-to-int conversion would not.
+    const MAGIC: f32 = 12_582_912.0;
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
     // Two-part ln 2 keeps r exact.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
     let p = 1.0
         + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n: n sits in t's low bits; move n + 127 into the exponent field.
+    let bits = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23;
+    p * f32::from_bits(bits)
 }
 
 /// erf(x) without branches (Abramowitz and Stegun 7.1.26 with the exp above): absolute error

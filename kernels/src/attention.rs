@@ -102,6 +102,11 @@ unsafe fn attention_head(
 /// `softmax(row * scale)` in place, compiled for AVX2 where present so the exp vectorises.
 fn scaled_softmax(row: &mut [f32], scale: f32) {
     #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present; the body is safe Rust compiled with it.
+        return unsafe { scaled_softmax_avx512(row, scale) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: AVX2 and FMA are present; the body is safe Rust compiled with them.
         return unsafe { scaled_softmax_avx2(row, scale) };
@@ -117,14 +122,21 @@ unsafe fn scaled_softmax_avx2(row: &mut [f32], scale: f32) {
     softmax_in_place(row)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn scaled_softmax_avx512(row: &mut [f32], scale: f32) {
+    row.iter_mut().for_each(|x| *x *= scale);
+    softmax_in_place(row)
+}
+
 /// Numerically stable softmax of one row, in place, with the branchless [`exp_fast`].
 #[inline(always)]
 pub fn softmax_in_place(xs: &mut [f32]) {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = crate::max_lanes(xs);
     for x in xs.iter_mut() {
         *x = exp_fast(*x - max);
     }
-    let sum: f32 = xs.iter().sum();
+    let sum = crate::sum_lanes(xs);
     let inv = 1.0 / sum;
     for x in xs.iter_mut() {
         *x *= inv;

@@ -31,8 +31,12 @@ unsafe fn layernorm_row_avx2(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f3
 #[inline(always)]
 fn layernorm_row_body(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = crate::sum_lanes(x) / n;
+    // (x - mean)^2 goes through `y` as scratch so the sum vectorises.
+    for (d, v) in y.iter_mut().zip(x) {
+        *d = (v - mean) * (v - mean);
+    }
+    let var = crate::sum_lanes(y) / n;
     let inv = 1.0 / (var + eps).sqrt();
     for i in 0..x.len() {
         y[i] = (x[i] - mean) * inv * gamma[i] + beta[i];

@@ -8,6 +8,35 @@ pub mod i8gemm;
 pub mod layernorm;
 pub mod matmul;
 
+/// Sum in 16 independent lanes: a plain `iter().sum()` is a serial chain (float addition is
+/// not reassociated), this vectorises.
+#[inline(always)]
+pub(crate) fn sum_lanes(xs: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// Maximum in 16 independent lanes (NaN-free inputs), vectorisable like [`sum_lanes`].
+#[inline(always)]
+pub(crate) fn max_lanes(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    acc.iter().copied().fold(rest, f32::max)
+}
+
 /// How many threads a kernel may use. `1` keeps the work on the calling thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Threads(pub usize);

@@ -72,12 +72,39 @@ pub fn quantize_row(src: &[f32], dst: &mut [i8]) -> f32 {
 pub fn quantize_activation_row(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
     assert!(dst.len() >= src.len(), "quantize_activation_row: destination too short");
     #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+        // SAFETY: AVX-512F/BW are present; the body is plain safe Rust compiled with them.
+        return unsafe { quantize_activation_row_avx512(src, dst, biased) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present; the body is plain safe Rust compiled with AVX2 enabled so
         // that the rounding and min/max loops become vector instructions.
         return unsafe { quantize_activation_row_avx2(src, dst, biased) };
     }
     quantize_activation_row_body(src, dst, biased)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+unsafe fn quantize_activation_row_avx512(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    // The range pass with explicit 16-lane min/max: the portable version does not vectorise.
+    let (mut lo, mut hi) = (_mm512_set1_ps(f32::INFINITY), _mm512_set1_ps(f32::NEG_INFINITY));
+    let chunks = src.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        // SAFETY: `c` holds exactly 16 floats.
+        let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+        lo = _mm512_min_ps(lo, v);
+        hi = _mm512_max_ps(hi, v);
+    }
+    let (mut l, mut h) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+    for &v in rest {
+        l = l.min(v);
+        h = h.max(v);
+    }
+    quantize_with_range(src, dst, biased, l, h)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -89,6 +116,11 @@ unsafe fn quantize_activation_row_avx2(src: &[f32], dst: &mut [i8], biased: bool
 #[inline(always)]
 fn quantize_activation_row_body(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
     let (lo, hi) = min_max(src);
+    quantize_with_range(src, dst, biased, lo, hi)
+}
+
+#[inline(always)]
+fn quantize_with_range(src: &[f32], dst: &mut [i8], biased: bool, lo: f32, hi: f32) -> (f32, f32) {
     let flip = if biased { -128i8 } else { 0 };
     dst[src.len()..].fill(flip);
     let range = hi - lo;
@@ -100,28 +132,32 @@ fn quantize_activation_row_body(src: &[f32], dst: &mut [i8], biased: bool) -> (f
     let offset = lo + (hi - lo) * 0.5;
     let scale = (hi - lo) / 254.0;
     let inv = 1.0 / scale;
-    // Round half to even (one SIMD instruction) rather than half away from zero.
+    // Round half to even by adding 1.5 * 2^23 (the integer lands in the low mantissa bits),
+    // which vectorises where a float-to-int conversion would not.
+    const MAGIC: f32 = 12_582_912.0;
     for (d, &v) in dst.iter_mut().zip(src) {
-        *d = (((v - offset) * inv).round_ties_even().clamp(-127.0, 127.0) as i8) ^ flip;
+        let t = ((v - offset) * inv).clamp(-127.0, 127.0) + MAGIC;
+        *d = (t.to_bits().wrapping_sub(MAGIC.to_bits()) as u8 as i8) ^ flip;
     }
     (scale, offset)
 }
 
-/// Minimum and maximum of a slice, in eight lanes so that it vectorises.
+/// Minimum and maximum of a slice, in 16 independent lanes so that it vectorises.
 #[inline(always)]
 fn min_max(src: &[f32]) -> (f32, f32) {
-    let mut lo = [f32::INFINITY; 8];
-    let mut hi = [f32::NEG_INFINITY; 8];
-    let chunks = src.chunks_exact(8);
-    for &v in chunks.remainder() {
-        lo[0] = lo[0].min(v);
-        hi[0] = hi[0].max(v);
-    }
+    let mut lo = [f32::INFINITY; 16];
+    let mut hi = [f32::NEG_INFINITY; 16];
+    let chunks = src.chunks_exact(16);
+    let rest = chunks.remainder();
     for c in chunks {
-        for i in 0..8 {
-            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
-            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+        for i in 0..16 {
+            lo[i] = lo[i].min(c[i]);
+            hi[i] = hi[i].max(c[i]);
         }
+    }
+    for (i, &v) in rest.iter().enumerate() {
+        lo[i] = lo[i].min(v);
+        hi[i] = hi[i].max(v);
     }
     (lo.iter().copied().fold(f32::INFINITY, f32::min), hi.iter().copied().fold(f32::NEG_INFINITY, f32::max))
 }
