@@ -336,6 +336,66 @@ impl I8Kernel {
     }
 }
 
+/// The epilogue for one row of a tile: dequantize, add the bias, then store, activate or add.
+fn finish_row(
+    acc: &[i32],
+    ws: &[f32],
+    ss: &[i32],
+    a: (f32, f32),
+    bias: Option<&[f32]>,
+    dst: &mut [f32],
+    epilogue: Epilogue,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present; the body is safe Rust compiled with it.
+        return unsafe { finish_row_avx512(acc, ws, ss, a, bias, dst, epilogue) };
+    }
+    finish_row_body(acc, ws, ss, a, bias, dst, epilogue)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn finish_row_avx512(
+    acc: &[i32],
+    ws: &[f32],
+    ss: &[i32],
+    a: (f32, f32),
+    bias: Option<&[f32]>,
+    dst: &mut [f32],
+    epilogue: Epilogue,
+) {
+    finish_row_body(acc, ws, ss, a, bias, dst, epilogue)
+}
+
+#[inline(always)]
+fn finish_row_body(
+    acc: &[i32],
+    ws: &[f32],
+    ss: &[i32],
+    (sa, za): (f32, f32),
+    bias: Option<&[f32]>,
+    dst: &mut [f32],
+    epilogue: Epilogue,
+) {
+    let cols = dst.len();
+    let mut v = [0f32; TILE_N];
+    for (((v, &a), &w), &s) in v[..cols].iter_mut().zip(&acc[..cols]).zip(&ws[..cols]).zip(&ss[..cols]) {
+        *v = w * (sa * a as f32 + za * s as f32);
+    }
+    if let Some(b) = bias {
+        v.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+    }
+    match epilogue {
+        Epilogue::Store => dst.copy_from_slice(&v[..cols]),
+        Epilogue::Activate(act) => {
+            act.apply_slice(&mut v[..cols]);
+            dst.copy_from_slice(&v[..cols]);
+        }
+        Epilogue::Accumulate => dst.iter_mut().zip(&v).for_each(|(d, v)| *d += v),
+    }
+}
+
 /// A pointer that may be shared between the threads of one GEMM, each writing its own columns.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -413,23 +473,8 @@ pub fn i8_gemm(
                     // SAFETY: in bounds (checked above); this task is the only writer of
                     // columns col0..col0+cols, and `out` is exclusively borrowed for the call.
                     let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), cols) };
-                    let mut v = [0f32; TILE_N];
-                    let (sa, za) = (a.scales[row], a.offsets[row]);
                     let accs = &acc[r * TILE_N..r * TILE_N + cols];
-                    for c in 0..cols {
-                        v[c] = ws[c] * (sa * accs[c] as f32 + za * ss[c] as f32);
-                    }
-                    if let Some(b) = b {
-                        v.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-                    }
-                    match epilogue {
-                        Epilogue::Store => dst.copy_from_slice(&v[..cols]),
-                        Epilogue::Activate(act) => {
-                            act.apply_slice(&mut v[..cols]);
-                            dst.copy_from_slice(&v[..cols]);
-                        }
-                        Epilogue::Accumulate => dst.iter_mut().zip(&v).for_each(|(d, v)| *d += v),
-                    }
+                    finish_row(accs, ws, ss, (a.scales[row], a.offsets[row]), b, dst, epilogue);
                 }
             }
         }
