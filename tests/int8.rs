@@ -103,11 +103,10 @@ fn augmented_photos_agree_with_f32() {
     let agreement = same as f64 / n as f64;
     let mean_kl = kl_sum / n as f64;
     eprintln!("augmented set: {n} inputs, int8/f32 top-1 agreement {:.2}%, mean KL {mean_kl:.5}", agreement * 100.0);
-    // The int8 issue asks for 98% agreement; per-token int8 reaches 96.8-97.5% here (the
-    // figure moves with the last bits of the f32 reference, since every flip is a near-tie:
-    // f32 top-1 probability <= 0.37 with the runner-up a few points behind). This guards
-    // against regressions while that gap stays open (see docs/quantization.md).
-    let floor = 0.96;
+    // The int8 issue's bar. Every flip is a near-tie (f32 top-1 probability <= 0.37 with the
+    // runner-up a few points behind), so the figure moves by a few tenths with the last bits
+    // of either model; see docs/quantization.md.
+    let floor = 0.98;
     assert!(agreement >= floor, "top-1 agreement {agreement:.4} < {floor:.3} over {n} inputs");
     assert!(mean_kl <= 0.005, "mean KL(f32 || int8) {mean_kl:.5} > 0.005 over {n} inputs");
 }

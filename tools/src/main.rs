@@ -51,7 +51,7 @@ struct Quantize {
     #[argh(option, default = "StoreDType::Int8")]
     dtype: StoreDType,
     /// with int8: Linear layers to keep in f32, comma-separated from patch_embed, head, or
-    /// none (default: head)
+    /// none (default: patch_embed,head)
     #[argh(option)]
     keep_f32: Option<String>,
     /// where to write the .evit file
