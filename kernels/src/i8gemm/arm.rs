@@ -122,3 +122,70 @@ unsafe fn neondot_body(rp: [*const i8; 4], groups: usize, w: *const i8, acc: &mu
         }
     }
 }
+
+pub fn neoni8mm(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32; MR_MAX * TILE_N]) {
+    assert!(std::arch::is_aarch64_feature_detected!("i8mm"));
+    let rp = row_ptrs::<4>(a, stride, rows);
+    // SAFETY: the i8mm extension is present (checked above); memory as for `neon`, with room
+    // for 4 x 16 results.
+    unsafe { neoni8mm_body(rp, stride / KG, panel.as_ptr(), acc) }
+}
+
+/// `acc.4s += a.16b (2 rows x 8) * w.16b (2 channels x 8)^T` = [r0c0, r0c1, r1c0, r1c1].
+macro_rules! smmla {
+    ($acc:expr, $a:expr, $w:expr) => {
+        asm!("smmla {0:v}.4s, {1:v}.16b, {2:v}.16b", inout(vreg) $acc, in(vreg) $a, in(vreg) $w, options(pure, nomem, nostack))
+    };
+}
+
+#[target_feature(enable = "i8mm")]
+unsafe fn neoni8mm_body(rp: [*const i8; 4], groups: usize, w: *const i8, acc: &mut [i32; MR_MAX * TILE_N]) {
+    // c[p][q]: rows 2p, 2p+1 x channels 2q, 2q+1.
+    let mut c = [[vdupq_n_s32(0); 8]; 2];
+    // Two K groups (8 values) per step: zipping a 4-channel register of group g with the same
+    // register of group g+1 gives two channels x 8 k each, the operand layout of smmla.
+    let step = |g: usize, pair: bool, c: &mut [[int32x4_t; 8]; 2]| {
+        let load_a = |r: usize| -> int8x8_t {
+            if pair {
+                vld1_s8(rp[r].add(g * KG))
+            } else {
+                // The last odd group: k4..7 are zero.
+                vreinterpret_s8_s32(vset_lane_s32::<0>(
+                    (rp[r].add(g * KG) as *const i32).read_unaligned(),
+                    vdup_n_s32(0),
+                ))
+            }
+        };
+        let a0 = vcombine_s8(load_a(0), load_a(1));
+        let a1 = vcombine_s8(load_a(2), load_a(3));
+        for j in 0..4 {
+            let lo = vld1q_s8(w.add(g * 64 + j * 16));
+            let hi = if pair { vld1q_s8(w.add((g + 1) * 64 + j * 16)) } else { vdupq_n_s8(0) };
+            let (l32, h32) = (vreinterpretq_s32_s8(lo), vreinterpretq_s32_s8(hi));
+            let w01 = vreinterpretq_s8_s32(vzip1q_s32(l32, h32));
+            let w23 = vreinterpretq_s8_s32(vzip2q_s32(l32, h32));
+            smmla!(c[0][2 * j], a0, w01);
+            smmla!(c[0][2 * j + 1], a0, w23);
+            smmla!(c[1][2 * j], a1, w01);
+            smmla!(c[1][2 * j + 1], a1, w23);
+        }
+    };
+    let mut g = 0;
+    while g + 2 <= groups {
+        step(g, true, &mut c);
+        g += 2;
+    }
+    if g < groups {
+        step(g, false, &mut c);
+    }
+    for p in 0..2 {
+        for q in 0..8 {
+            let v = c[p][q];
+            let (r0, r1) = (2 * p, 2 * p + 1);
+            acc[r0 * TILE_N + 2 * q] = vgetq_lane_s32::<0>(v);
+            acc[r0 * TILE_N + 2 * q + 1] = vgetq_lane_s32::<1>(v);
+            acc[r1 * TILE_N + 2 * q] = vgetq_lane_s32::<2>(v);
+            acc[r1 * TILE_N + 2 * q + 1] = vgetq_lane_s32::<3>(v);
+        }
+    }
+}

@@ -230,6 +230,9 @@ pub enum I8Kernel {
     Neon,
     /// aarch64 dot product (Cortex-A76): `sdot`, 4 rows x 16 channels.
     NeonDot,
+    /// aarch64 int8 matrix multiply (Armv8.6 i8mm): `smmla` on 2x8 blocks, 4 rows x 16
+    /// channels, reading the same k4n16 panels (pairs of K groups are zipped in registers).
+    NeonI8mm,
 }
 
 impl I8Kernel {
@@ -241,6 +244,7 @@ impl I8Kernel {
             I8Kernel::Avx512Vnni => "i8_gemm_8x16c4_avx512vnni",
             I8Kernel::Neon => "i8_gemm_2x16c4_neon",
             I8Kernel::NeonDot => "i8_gemm_4x16c4_neondot",
+            I8Kernel::NeonI8mm => "i8_gemm_4x16c8_neoni8mm",
         }
     }
 
@@ -269,6 +273,9 @@ impl I8Kernel {
             }
             if std::arch::is_aarch64_feature_detected!("dotprod") {
                 v.push(I8Kernel::NeonDot);
+            }
+            if std::arch::is_aarch64_feature_detected!("i8mm") {
+                v.push(I8Kernel::NeonI8mm);
             }
         }
         v
@@ -329,6 +336,8 @@ impl I8Kernel {
             I8Kernel::Neon => arm::neon(a, stride, rows, panel, acc),
             #[cfg(target_arch = "aarch64")]
             I8Kernel::NeonDot => arm::neondot(a, stride, rows, panel, acc),
+            #[cfg(target_arch = "aarch64")]
+            I8Kernel::NeonI8mm => arm::neoni8mm(a, stride, rows, panel, acc),
             #[allow(unreachable_patterns)]
             other => panic!("{} cannot run on this CPU architecture", other.name()),
         }
