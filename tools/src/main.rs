@@ -99,6 +99,13 @@ fn compare(args: Compare) -> Result<(), String> {
 fn quantize(args: Quantize) -> Result<(), String> {
     let start = Instant::now();
     let model = hf::import(&args.snapshot)?;
+    if args.snapshot.is_dir() && !args.snapshot.join("preprocessor_config.json").exists() {
+        eprintln!(
+            "edgevit-tools: note: no preprocessor_config.json; using ViTImageProcessor's defaults \
+             (resize to {}x{} bilinear, rescale 1/255, normalise with mean 0.5 and std 0.5)",
+            model.config.architecture.image_height, model.config.architecture.image_width
+        );
+    }
     for name in &model.unused {
         eprintln!("edgevit-tools: note: '{name}' is not used for classification and is not written");
     }
