@@ -247,12 +247,14 @@ impl Preprocess {
 }
 
 /// Hugging Face's rule for `{"shortest_edge": s}`: the short side becomes `s` and the long side
-/// `int(s * long / short)`.
+/// `int(s * long / short)`, here capped at [`MAX_DIM`] so that an absurdly thin image cannot
+/// ask for a giant resize buffer (the centre crop that follows keeps only `s` of it anyway).
 pub fn shortest_edge_size(h: usize, w: usize, size: usize) -> (usize, usize) {
+    let long = |l: usize, s: usize| ((size as f64 * l as f64 / s as f64) as usize).min(MAX_DIM);
     if h <= w {
-        (size, (size as f64 * w as f64 / h as f64) as usize)
+        (size, long(w, h))
     } else {
-        ((size as f64 * h as f64 / w as f64) as usize, size)
+        (long(h, w), size)
     }
 }
 
@@ -300,6 +302,18 @@ impl WeightStorage {
 }
 
 /// Everything a model file says besides its tensors.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortest_edge_follows_hugging_face_and_is_capped() {
+        assert_eq!(shortest_edge_size(300, 451, 256), (256, 384));
+        assert_eq!(shortest_edge_size(451, 300, 256), (384, 256));
+        assert_eq!(shortest_edge_size(1, 16384, 224), (224, MAX_DIM));
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
