@@ -226,24 +226,11 @@ impl Model {
         let threads = Threads(rayon::current_num_threads());
         match (*lin, input) {
             (LinearWeights::F32 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
+                // Accumulate adds the product (and bias) into `out`, the residual stream.
                 let accumulate = epilogue == Epilogue::Accumulate;
                 let dst = MatMut { data: out, rows, cols: n, row_stride: ldo };
-                if accumulate {
-                    matmul(
-                        dst,
-                        MatRef::row_major(x, rows, k),
-                        MatRef::transposed(self.f32s(weight), n, k),
-                        true,
-                        threads,
-                    );
-                    if let Some(b) = bias {
-                        for row in out.chunks_mut(ldo).take(rows) {
-                            row[..n].iter_mut().zip(self.f32s(b)).for_each(|(o, b)| *o += b);
-                        }
-                    }
-                    return;
-                }
-                matmul(dst, MatRef::row_major(x, rows, k), MatRef::transposed(self.f32s(weight), n, k), false, threads);
+                let w = MatRef::transposed(self.f32s(weight), n, k);
+                matmul(dst, MatRef::row_major(x, rows, k), w, accumulate, threads);
                 for row in out.chunks_mut(ldo).take(rows) {
                     if let Some(b) = bias {
                         row[..n].iter_mut().zip(self.f32s(b)).for_each(|(o, b)| *o += b);

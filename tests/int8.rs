@@ -4,23 +4,11 @@
 mod common;
 
 use common::*;
-use edgevit::npy::{read_npy, NpyData};
 use edgevit::preprocess::{load_image, preprocess, RgbImage};
 use edgevit::Model;
 use edgevit_kernels::i8gemm::I8Kernel;
+use edgevit_tools::compare::kl_divergence;
 use edgevit_tools::quantize::StoreDType;
-
-fn softmax(l: &[f32]) -> Vec<f64> {
-    let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let e: Vec<f64> = l.iter().map(|&v| (v as f64 - max).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
-}
-
-fn kl(p_logits: &[f32], q_logits: &[f32]) -> f64 {
-    let (p, q) = (softmax(p_logits), softmax(q_logits));
-    p.iter().zip(&q).filter(|(p, _)| **p > 0.0).map(|(p, q)| p * (p / q.max(1e-300)).ln()).sum()
-}
 
 #[test]
 fn reference_images_keep_their_top1() {
@@ -32,7 +20,7 @@ fn reference_images_keep_their_top1() {
     for (name, pixels, _) in reference_entries() {
         let a = f32m.forward(&pixels, &mut s32).unwrap().to_vec();
         let b = i8m.forward(&pixels, &mut s8).unwrap();
-        kls.push(kl(&a, b));
+        kls.push(kl_divergence(&a, b));
         if argmax(&a) == argmax(b) {
             same += 1;
         } else {
@@ -41,21 +29,6 @@ fn reference_images_keep_their_top1() {
     }
     eprintln!("int8 top-1 = f32 top-1 on {same}/37; mean KL {:.5}", kls.iter().sum::<f64>() / kls.len() as f64);
     assert!(same >= 35, "int8 agrees with f32 on only {same} of 37");
-}
-
-/// A small deterministic generator (splitmix64) for the augmentations.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// A random crop of 35-100% of the side with aspect 0.8-1.25, flipped half the time.
@@ -96,7 +69,7 @@ fn augmented_photos_agree_with_f32() {
             let a = f32m.forward(&pixels, &mut s32).unwrap().to_vec();
             let b = i8m.forward(&pixels, &mut s8).unwrap();
             same += (argmax(&a) == argmax(b)) as usize;
-            kl_sum += kl(&a, b);
+            kl_sum += kl_divergence(&a, b);
             n += 1;
         }
     }
@@ -114,27 +87,15 @@ fn augmented_photos_agree_with_f32() {
 #[test]
 fn demo_heldout_accuracy_within_half_a_point_of_f32() {
     let demo = repo().join("demo");
-    let models = [
-        Model::open(convert(&demo.join("vit-mnist"), StoreDType::F32)).unwrap(),
-        Model::open(convert(&demo.join("vit-mnist"), StoreDType::Int8)).unwrap(),
-    ];
-    let images = read_npy(&demo.join("heldout/images.npy")).unwrap();
-    let labels = read_npy(&demo.join("heldout/labels.npy")).unwrap();
-    let (NpyData::U8(pixels), NpyData::U8(labels)) = (images.data, labels.data) else {
-        panic!("uint8 arrays expected")
-    };
-    let mut acc = [0f64; 2];
-    for (m, model) in models.iter().enumerate() {
-        let mut s = model.session();
-        let mut correct = 0;
-        for (i, &label) in labels.iter().enumerate() {
-            let grey = &pixels[i * 784..(i + 1) * 784];
-            let img = RgbImage { width: 28, height: 28, data: grey.iter().flat_map(|&v| [v, v, v]).collect() };
-            let logits = model.forward(&preprocess(&img, &model.config().preprocess), &mut s).unwrap();
-            correct += (argmax(logits) == label as usize) as usize;
-        }
-        acc[m] = correct as f64 / labels.len() as f64;
-    }
+    let heldout = demo_heldout();
+    let acc: Vec<f64> = [StoreDType::F32, StoreDType::Int8]
+        .into_iter()
+        .map(|dtype| {
+            let model = Model::open(convert(&demo.join("vit-mnist"), dtype)).unwrap();
+            let pred = predict_all(&model, &heldout);
+            pred.iter().zip(&heldout).filter(|(p, (_, l))| *p == l).count() as f64 / heldout.len() as f64
+        })
+        .collect();
     eprintln!("demo held-out accuracy: f32 {:.4}, int8 {:.4}", acc[0], acc[1]);
     assert!((acc[0] - acc[1]).abs() <= 0.005, "int8 {:.4} vs f32 {:.4}", acc[1], acc[0]);
 }

@@ -9,21 +9,6 @@ use common::*;
 use edgevit::Model;
 use edgevit_tools::quantize::StoreDType;
 
-/// A deterministic generator (splitmix64).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// Rewrites the JSON header and fixes the length, data offset and both checksums, so the
 /// mutation reaches the validation behind them instead of stopping at a checksum.
 fn with_json(bytes: &[u8], json: &str) -> Vec<u8> {

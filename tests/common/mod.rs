@@ -101,3 +101,54 @@ pub fn rel_max_diff(a: &[f32], b: &[f32]) -> f32 {
     let range = b.iter().copied().fold(f32::NEG_INFINITY, f32::max) - b.iter().copied().fold(f32::INFINITY, f32::min);
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / range
 }
+
+/// The demo model's held-out digits (28x28 grey, as RGB images) and their labels.
+pub fn demo_heldout() -> Vec<(edgevit::preprocess::RgbImage, usize)> {
+    use edgevit::npy::{read_npy, NpyData};
+    let dir = repo().join("demo/heldout");
+    let images = read_npy(&dir.join("images.npy")).unwrap();
+    let labels = read_npy(&dir.join("labels.npy")).unwrap();
+    let (NpyData::U8(pixels), NpyData::U8(labels)) = (images.data, labels.data) else {
+        panic!("uint8 arrays expected")
+    };
+    assert_eq!((images.shape[1], images.shape[2], labels.len()), (28, 28, images.shape[0]));
+    pixels
+        .chunks_exact(784)
+        .zip(labels)
+        .map(|(grey, label)| {
+            let data = grey.iter().flat_map(|&v| [v, v, v]).collect();
+            (edgevit::preprocess::RgbImage { width: 28, height: 28, data }, label as usize)
+        })
+        .collect()
+}
+
+/// `model`'s top-1 class for each image, through its own preprocessing.
+pub fn predict_all(model: &edgevit::Model, images: &[(edgevit::preprocess::RgbImage, usize)]) -> Vec<usize> {
+    let mut session = model.session();
+    images
+        .iter()
+        .map(|(img, _)| {
+            let pixels = edgevit::preprocess::preprocess(img, &model.config().preprocess);
+            argmax(model.forward(&pixels, &mut session).unwrap())
+        })
+        .collect()
+}
+
+/// A small deterministic generator (splitmix64) for augmentations and mutations.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}

@@ -8,11 +8,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{KG, MR_MAX, TILE_N};
-
-fn row_ptrs<const MR: usize>(a: &[i8], stride: usize, rows: usize) -> [*const i8; MR] {
-    std::array::from_fn(|r| a[r.min(rows - 1) * stride..].as_ptr())
-}
+use super::{row_ptrs, KG, MR_MAX, TILE_N};
 
 pub fn neon(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32; MR_MAX * TILE_N]) {
     let rp = row_ptrs::<2>(a, stride, rows);

@@ -501,6 +501,13 @@ pub fn i8_gemm(
     }
 }
 
+/// Row pointers for a microkernel tile of `MR` rows; rows past `rows` repeat the last one
+/// (computed, then ignored by the caller), so kernel bodies need no ragged-row branches.
+#[allow(dead_code)] // used by the SIMD kernels of whichever architecture this is built for
+fn row_ptrs<const MR: usize>(a: &[i8], stride: usize, rows: usize) -> [*const i8; MR] {
+    std::array::from_fn(|r| a[r.min(rows - 1) * stride..].as_ptr())
+}
+
 /// The plain definition in f64 from dequantized values (`x` is `m x k`, `w` is `n x k`, both
 /// row-major): the oracle for the kernels' tests.
 pub fn linear_reference(x: &[f64], m: usize, k: usize, w: &[f64], n: usize, bias: Option<&[f32]>) -> Vec<f64> {

@@ -6,13 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{KG, MR_MAX, NR, TILE_N};
-
-/// Row pointers for a tile of `mr` rows; rows past `rows` repeat the last one (computed, then
-/// ignored by the caller), so the kernel body needs no ragged-row branches.
-fn row_ptrs<const MR: usize>(a: &[i8], stride: usize, rows: usize) -> [*const i8; MR] {
-    std::array::from_fn(|r| a[r.min(rows - 1) * stride..].as_ptr())
-}
+use super::{row_ptrs, KG, MR_MAX, NR, TILE_N};
 
 pub fn avx2(a: &[i8], stride: usize, rows: usize, panel: &[i8], acc: &mut [i32; MR_MAX * TILE_N]) {
     assert!(is_x86_feature_detected!("avx2"));
