@@ -17,6 +17,7 @@ pub mod format;
 pub mod model;
 pub mod npy;
 pub mod preprocess;
+pub mod stream;
 
 pub use config::{Architecture, ModelConfig, Preprocess};
 pub use error::{Error, Result};

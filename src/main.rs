@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use argh::FromArgs;
 use edgevit::npy::{read_npy, NpyData};
+use edgevit::stream::{FrameFormat, StreamOptions, YuvMatrix, YuvRange};
 use edgevit::{preprocess, top_k, Error, Model, Prediction};
 
 #[derive(FromArgs)]
@@ -43,9 +44,44 @@ struct Classify {
     /// worker threads (default: the number of CPU cores)
     #[argh(option)]
     threads: Option<usize>,
+    /// read camera frames from stdin instead of files, and write one JSON line per frame
+    #[argh(switch)]
+    stream: bool,
+    /// with --stream: yuv420p (I420), nv12, rgb24, bgr24, rgba, gray8, or mjpeg (concatenated
+    /// JPEGs)
+    #[argh(option)]
+    frame_format: Option<FrameFormat>,
+    /// with --stream: the frames' size as WxH, e.g. 640x480 (required for raw formats)
+    #[argh(option)]
+    frame_size: Option<FrameSize>,
+    /// with YUV frames: bt601 (default, what rpicam-vid writes at its default 640x480) or bt709
+    #[argh(option)]
+    yuv_matrix: Option<YuvMatrix>,
+    /// with YUV frames: limited (default; Y in 16..235) or full (0..255)
+    #[argh(option)]
+    yuv_range: Option<YuvRange>,
+    /// with --stream: classify every Nth frame and drop the others (default 1: all)
+    #[argh(option, default = "1")]
+    every: u64,
     /// image or .npy files
     #[argh(positional, greedy)]
     inputs: Vec<PathBuf>,
+}
+
+/// `--frame-size WxH`.
+struct FrameSize(usize, usize);
+
+impl std::str::FromStr for FrameSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("frame size '{s}' is not WxH (e.g. 640x480)");
+        let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+        let (w, h) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+        if w == 0 || h == 0 {
+            return Err(format!("frame size '{s}' is empty"));
+        }
+        Ok(FrameSize(w, h))
+    }
 }
 
 #[derive(FromArgs)]
@@ -88,6 +124,19 @@ fn set_threads(threads: Option<usize>) -> Result<(), Error> {
 }
 
 fn classify(args: Classify) -> Result<ExitCode, Error> {
+    if args.stream {
+        return classify_stream(args);
+    }
+    let stream_only = [
+        ("--frame-format", args.frame_format.is_some()),
+        ("--frame-size", args.frame_size.is_some()),
+        ("--yuv-matrix", args.yuv_matrix.is_some()),
+        ("--yuv-range", args.yuv_range.is_some()),
+        ("--every", args.every != 1),
+    ];
+    if let Some((flag, _)) = stream_only.iter().find(|(_, given)| *given) {
+        return Err(Error::Input(format!("{flag} applies to camera frames: add --stream (frames are read from stdin)")));
+    }
     if args.inputs.is_empty() {
         return Err(Error::Input("no inputs given: name one or more image or .npy files".into()));
     }
@@ -129,6 +178,61 @@ fn classify(args: Classify) -> Result<ExitCode, Error> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `classify --stream`: frames from stdin, one JSON line per classified frame, flushed at once.
+fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
+    if !args.inputs.is_empty() {
+        return Err(Error::Input(format!(
+            "--stream reads frames from stdin; it takes no input files (got {})",
+            args.inputs[0].display()
+        )));
+    }
+    let format = args.frame_format.ok_or_else(|| {
+        Error::Input(format!("--stream needs --frame-format, one of: {}", FrameFormat::NAMES))
+    })?;
+    if args.top_k == 0 {
+        return Err(Error::Input("--top-k must be at least 1".into()));
+    }
+    let is_yuv = matches!(format, FrameFormat::Yuv420p | FrameFormat::Nv12);
+    if !is_yuv && (args.yuv_matrix.is_some() || args.yuv_range.is_some()) {
+        return Err(Error::Input(format!("--yuv-matrix and --yuv-range apply to yuv420p and nv12 frames, not {format:?}")));
+    }
+    let opts = StreamOptions {
+        format,
+        size: args.frame_size.map(|FrameSize(w, h)| (w, h)),
+        matrix: args.yuv_matrix.unwrap_or_default(),
+        range: args.yuv_range.unwrap_or_default(),
+        every: args.every,
+    };
+    set_threads(args.threads)?;
+    let model = Model::open(&args.model)?;
+    let round = |ms: f64| (ms * 1000.0).round() / 1000.0;
+    let mut out_closed = false;
+    let result = edgevit::stream::classify_stream(&model, std::io::stdin(), opts, |frame| {
+        let mut obj = serde_json::json!({
+            "frame": frame.index,
+            "top": top_k(frame.logits, args.top_k, model.labels()),
+            "ms": {
+                "read": round(frame.read_ms),
+                "preprocess": round(frame.preprocess_ms),
+                "inference": round(frame.inference_ms),
+            },
+        });
+        if args.logits {
+            obj["logits"] = serde_json::json!(frame.logits);
+        }
+        out_closed = !emit(&format!("{obj}\n"));
+        !out_closed
+    });
+    match result {
+        Ok(0) if !out_closed => {
+            eprintln!("edgevit: the stream held no frames");
+            Ok(ExitCode::FAILURE)
+        }
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads an image (decoded and preprocessed) or an already preprocessed `.npy` tensor.

@@ -76,16 +76,36 @@ pub fn load_and_preprocess(path: &Path, config: &ModelConfig) -> Result<Vec<f32>
 
 /// Resize, crop, rescale and normalise into a CHW f32 tensor.
 pub fn preprocess(img: &RgbImage, p: &Preprocess) -> Vec<f32> {
-    let resized;
-    let mut img = img;
-    if let Some(r) = p.resize {
-        let (h, w) = match r {
-            Resize::Exact { height, width } => (height, width),
-            Resize::ShortestEdge { size } => crate::config::shortest_edge_size(img.height, img.width, size),
-        };
-        resized = resize(img, w, h, p.filter);
-        img = &resized;
-    }
+    let mut out = Vec::new();
+    preprocess_rows(img.width, img.height, |y, row| row.copy_from_slice(img.row(y)), p, &mut out);
+    out
+}
+
+/// [`preprocess`] for a source that hands out its rows as 8-bit RGB on demand: `fetch(y, row)`
+/// fills `row` (width x 3 bytes) with source row `y`. Only the rows the resize reads are
+/// fetched, each once, so a camera frame is colour-converted and resized in one pass without
+/// an RGB copy of the whole frame. `out` is resized to the model's input and overwritten.
+pub fn preprocess_rows(
+    width: usize,
+    height: usize,
+    fetch: impl FnMut(usize, &mut [u8]),
+    p: &Preprocess,
+    out: &mut Vec<f32>,
+) {
+    let (w, h) = match p.resize {
+        Some(Resize::Exact { height, width }) => (width, height),
+        Some(Resize::ShortestEdge { size }) => {
+            let (h, w) = crate::config::shortest_edge_size(height, width, size);
+            (w, h)
+        }
+        None => (width, height),
+    };
+    let img = resize_rows(width, height, fetch, w, h, p.filter);
+    normalize_chw(&img, p, out);
+}
+
+/// Centre crop, rescale, normalise and lay out channels first.
+fn normalize_chw(img: &RgbImage, p: &Preprocess, out: &mut Vec<f32>) {
     let (oh, ow) = p.output_size(img.height, img.width);
     let (top, left) = ((img.height as isize - oh as isize) / 2, (img.width as isize - ow as isize) / 2);
     let scale = p.rescale_factor.unwrap_or(1.0);
@@ -93,7 +113,8 @@ pub fn preprocess(img: &RgbImage, p: &Preprocess) -> Vec<f32> {
         Some(n) => (n.mean, n.std),
         None => ([0.0; 3], [1.0; 3]),
     };
-    let mut out = vec![0.0f32; 3 * oh * ow];
+    out.clear();
+    out.resize(3 * oh * ow, 0.0);
     for c in 0..3 {
         let plane = &mut out[c * oh * ow..(c + 1) * oh * ow];
         for y in 0..oh {
@@ -109,7 +130,13 @@ pub fn preprocess(img: &RgbImage, p: &Preprocess) -> Vec<f32> {
             }
         }
     }
-    out
+}
+
+impl RgbImage {
+    /// Row `y` as interleaved RGB bytes.
+    pub fn row(&self, y: usize) -> &[u8] {
+        &self.data[y * self.width * 3..(y + 1) * self.width * 3]
+    }
 }
 
 /// Resizes as PIL's `Image.resize(size, filter)` does for an RGB image, bit for bit.
@@ -117,38 +144,56 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> Rg
     if (img.width, img.height) == (width, height) {
         return img.clone();
     }
-    if filter == Filter::Nearest {
-        return resize_nearest(img, width, height);
+    resize_rows(img.width, img.height, |y, row| row.copy_from_slice(img.row(y)), width, height, filter)
+}
+
+/// [`resize`] from a row source (see [`preprocess_rows`]); fetches each needed row once, in
+/// increasing order.
+pub fn resize_rows(
+    src_width: usize,
+    src_height: usize,
+    mut fetch: impl FnMut(usize, &mut [u8]),
+    width: usize,
+    height: usize,
+    filter: Filter,
+) -> RgbImage {
+    let mut line = vec![0u8; src_width * 3];
+    if (src_width, src_height) == (width, height) {
+        let mut data = vec![0u8; width * height * 3];
+        for (y, row) in data.chunks_exact_mut(width * 3).enumerate() {
+            fetch(y, row);
+        }
+        return RgbImage { width, height, data };
     }
-    let horiz = Coeffs::new(img.width, width, filter);
-    let vert = Coeffs::new(img.height, height, filter);
+    if filter == Filter::Nearest {
+        return resize_nearest(src_width, src_height, fetch, width, height);
+    }
+    let horiz = Coeffs::new(src_width, width, filter);
+    let vert = Coeffs::new(src_height, height, filter);
     // PIL resamples horizontally first, only the rows the vertical pass will read.
     let first_row = vert.bounds[0].0;
     let last_row = vert.bounds[height - 1].0 + vert.bounds[height - 1].1;
-    let tmp;
-    let (src, row0) = if width != img.width {
-        let mut data = vec![0u8; (last_row - first_row) * width * 3];
-        for (y, out_row) in data.chunks_exact_mut(width * 3).enumerate() {
-            let in_row = &img.data[(y + first_row) * img.width * 3..][..img.width * 3];
-            for (x, px) in out_row.chunks_exact_mut(3).enumerate() {
-                let (xmin, n) = horiz.bounds[x];
-                let k = horiz.row(x);
-                for c in 0..3 {
-                    let mut acc = 1i64 << (PRECISION_BITS - 1);
-                    for (i, &tap) in k[..n].iter().enumerate() {
-                        acc += in_row[(xmin + i) * 3 + c] as i64 * tap as i64;
-                    }
-                    px[c] = clip8(acc);
+    let mut tmp = vec![0u8; (last_row - first_row) * width * 3];
+    for (y, out_row) in tmp.chunks_exact_mut(width * 3).enumerate() {
+        if width == src_width {
+            fetch(y + first_row, out_row);
+            continue;
+        }
+        fetch(y + first_row, &mut line);
+        for (x, px) in out_row.chunks_exact_mut(3).enumerate() {
+            let (xmin, n) = horiz.bounds[x];
+            let k = horiz.row(x);
+            for c in 0..3 {
+                let mut acc = 1i64 << (PRECISION_BITS - 1);
+                for (i, &tap) in k[..n].iter().enumerate() {
+                    acc += line[(xmin + i) * 3 + c] as i64 * tap as i64;
                 }
+                px[c] = clip8(acc);
             }
         }
-        tmp = RgbImage { width, height: last_row - first_row, data };
-        (&tmp, first_row)
-    } else {
-        (img, 0)
-    };
-    if height == src.height && row0 == 0 {
-        return src.clone();
+    }
+    if height == src_height {
+        return RgbImage { width, height, data: tmp };
     }
     let mut data = vec![0u8; height * width * 3];
     for (y, out_row) in data.chunks_exact_mut(width * 3).enumerate() {
@@ -157,7 +202,7 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> Rg
         for (i, v) in out_row.iter_mut().enumerate() {
             let mut acc = 1i64 << (PRECISION_BITS - 1);
             for (j, &tap) in k[..n].iter().enumerate() {
-                acc += src.data[(ymin - row0 + j) * width * 3 + i] as i64 * tap as i64;
+                acc += tmp[(ymin - first_row + j) * width * 3 + i] as i64 * tap as i64;
             }
             *v = clip8(acc);
         }
@@ -267,14 +312,26 @@ fn hamming(x: f64) -> f64 {
 }
 
 /// PIL's nearest-neighbour resize: output pixel x samples input `floor((x + 0.5) * scale)`.
-fn resize_nearest(img: &RgbImage, width: usize, height: usize) -> RgbImage {
-    let (sx, sy) = (img.width as f64 / width as f64, img.height as f64 / height as f64);
+fn resize_nearest(
+    src_width: usize,
+    src_height: usize,
+    mut fetch: impl FnMut(usize, &mut [u8]),
+    width: usize,
+    height: usize,
+) -> RgbImage {
+    let (sx, sy) = (src_width as f64 / width as f64, src_height as f64 / height as f64);
+    let mut line = vec![0u8; src_width * 3];
+    let mut fetched = usize::MAX;
     let mut data = Vec::with_capacity(width * height * 3);
     for y in 0..height {
-        let iy = (((y as f64 + 0.5) * sy) as usize).min(img.height - 1);
+        let iy = (((y as f64 + 0.5) * sy) as usize).min(src_height - 1);
+        if iy != fetched {
+            fetch(iy, &mut line);
+            fetched = iy;
+        }
         for x in 0..width {
-            let ix = (((x as f64 + 0.5) * sx) as usize).min(img.width - 1);
-            data.extend_from_slice(&img.data[(iy * img.width + ix) * 3..][..3]);
+            let ix = (((x as f64 + 0.5) * sx) as usize).min(src_width - 1);
+            data.extend_from_slice(&line[ix * 3..][..3]);
         }
     }
     RgbImage { width, height, data }

@@ -21,3 +21,26 @@ pub fn run(bin: &str, args: &[&str]) -> Output {
     }
     direct.unwrap_or_else(|e| panic!("run {bin}: {e}"))
 }
+
+/// [`run`] with `input` written to the program's stdin (from another thread, so a program
+/// that stops reading early cannot deadlock the test).
+pub fn run_with_input(bin: &str, args: &[&str], input: Vec<u8>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let spawn = |cmd: &mut Command| cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let mut child = match spawn(Command::new(bin).args(args)) {
+        Err(e) if e.raw_os_error() == Some(8) && cfg!(target_arch = "aarch64") => {
+            spawn(Command::new("qemu-aarch64-static").args(["-L", "/usr/aarch64-linux-gnu", bin]).args(args))
+                .unwrap_or_else(|e| panic!("run {bin} under qemu-aarch64-static: {e}"))
+        }
+        other => other.unwrap_or_else(|e| panic!("run {bin}: {e}")),
+    };
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || {
+        // The program may exit before reading everything (that is what some tests check).
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for the program");
+    writer.join().expect("stdin writer");
+    out
+}
