@@ -98,10 +98,48 @@ pub struct Header {
     pub tensors: Vec<TensorEntry>,
 }
 
-/// An open, validated model file. The bytes stay in the memory map; nothing is copied.
+/// Bytes with a 64-byte aligned start, so that tensors at 64-aligned offsets can be read in
+/// place as f32/i32 slices, as they are from a memory map.
+pub struct AlignedBytes {
+    blocks: Vec<Block>,
+    len: usize,
+}
+
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+struct Block([u8; 64]);
+
+impl AlignedBytes {
+    pub fn zeroed(len: usize) -> Self {
+        AlignedBytes { blocks: vec![Block([0; 64]); len.div_ceil(64)], len }
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.blocks)[..self.len]
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.blocks)[..self.len]
+    }
+}
+
+impl std::ops::Deref for AlignedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+/// Where an open file's bytes live.
+enum Backing {
+    /// Memory-mapped: pages are read from the file on first touch and shared with the page cache.
+    Map(memmap2::Mmap),
+    /// Read into (or built in) memory: immune to the file changing, at the cost of a copy.
+    Owned(AlignedBytes),
+}
+
+/// An open, validated model file. Mapped files are read in place; nothing is copied.
 pub struct EvitFile {
     path: PathBuf,
-    map: memmap2::Mmap,
+    bytes: Backing,
     header: Header,
     data_offset: usize,
 }
@@ -122,8 +160,42 @@ impl EvitFile {
         // truncates the file while it is mapped, reads past the new end fault (SIGBUS); see
         // docs/format.md ("Changing a file in use"). We never write through the map.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let (header, data_offset) = parse(&map).map_err(|m| Error::format(path, m))?;
-        Ok(EvitFile { path: path.to_path_buf(), map, header, data_offset })
+        Self::validate(path, Backing::Map(map))
+    }
+
+    /// Reads the whole of `path` into memory and validates it: for filesystems where mapping
+    /// is unwise (network mounts, files that may be replaced while in use).
+    pub fn read(path: &Path) -> Result<Self> {
+        use std::io::Read;
+        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let len = usize::try_from(len)
+            .map_err(|_| Error::format(path, format!("the file is {len} bytes, too large to read into memory")))?;
+        let mut bytes = AlignedBytes::zeroed(len);
+        file.read_exact(bytes.as_mut_slice()).map_err(|e| Error::io(path, e))?;
+        Self::validate(path, Backing::Owned(bytes))
+    }
+
+    /// Validates a model built in memory (e.g. by [`crate::synth`]); `name` stands in for the
+    /// path in messages.
+    pub fn from_bytes(name: &str, bytes: AlignedBytes) -> Result<Self> {
+        Self::validate(Path::new(name), Backing::Owned(bytes))
+    }
+
+    fn validate(path: &Path, bytes: Backing) -> Result<Self> {
+        let all = match &bytes {
+            Backing::Map(m) => &m[..],
+            Backing::Owned(b) => b.as_slice(),
+        };
+        let (header, data_offset) = parse(all).map_err(|m| Error::format(path, m))?;
+        Ok(EvitFile { path: path.to_path_buf(), bytes, header, data_offset })
+    }
+
+    fn all_bytes(&self) -> &[u8] {
+        match &self.bytes {
+            Backing::Map(m) => m,
+            Backing::Owned(b) => b.as_slice(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -133,14 +205,18 @@ impl EvitFile {
         &self.header
     }
     pub fn file_len(&self) -> usize {
-        self.map.len()
+        self.all_bytes().len()
+    }
+    /// True if the bytes are memory-mapped from the file, false if held in memory.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.bytes, Backing::Map(_))
     }
 
     /// The bytes of tensor `index` in the table (validated at open).
     pub fn tensor_bytes(&self, index: usize) -> &[u8] {
         let t = &self.header.tensors[index];
         let start = self.data_offset + t.offset as usize;
-        &self.map[start..start + t.length as usize]
+        &self.all_bytes()[start..start + t.length as usize]
     }
 
     /// Checks every tensor's CRC-32. Reads the whole file.
@@ -300,63 +376,114 @@ impl<'a> TensorData<'a> {
     }
 }
 
-/// Serialises a model into the bytes of an `.evit` file.
-pub fn to_bytes(config: &ModelConfig, tensors: &[TensorData<'_>]) -> Result<Vec<u8>> {
-    let mut entries = Vec::with_capacity(tensors.len());
+/// A tensor's place in a file to be built: everything but its bytes.
+#[derive(Clone, Debug)]
+pub struct TensorPlan {
+    pub name: String,
+    pub dtype: DType,
+    pub layout: Layout,
+    pub shape: Vec<usize>,
+}
+
+/// Builds the bytes of an `.evit` file in one aligned buffer, calling `fill(i, bytes)` to write
+/// tensor `i` of `plan` in place (the bytes start zeroed), so a model is never held twice.
+///
+/// The JSON header is laid out for the longest possible checksums and padded with spaces to
+/// that length (JSON allows trailing whitespace), so the data section's place is known before
+/// any tensor is written.
+pub fn build(
+    config: &ModelConfig,
+    plan: &[TensorPlan],
+    mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
+) -> Result<AlignedBytes> {
+    let mut entries = Vec::with_capacity(plan.len());
     let (mut offset, mut end) = (0usize, 0usize);
-    for t in tensors {
+    for t in plan {
         let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
-        if t.layout.byte_len(t.dtype, &shape) != Some(t.bytes.len() as u64) {
-            return Err(Error::Input(format!("tensor '{}': {} bytes for shape {:?}", t.name, t.bytes.len(), t.shape)));
-        }
+        let length = t.layout.byte_len(t.dtype, &shape).ok_or_else(|| {
+            Error::Input(format!(
+                "tensor '{}': shape {:?} is not valid for {:?}/{:?}",
+                t.name, t.shape, t.dtype, t.layout
+            ))
+        })?;
         entries.push(TensorEntry {
             name: t.name.clone(),
             dtype: t.dtype,
             layout: t.layout,
             shape,
             offset: offset as u64,
-            length: t.bytes.len() as u64,
-            crc32: crc32fast::hash(&t.bytes),
+            length,
+            crc32: u32::MAX,
         });
-        end = offset + t.bytes.len();
+        end = offset + length as usize;
         offset = align_up(end);
     }
-    let header = Header { config: config.clone(), tensors: entries };
-    let json = serde_json::to_vec(&header).map_err(|e| Error::Input(format!("cannot encode the header: {e}")))?;
-    let data_offset = align_up(PREFIX_LEN + json.len());
+    let mut header = Header { config: config.clone(), tensors: entries };
+    let encode = |h: &Header| serde_json::to_vec(h).map_err(|e| Error::Input(format!("cannot encode the header: {e}")));
+    let json_len = encode(&header)?.len();
+    let data_offset = align_up(PREFIX_LEN + json_len);
     // The data section ends with the last tensor: no trailing padding.
     let data_len = end;
 
-    let mut out = Vec::with_capacity(data_offset + data_len);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(data_offset as u64).to_le_bytes());
-    out.extend_from_slice(&(data_len as u64).to_le_bytes());
-    out.resize(60, 0);
-    let prefix_crc = crc32fast::hash(&out);
-    out.extend_from_slice(&prefix_crc.to_le_bytes());
-    out.extend_from_slice(&json);
-    out.resize(data_offset, 0);
-    for (t, e) in tensors.iter().zip(&header.tensors) {
-        out.resize(data_offset + e.offset as usize, 0);
-        out.extend_from_slice(&t.bytes);
+    let mut out = AlignedBytes::zeroed(data_offset + data_len);
+    let bytes = out.as_mut_slice();
+    for (i, e) in header.tensors.iter_mut().enumerate() {
+        let at = data_offset + e.offset as usize;
+        let dst = &mut bytes[at..at + e.length as usize];
+        fill(i, dst)?;
+        e.crc32 = crc32fast::hash(dst);
     }
-    out.resize(data_offset + data_len, 0);
+    let mut json = encode(&header)?;
+    json.resize(json_len, b' ');
+
+    let prefix = &mut bytes[..PREFIX_LEN];
+    prefix[..8].copy_from_slice(&MAGIC);
+    prefix[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    prefix[12..16].copy_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    prefix[16..24].copy_from_slice(&(json_len as u64).to_le_bytes());
+    prefix[24..32].copy_from_slice(&(data_offset as u64).to_le_bytes());
+    prefix[32..40].copy_from_slice(&(data_len as u64).to_le_bytes());
+    let prefix_crc = crc32fast::hash(&prefix[..60]);
+    prefix[60..64].copy_from_slice(&prefix_crc.to_le_bytes());
+    bytes[PREFIX_LEN..PREFIX_LEN + json_len].copy_from_slice(&json);
     Ok(out)
+}
+
+/// Serialises a model into the bytes of an `.evit` file.
+pub fn to_bytes(config: &ModelConfig, tensors: &[TensorData<'_>]) -> Result<AlignedBytes> {
+    let plan: Vec<TensorPlan> = tensors
+        .iter()
+        .map(|t| TensorPlan { name: t.name.clone(), dtype: t.dtype, layout: t.layout, shape: t.shape.clone() })
+        .collect();
+    build(config, &plan, |i, dst| {
+        let src = &tensors[i].bytes;
+        if src.len() != dst.len() {
+            return Err(Error::Input(format!(
+                "tensor '{}': {} bytes for shape {:?}",
+                tensors[i].name,
+                src.len(),
+                tensors[i].shape
+            )));
+        }
+        dst.copy_from_slice(src);
+        Ok(())
+    })
 }
 
 /// Writes a model file atomically: to a temporary file beside `path`, then renamed over it, so
 /// an interrupted write never leaves a half-written model under the final name.
 pub fn write(path: &Path, config: &ModelConfig, tensors: &[TensorData<'_>]) -> Result<()> {
-    let bytes = to_bytes(config, tensors)?;
+    write_bytes(path, &to_bytes(config, tensors)?)
+}
+
+/// Writes already serialised model bytes atomically (see [`write`]).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
     let result = (|| {
         let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -11,6 +11,7 @@
 //! # Ok::<(), edgevit::Error>(())
 //! ```
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod format;
@@ -18,7 +19,8 @@ pub mod model;
 pub mod npy;
 pub mod preprocess;
 pub mod stream;
+pub mod synth;
 
 pub use config::{Architecture, ModelConfig, Preprocess};
 pub use error::{Error, Result};
-pub use model::{top_k, Model, Prediction, Session};
+pub use model::{top_k, Model, OpTimes, Prediction, Session};

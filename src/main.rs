@@ -1,14 +1,16 @@
 //! `edgevit`: classify images and tensors with a `.evit` model on the device.
 
 use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use argh::FromArgs;
+use edgevit::bench::BenchOptions;
 use edgevit::npy::{read_npy, NpyData};
 use edgevit::stream::{FrameFormat, StreamOptions, YuvMatrix, YuvRange};
+use edgevit::synth::Preset;
 use edgevit::{preprocess, top_k, Error, Model, Prediction};
 
 #[derive(FromArgs)]
@@ -22,7 +24,43 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Classify(Classify),
+    Bench(Bench),
     Info(Info),
+}
+
+#[derive(FromArgs)]
+/// Measure a model: open time, first inference, p50/p90/p99 latency, images/s, peak memory,
+/// GOP/s and the share of time per operation. Give a model file, or an architecture to
+/// benchmark random weights of its real shape (nothing to download).
+#[argh(subcommand, name = "bench")]
+struct Bench {
+    /// the .evit model file
+    #[argh(option, short = 'm')]
+    model: Option<PathBuf>,
+    /// instead of a file: vit-ti16, vit-s16, vit-b16 or vit-l16 with random weights
+    #[argh(option)]
+    arch: Option<Preset>,
+    /// with --arch: int8 (default) or f32
+    #[argh(option)]
+    dtype: Option<String>,
+    /// timed runs (default 50)
+    #[argh(option, default = "50")]
+    runs: usize,
+    /// stop after this many seconds of timed runs, even if fewer runs were made
+    #[argh(option)]
+    seconds: Option<f64>,
+    /// untimed runs after the first inference (default 3)
+    #[argh(option, default = "3")]
+    warmup: usize,
+    /// worker threads (default: the number of CPU cores)
+    #[argh(option)]
+    threads: Option<usize>,
+    /// read the model file into memory instead of mapping it
+    #[argh(switch)]
+    no_mmap: bool,
+    /// print the report as one JSON object
+    #[argh(switch)]
+    json: bool,
 }
 
 #[derive(FromArgs)]
@@ -44,6 +82,13 @@ struct Classify {
     /// worker threads (default: the number of CPU cores)
     #[argh(option)]
     threads: Option<usize>,
+    /// read the model file into memory instead of mapping it (for network filesystems, or a
+    /// file that may be replaced while edgevit runs)
+    #[argh(switch)]
+    no_mmap: bool,
+    /// check every tensor's checksum when opening the model (reads the whole file)
+    #[argh(switch)]
+    verify: bool,
     /// read camera frames from stdin instead of files, and write one JSON line per frame
     #[argh(switch)]
     stream: bool,
@@ -94,12 +139,16 @@ struct Info {
     /// check every tensor's checksum (reads the whole file)
     #[argh(switch)]
     verify: bool,
+    /// read the model file into memory instead of mapping it
+    #[argh(switch)]
+    no_mmap: bool,
 }
 
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     let result = match cli.command {
         Command::Classify(c) => classify(c),
+        Command::Bench(b) => bench(b),
         Command::Info(i) => info(i),
     };
     match result {
@@ -135,7 +184,9 @@ fn classify(args: Classify) -> Result<ExitCode, Error> {
         ("--every", args.every != 1),
     ];
     if let Some((flag, _)) = stream_only.iter().find(|(_, given)| *given) {
-        return Err(Error::Input(format!("{flag} applies to camera frames: add --stream (frames are read from stdin)")));
+        return Err(Error::Input(format!(
+            "{flag} applies to camera frames: add --stream (frames are read from stdin)"
+        )));
     }
     if args.inputs.is_empty() {
         return Err(Error::Input("no inputs given: name one or more image or .npy files".into()));
@@ -147,7 +198,7 @@ fn classify(args: Classify) -> Result<ExitCode, Error> {
         return Err(Error::Input("--logits needs --json".into()));
     }
     set_threads(args.threads)?;
-    let model = Model::open(&args.model)?;
+    let model = open_model(&args.model, args.no_mmap, args.verify)?;
     let mut session = model.session();
     let mut failures = 0;
     for input in &args.inputs {
@@ -188,15 +239,17 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
             args.inputs[0].display()
         )));
     }
-    let format = args.frame_format.ok_or_else(|| {
-        Error::Input(format!("--stream needs --frame-format, one of: {}", FrameFormat::NAMES))
-    })?;
+    let format = args
+        .frame_format
+        .ok_or_else(|| Error::Input(format!("--stream needs --frame-format, one of: {}", FrameFormat::NAMES)))?;
     if args.top_k == 0 {
         return Err(Error::Input("--top-k must be at least 1".into()));
     }
     let is_yuv = matches!(format, FrameFormat::Yuv420p | FrameFormat::Nv12);
     if !is_yuv && (args.yuv_matrix.is_some() || args.yuv_range.is_some()) {
-        return Err(Error::Input(format!("--yuv-matrix and --yuv-range apply to yuv420p and nv12 frames, not {format:?}")));
+        return Err(Error::Input(format!(
+            "--yuv-matrix and --yuv-range apply to yuv420p and nv12 frames, not {format:?}"
+        )));
     }
     let opts = StreamOptions {
         format,
@@ -206,7 +259,7 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
         every: args.every,
     };
     set_threads(args.threads)?;
-    let model = Model::open(&args.model)?;
+    let model = open_model(&args.model, args.no_mmap, args.verify)?;
     let round = |ms: f64| (ms * 1000.0).round() / 1000.0;
     let mut out_closed = false;
     let result = edgevit::stream::classify_stream(&model, std::io::stdin(), opts, |frame| {
@@ -284,8 +337,72 @@ fn text_block(input: &Path, top: &[Prediction], ms: f64) -> String {
     s
 }
 
+/// Opens a model mapped (the default) or read into memory, optionally checking every checksum.
+fn open_model(path: &Path, no_mmap: bool, verify: bool) -> Result<Model, Error> {
+    let model = if no_mmap { Model::open_in_memory(path)? } else { Model::open(path)? };
+    if verify {
+        model.file().verify()?;
+    }
+    Ok(model)
+}
+
+fn bench(args: Bench) -> Result<ExitCode, Error> {
+    if args.runs == 0 {
+        return Err(Error::Input("--runs must be at least 1".into()));
+    }
+    if let Some(s) = args.seconds.filter(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(Error::Input(format!("--seconds {s} must be a positive number")));
+    }
+    set_threads(args.threads)?;
+    let start = Instant::now();
+    let (model, synth_ms) = match (&args.model, args.arch) {
+        (Some(path), None) => {
+            if args.dtype.is_some() {
+                return Err(Error::Input("--dtype goes with --arch; a model file has its own storage".into()));
+            }
+            (open_model(path, args.no_mmap, false)?, None)
+        }
+        (None, Some(preset)) => {
+            if args.no_mmap {
+                return Err(Error::Input(
+                    "--no-mmap applies to a model file; --arch builds the model in memory".into(),
+                ));
+            }
+            let dtype = edgevit::synth::parse_dtype(args.dtype.as_deref().unwrap_or("int8")).map_err(Error::Input)?;
+            let file = edgevit::synth::open(preset, dtype, 1)?;
+            let synth_ms = start.elapsed().as_secs_f64() * 1e3;
+            (Model::from_file(file)?, Some(synth_ms))
+        }
+        (Some(_), Some(_)) => return Err(Error::Input("give either -m MODEL or --arch, not both".into())),
+        (None, None) => {
+            return Err(Error::Input(format!(
+                "name a model file with -m, or an architecture with --arch ({})",
+                Preset::NAMES
+            )))
+        }
+    };
+    let open_ms = start.elapsed().as_secs_f64() * 1e3 - synth_ms.unwrap_or(0.0);
+    let opts = BenchOptions { warmup: args.warmup, runs: args.runs, seconds: args.seconds };
+    let bar = std::io::stderr().is_terminal();
+    let report = edgevit::bench::run(&model, opts, open_ms, synth_ms, |done, fraction| {
+        if bar {
+            let filled = (fraction * 30.0).round() as usize;
+            eprint!("\rbench [{}{}] {done} runs", "#".repeat(filled), " ".repeat(30 - filled.min(30)));
+        }
+    })?;
+    if bar {
+        eprint!("\r{}\r", " ".repeat(50));
+    }
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&report).map_err(|e| Error::Input(e.to_string()))?)
+    } else {
+        report.text()
+    };
+    Ok(if emit(&text) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn info(args: Info) -> Result<ExitCode, Error> {
-    let model = Model::open(&args.model)?;
+    let model = open_model(&args.model, args.no_mmap, false)?;
     let mut out = String::new();
     // Formatting into a String cannot fail.
     macro_rules! w {
@@ -294,7 +411,8 @@ fn info(args: Info) -> Result<ExitCode, Error> {
     let c = model.config();
     let a = &c.architecture;
     let file = model.file();
-    w!("file:          {} ({:.1} MB)", args.model.display(), file.file_len() as f64 / 1e6);
+    let how = if file.is_mapped() { "memory-mapped" } else { "read into memory" };
+    w!("file:          {} ({:.1} MB, {how})", args.model.display(), file.file_len() as f64 / 1e6);
     w!("source:        {}", if c.source.is_empty() { "-" } else { &c.source });
     w!(
         "architecture:  ViT, {} layers, hidden {}, {} heads of {}, MLP {}, {:?}",
@@ -317,15 +435,10 @@ fn info(args: Info) -> Result<ExitCode, Error> {
         }
     };
     w!("weights:       {} tensors, {:.2} M parameters, {storage}", file.header().tensors.len(), params as f64 / 1e6);
-    let p = &c.preprocess;
-    w!(
-        "preprocess:    resize {:?} ({:?}), crop {:?}, rescale {:?}, normalize {:?}",
-        p.resize,
-        p.filter,
-        p.crop,
-        p.rescale_factor,
-        p.normalize.as_ref().map(|n| (n.mean, n.std))
-    );
+    for (group, weights, bytes) in tensor_groups(file.header()) {
+        w!("  {group:<12} {weights:<16} {:>8.2} MB", bytes as f64 / 1e6);
+    }
+    w!("preprocess:    {}", describe_preprocess(&c.preprocess));
     let preview: Vec<&str> = c.labels.iter().take(5).map(String::as_str).collect();
     w!("labels:        {} ({}{})", c.labels.len(), preview.join(", "), if c.labels.len() > 5 { ", ..." } else { "" });
     w!("kernels:       {}", model.kernel_names().join(", "));
@@ -334,6 +447,65 @@ fn info(args: Info) -> Result<ExitCode, Error> {
         w!("verify:        all {} tensor checksums match", file.header().tensors.len());
     }
     Ok(if emit(&out) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn describe_preprocess(p: &edgevit::Preprocess) -> String {
+    use edgevit::config::Resize;
+    let mut steps = Vec::new();
+    let filter = format!("{:?}", p.filter).to_lowercase();
+    match p.resize {
+        Some(Resize::Exact { height, width }) => steps.push(format!("resize to {width}x{height} ({filter})")),
+        Some(Resize::ShortestEdge { size }) => steps.push(format!("resize shorter side to {size} ({filter})")),
+        None => steps.push("no resize".into()),
+    }
+    if let Some([h, w]) = p.crop {
+        steps.push(format!("centre crop {w}x{h}"));
+    }
+    match p.rescale_factor {
+        Some(r) if (r - 1.0 / 255.0).abs() < 1e-9 => steps.push("scale 1/255".into()),
+        Some(r) => steps.push(format!("scale {r}")),
+        None => {}
+    }
+    if let Some(n) = &p.normalize {
+        steps.push(format!("normalise mean {:?} std {:?}", n.mean, n.std));
+    }
+    steps.join(", ")
+}
+
+/// Tensors by part of the network: (group, storage of its weights, bytes).
+fn tensor_groups(header: &edgevit::format::Header) -> Vec<(&'static str, String, u64)> {
+    use edgevit::format::{DType, Layout};
+    let groups = ["patch_embed", "embeddings", "attention", "mlp", "layernorm", "classifier"];
+    let group_of = |name: &str| -> &'static str {
+        let part = name.strip_prefix("layers.").and_then(|r| r.split_once('.')).map_or(name, |(_, rest)| rest);
+        match part.split('.').next().unwrap_or("") {
+            "patch_embed" => "patch_embed",
+            "cls_token" | "pos_embed" => "embeddings",
+            "qkv" | "proj" => "attention",
+            "fc1" | "fc2" => "mlp",
+            "ln1" | "ln2" | "norm" => "layernorm",
+            _ => "classifier",
+        }
+    };
+    groups
+        .iter()
+        .map(|&g| {
+            let members: Vec<_> = header.tensors.iter().filter(|t| group_of(&t.name) == g).collect();
+            let mut kinds: Vec<&str> = members
+                .iter()
+                .filter(|t| t.name.ends_with(".weight") || g == "embeddings")
+                .map(|t| match (t.dtype, t.layout) {
+                    (DType::I8, Layout::K4n16) => "int8 k4n16",
+                    (DType::F32, _) => "f32",
+                    (DType::I8, _) => "int8",
+                    (DType::I32, _) => "i32",
+                })
+                .collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            (g, kinds.join(" + "), members.iter().map(|t| t.length).sum())
+        })
+        .collect()
 }
 
 /// Writes to stdout; false if it is closed (e.g. piped into `head`), which ends the run quietly.

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
@@ -140,7 +141,17 @@ impl Model {
     /// Maps and validates a model file. Fails with a message naming the problem if the file is
     /// damaged, truncated, or holds tensors this architecture does not have.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let file = EvitFile::open(path.as_ref())?;
+        Self::from_file(EvitFile::open(path.as_ref())?)
+    }
+
+    /// [`Model::open`], reading the file into memory instead of mapping it (`--no-mmap`): the
+    /// model is then unaffected if the file is changed or removed while in use.
+    pub fn open_in_memory(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_file(EvitFile::read(path.as_ref())?)
+    }
+
+    /// A model from an already opened file (mapped, read, or built in memory).
+    pub fn from_file(file: EvitFile) -> Result<Self> {
         let weights = resolve(&file).map_err(|m| Error::format(file.path(), m))?;
         Ok(Model { file, weights, i8_kernel: I8Kernel::best() })
     }
@@ -268,7 +279,9 @@ impl Model {
         let threads = Threads(rayon::current_num_threads());
         let (t, d, inter) = (a.tokens(), a.hidden_size, a.intermediate_size);
         let w = &self.weights;
-        let Session { patches, x, h, qkv, ctx, mlp, scores, logits, q } = s;
+        let Session { patches, x, h, qkv, ctx, mlp, scores, logits, q, times } = s;
+        *times = OpTimes::default();
+        let mut clock = Laps(Instant::now());
 
         // Patch embedding: a convolution with stride = kernel is a matmul over flattened patches.
         im2col(pixels, a, patches);
@@ -279,29 +292,38 @@ impl Model {
         for (x, p) in x.iter_mut().zip(self.f32s(w.pos)) {
             *x += p;
         }
+        clock.lap(&mut times.patch_embed);
 
         let eps = a.layer_norm_eps;
         let act = a.activation.kernel();
         let shape = AttentionShape { tokens: t, heads: a.num_heads, head_dim: a.head_dim() };
         for l in &w.layers {
             layernorm(x, h, self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
+            clock.lap(&mut times.layernorm);
             let input = prepare(&l.qkv, h, t, d, q, self.i8_kernel);
             self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
+            clock.lap(&mut times.qkv);
             attention(qkv, ctx, scores, shape, threads);
+            clock.lap(&mut times.attention);
             let input = prepare(&l.proj, ctx, t, d, q, self.i8_kernel);
             self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);
+            clock.lap(&mut times.projection);
 
             layernorm(x, h, self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
+            clock.lap(&mut times.layernorm);
             let input = prepare(&l.fc1, h, t, d, q, self.i8_kernel);
             self.linear(&l.fc1, input, t, mlp, inter, Epilogue::Activate(act));
             let input = prepare(&l.fc2, mlp, t, inter, q, self.i8_kernel);
             self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate);
+            clock.lap(&mut times.mlp);
         }
 
         // Only the CLS token reaches the classifier, so only its row is normalised.
         layernorm_row(&x[..d], &mut h[..d], self.f32s(w.norm.0), self.f32s(w.norm.1), eps);
+        clock.lap(&mut times.layernorm);
         let input = prepare(&w.head, &h[..d], 1, d, q, self.i8_kernel);
         self.linear(&w.head, input, 1, logits, a.num_labels, Epilogue::Store);
+        clock.lap(&mut times.classifier);
         Ok(logits)
     }
 }
@@ -442,6 +464,65 @@ pub struct Session {
     scores: Vec<f32>,
     logits: Vec<f32>,
     q: QuantBuffer,
+    times: OpTimes,
+}
+
+impl Session {
+    /// Where the last forward pass spent its time.
+    pub fn op_times(&self) -> &OpTimes {
+        &self.times
+    }
+}
+
+/// Wall time per kind of operation in one forward pass. Activation quantization (int8) is
+/// counted with the Linear layer it feeds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OpTimes {
+    pub patch_embed: Duration,
+    pub layernorm: Duration,
+    pub qkv: Duration,
+    pub attention: Duration,
+    pub projection: Duration,
+    pub mlp: Duration,
+    pub classifier: Duration,
+}
+
+impl OpTimes {
+    /// (name, time) for each kind, in forward order.
+    pub fn entries(&self) -> [(&'static str, Duration); 7] {
+        [
+            ("patch_embed", self.patch_embed),
+            ("layernorm", self.layernorm),
+            ("qkv", self.qkv),
+            ("attention", self.attention),
+            ("projection", self.projection),
+            ("mlp", self.mlp),
+            ("classifier", self.classifier),
+        ]
+    }
+    pub fn total(&self) -> Duration {
+        self.entries().iter().map(|e| e.1).sum()
+    }
+    pub fn add(&mut self, o: &OpTimes) {
+        self.patch_embed += o.patch_embed;
+        self.layernorm += o.layernorm;
+        self.qkv += o.qkv;
+        self.attention += o.attention;
+        self.projection += o.projection;
+        self.mlp += o.mlp;
+        self.classifier += o.classifier;
+    }
+}
+
+/// A stopwatch that charges the time since its last lap to a slot.
+struct Laps(Instant);
+
+impl Laps {
+    fn lap(&mut self, slot: &mut Duration) {
+        let now = Instant::now();
+        *slot += now - self.0;
+        self.0 = now;
+    }
 }
 
 impl Session {
@@ -459,6 +540,7 @@ impl Session {
             scores: vec![0.0; t * t * rayon::current_num_threads().clamp(1, a.num_heads)],
             logits: vec![0.0; a.num_labels],
             q: QuantBuffer { data: vec![0; t * widest], scales: vec![0.0; t], offsets: vec![0.0; t] },
+            times: OpTimes::default(),
         }
     }
 }

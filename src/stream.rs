@@ -252,7 +252,13 @@ impl<R: Read> FrameReader<R> {
             }
             (_, Some((w, h))) => format.frame_len(w, h).expect("sides are bounded"),
         };
-        Ok(FrameReader { reader: BufReader::with_capacity(1 << 16, reader), format, frame_len, frames: 0, pushback: Vec::new() })
+        Ok(FrameReader {
+            reader: BufReader::with_capacity(1 << 16, reader),
+            format,
+            frame_len,
+            frames: 0,
+            pushback: Vec::new(),
+        })
     }
 
     /// Frames returned so far.
@@ -388,9 +394,8 @@ impl<R: Read> FrameReader<R> {
             let mut next =
                 self.byte()?.ok_or_else(|| Error::Input(format!("the stream ended inside MJPEG frame {frame}")))?;
             while next == 0xFF {
-                next = self
-                    .byte()?
-                    .ok_or_else(|| Error::Input(format!("the stream ended inside MJPEG frame {frame}")))?;
+                next =
+                    self.byte()?.ok_or_else(|| Error::Input(format!("the stream ended inside MJPEG frame {frame}")))?;
             }
             if next == 0x00 || (0xD0..=0xD7).contains(&next) {
                 buf.extend_from_slice(&[0xFF, next]);
@@ -421,7 +426,10 @@ pub fn prepare_frame(bytes: &[u8], opts: &StreamOptions, p: &Preprocess, out: &m
     if opts.format == FrameFormat::Mjpeg {
         let img = decode_image(bytes).map_err(|e| Error::Input(format!("corrupt JPEG: {e}")))?;
         if let Some((w, h)) = opts.size.filter(|&s| s != (img.width, img.height)) {
-            return Err(Error::Input(format!("the JPEG is {}x{}, not the {w}x{h} --frame-size says", img.width, img.height)));
+            return Err(Error::Input(format!(
+                "the JPEG is {}x{}, not the {w}x{h} --frame-size says",
+                img.width, img.height
+            )));
         }
         preprocess_rows(img.width, img.height, |y, row| row.copy_from_slice(img.row(y)), p, out);
         return Ok(());

@@ -202,3 +202,79 @@ fn info_reports_int8_storage_and_the_kernel_that_will_run() {
         assert!(s.contains(needle), "info should say '{needle}':\n{s}");
     }
 }
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_str(text(&out.stdout).trim()).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+#[test]
+fn bench_reports_latency_memory_compute_and_op_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ti.evit");
+    let bytes = edgevit::synth::build(edgevit::synth::Preset::Tiny, edgevit::config::WeightDType::Int8, 1).unwrap();
+    edgevit::format::write_bytes(&path, &bytes).unwrap();
+    let model = path.to_str().unwrap();
+    for args in [
+        vec!["bench", "-m", model, "--runs", "4", "--warmup", "1", "--json"],
+        vec!["bench", "-m", model, "--runs", "4", "--warmup", "0", "--json", "--no-mmap", "--threads", "1"],
+        vec!["bench", "--arch", "vit-ti16", "--dtype", "f32", "--runs", "3", "--warmup", "0", "--json"],
+    ] {
+        let r = json(&edgevit(&args));
+        assert_eq!(r["runs"].as_u64(), Some(if args.contains(&"f32") { 3 } else { 4 }), "{r}");
+        let p = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {r}"));
+        assert!(p("min_ms") > 0.0 && p("min_ms") <= p("p50_ms") && p("p50_ms") <= p("p90_ms"));
+        assert!(p("p90_ms") <= p("p99_ms") && p("open_ms") >= 0.0 && p("first_inference_ms") > 0.0);
+        // ViT-Ti/16 by hand: 196 patches x 768 x 192, then per layer 197 tokens through
+        // 192x576, 192x192, 192x768 and 768x192, plus 2 x 197^2 x 192 in attention; 192x1000.
+        let macs = 196.0 * 768.0 * 192.0
+            + 12.0 * (197.0 * 192.0 * (576.0 + 192.0 + 768.0 + 768.0) + 2.0 * 197.0 * 197.0 * 192.0)
+            + 192.0 * 1000.0;
+        assert!((p("gops_per_inference") - 2.0 * macs / 1e9).abs() < 1e-6, "{r}");
+        let shares: f64 = r["op_share"].as_array().unwrap().iter().map(|o| o["share"].as_f64().unwrap()).sum();
+        assert!((shares - 1.0).abs() < 1e-6, "{r}");
+        assert!(r["op_share"].as_array().unwrap().iter().any(|o| o["op"] == "attention"));
+        assert!(!r["kernels"].as_array().unwrap().is_empty());
+        if cfg!(target_os = "linux") {
+            assert!(p("peak_rss_mb") > 1.0);
+        }
+    }
+    let text_out = edgevit(&["bench", "-m", model, "--runs", "2", "--warmup", "0"]);
+    assert!(text_out.status.success());
+    for needle in ["p50", "images/s", "peak RSS", "GOP/s", "attention"] {
+        assert!(text(&text_out.stdout).contains(needle), "{needle}: {}", text(&text_out.stdout));
+    }
+    for (args, needle) in [
+        (vec!["bench"], "--arch"),
+        (vec!["bench", "--arch", "vit-b16", "--dtype", "f16"], "f16"),
+        (vec!["bench", "--arch", "vit-b16", "-m", model], "not both"),
+        (vec!["bench", "-m", model, "--dtype", "int8"], "--dtype goes with --arch"),
+        (vec!["bench", "-m", model, "--runs", "0"], "--runs"),
+        (vec!["bench", "-m", model, "--seconds", "-1"], "--seconds"),
+    ] {
+        assert_clean_failure(&edgevit(&args), needle);
+    }
+}
+
+#[test]
+fn info_describes_groups_and_no_mmap_classifies_the_same() {
+    let model = tiny_int8().to_str().unwrap().to_string();
+    let out = edgevit(&["info", "-m", &model, "--no-mmap"]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in
+        ["read into memory", "attention    int8 k4n16", "mlp          int8 k4n16", "patch_embed  f32", "tench"]
+    {
+        assert!(s.contains(needle), "{needle}: {s}");
+    }
+    let photo = shared().join("images/photos/coffee.png");
+    let photo = photo.to_str().unwrap();
+    let mapped = edgevit(&["classify", "-m", &model, "--json", "--logits", photo]);
+    let read = edgevit(&["classify", "-m", &model, "--json", "--logits", "--no-mmap", "--verify", photo]);
+    let strip = |o: &Output| {
+        let mut v = json(o);
+        v.as_object_mut().unwrap().remove("ms");
+        v
+    };
+    assert_eq!(strip(&mapped), strip(&read));
+}

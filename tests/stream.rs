@@ -109,7 +109,8 @@ fn frame_bytes(img: &RgbImage, format: &str) -> Vec<u8> {
 }
 
 fn classify_file_top1(model: &str, path: &std::path::Path) -> u64 {
-    let out = common::exec::run(env!("CARGO_BIN_EXE_edgevit"), &["classify", "-m", model, "--json", path.to_str().unwrap()]);
+    let out =
+        common::exec::run(env!("CARGO_BIN_EXE_edgevit"), &["classify", "-m", model, "--json", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     v["top"][0]["index"].as_u64().unwrap()
@@ -153,7 +154,8 @@ fn every_raw_format_and_mjpeg_match_the_picture_as_a_file() {
     let jpeg_path = dir.path().join("pic.jpg");
     std::fs::write(&jpeg_path, &jpeg).unwrap();
     let want = classify_file_top1(&model, &jpeg_path);
-    let out = edgevit_stdin(&["classify", "-m", &model, "--stream", "--frame-format", "mjpeg"], jpeg.repeat(MJPEG_FRAMES));
+    let out =
+        edgevit_stdin(&["classify", "-m", &model, "--stream", "--frame-format", "mjpeg"], jpeg.repeat(MJPEG_FRAMES));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let results = lines(&out);
     assert_eq!(results.len(), MJPEG_FRAMES);
@@ -168,7 +170,10 @@ fn truncated_and_corrupt_streams_keep_every_complete_frame() {
     let one = frame_bytes(&pic, "yuv420p");
     let mut input = one.repeat(3);
     input.extend_from_slice(&one[..one.len() / 2]);
-    let out = edgevit_stdin(&["classify", "-m", &model, "--stream", "--frame-format", "yuv420p", "--frame-size", &size], input);
+    let out = edgevit_stdin(
+        &["classify", "-m", &model, "--stream", "--frame-format", "yuv420p", "--frame-size", &size],
+        input,
+    );
     let err = text(&out.stderr);
     assert!(!out.status.success() && !err.contains("panicked"), "{err}");
     assert_eq!(lines(&out).len(), 3);
@@ -194,7 +199,10 @@ fn truncated_and_corrupt_streams_keep_every_complete_frame() {
     assert!(text(&out.stderr).contains("not the 640x480"), "{}", text(&out.stderr));
 
     // An empty stream is an error, not silence.
-    let out = edgevit_stdin(&["classify", "-m", &model, "--stream", "--frame-format", "rgb24", "--frame-size", &size], vec![]);
+    let out = edgevit_stdin(
+        &["classify", "-m", &model, "--stream", "--frame-format", "rgb24", "--frame-size", &size],
+        vec![],
+    );
     assert!(!out.status.success() && text(&out.stderr).contains("no frames"));
 }
 

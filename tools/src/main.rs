@@ -20,6 +20,26 @@ struct Cli {
 enum Command {
     Quantize(Quantize),
     Compare(Compare),
+    Synth(Synth),
+}
+
+#[derive(FromArgs)]
+/// Write a model with random weights at the real shape of a standard ViT (for benchmarks and
+/// memory tests; its predictions mean nothing).
+#[argh(subcommand, name = "synth")]
+struct Synth {
+    /// vit-ti16, vit-s16, vit-b16 or vit-l16
+    #[argh(option)]
+    arch: edgevit::synth::Preset,
+    /// int8 (default) or f32
+    #[argh(option, default = "String::from(\"int8\")")]
+    dtype: String,
+    /// seed for the random weights (default 1); the same seed gives the same file
+    #[argh(option, default = "1")]
+    seed: u64,
+    /// where to write the .evit file
+    #[argh(option, short = 'o')]
+    output: PathBuf,
 }
 
 #[derive(FromArgs)]
@@ -64,6 +84,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Quantize(q) => quantize(q),
         Command::Compare(c) => compare(c),
+        Command::Synth(s) => synth(s),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -72,6 +93,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn synth(args: Synth) -> Result<(), String> {
+    let dtype = edgevit::synth::parse_dtype(&args.dtype)?;
+    let bytes = edgevit::synth::build(args.arch, dtype, args.seed).map_err(|e| e.to_string())?;
+    edgevit::format::write_bytes(&args.output, &bytes).map_err(|e| e.to_string())?;
+    eprintln!(
+        "edgevit-tools: wrote {} ({:.1} MB, random {} {dtype:?} weights, seed {})",
+        args.output.display(),
+        bytes.len() as f64 / 1e6,
+        args.arch.name(),
+        args.seed
+    );
+    Ok(())
 }
 
 fn compare(args: Compare) -> Result<(), String> {

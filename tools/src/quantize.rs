@@ -29,11 +29,7 @@ impl std::str::FromStr for StoreDType {
     }
 }
 
-/// Linear layers int8 models keep in f32 unless told otherwise: the patch embedding and the
-/// classifier. Measured on ViT-B/16 at 2 threads, f32 there costs about 0.2% latency (the
-/// classifier reads one row; the patch embedding is 0.7% of the multiply-adds), and it gives
-/// the lowest KL divergence against f32 on ViT-Tiny (docs/quantization.md).
-pub const DEFAULT_KEEP_F32: &[&str] = &["patch_embed", "head"];
+pub use edgevit::config::DEFAULT_KEEP_F32;
 
 /// Parses `--keep-f32 patch_embed,head` (or `none`).
 pub fn parse_keep_f32(s: &str) -> Result<Vec<String>, String> {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 #[path = "../../tests/common/exec.rs"]
+#[allow(dead_code)]
 mod exec;
 
 fn tools(args: &[&str]) -> Output {
@@ -117,4 +118,25 @@ fn bad_snapshots_are_one_line_errors() {
     assert_eq!(bad_flag.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("--dtype 'int4' is not one of: int8, f32"));
     assert!(!out.exists(), "no output file after failures");
+}
+
+#[test]
+fn synth_writes_the_same_random_model_for_the_same_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    for (name, seed) in [("a.evit", "3"), ("b.evit", "3"), ("c.evit", "4")] {
+        let out = tools(&["synth", "--arch", "vit-ti16", "--dtype", "int8", "--seed", seed, "-o", &path(name)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let read = |n: &str| std::fs::read(path(n)).unwrap();
+    assert_eq!(read("a.evit"), read("b.evit"));
+    assert_ne!(read("a.evit"), read("c.evit"));
+    let model = edgevit::Model::open(path("a.evit")).unwrap();
+    model.file().verify().unwrap();
+    assert_eq!(model.architecture().hidden_size, 192);
+    assert_eq!(model.config().weights.keep_f32, ["patch_embed", "head"]);
+
+    assert_one_line_error(&tools(&["synth", "--arch", "vit-ti16", "--dtype", "f16", "-o", &path("x")]), "f16");
+    let out = tools(&["synth", "--arch", "resnet50", "-o", &path("x")]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("vit-b16"));
 }

@@ -1,0 +1,205 @@
+//! `edgevit bench`: latency, throughput, memory and where the time goes, for one model.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Architecture;
+use crate::model::{Model, OpTimes};
+
+/// How long to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    /// Untimed runs after the first inference.
+    pub warmup: usize,
+    /// Timed runs (the measurement stops at whichever of `runs` and `seconds` comes first).
+    pub runs: usize,
+    pub seconds: Option<f64>,
+}
+
+/// Everything `bench` reports. Times in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub storage: String,
+    pub threads: usize,
+    pub kernels: Vec<&'static str>,
+    pub model_mb: f64,
+    /// Building the random-weight model in memory (`--arch` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synth_ms: Option<f64>,
+    pub open_ms: f64,
+    pub first_inference_ms: f64,
+    pub runs: usize,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub images_per_s: f64,
+    /// Multiply-adds count 2 operations; at the median latency.
+    pub gops_per_inference: f64,
+    pub achieved_gops: f64,
+    /// Peak resident memory of the process (Linux: VmHWM), if known.
+    pub peak_rss_mb: Option<f64>,
+    /// Share of the timed runs' forward time per kind of operation, in forward order.
+    pub op_share: Vec<OpShare>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OpShare {
+    pub op: &'static str,
+    pub share: f64,
+}
+
+/// Multiply-add operations (x2) of one forward pass: every Linear layer, and attention's two
+/// products per head (Q K^T and softmax(.) V).
+pub fn ops_per_inference(a: &Architecture) -> f64 {
+    let (t, d, i, np) = (a.tokens() as f64, a.hidden_size as f64, a.intermediate_size as f64, a.num_patches() as f64);
+    let patch = np * a.patch_len() as f64 * d;
+    let layer = t * d * 3.0 * d + 2.0 * t * t * d + t * d * d + 2.0 * t * d * i;
+    let head = d * a.num_labels as f64;
+    2.0 * (patch + a.num_layers as f64 * layer + head)
+}
+
+/// Peak resident set size in MB, from `/proc/self/status` where there is one.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The value at fraction `q` of sorted `v` (nearest rank).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Runs the benchmark. `progress(done, total_hint)` is called after each timed run.
+pub fn run(
+    model: &Model,
+    opts: BenchOptions,
+    open_ms: f64,
+    synth_ms: Option<f64>,
+    mut progress: impl FnMut(usize, f64),
+) -> crate::Result<BenchReport> {
+    let a = model.architecture();
+    // A fixed input in the normalised range; the values do not change the work done.
+    let pixels: Vec<f32> = (0..a.input_len()).map(|i| ((i * 7919 % 2001) as f32 / 1000.0) - 1.0).collect();
+    let mut session = model.session();
+    let start = Instant::now();
+    model.forward(&pixels, &mut session)?;
+    let first_inference_ms = ms(start.elapsed());
+    for _ in 0..opts.warmup {
+        model.forward(&pixels, &mut session)?;
+    }
+    let mut latencies = Vec::with_capacity(opts.runs);
+    let mut ops = OpTimes::default();
+    let began = Instant::now();
+    let limit = opts.seconds.map(Duration::from_secs_f64);
+    while latencies.len() < opts.runs && limit.is_none_or(|l| began.elapsed() < l) {
+        let t = Instant::now();
+        model.forward(&pixels, &mut session)?;
+        latencies.push(ms(t.elapsed()));
+        ops.add(session.op_times());
+        let fraction = match limit {
+            Some(l) => (began.elapsed().as_secs_f64() / l.as_secs_f64()).max(latencies.len() as f64 / opts.runs as f64),
+            None => latencies.len() as f64 / opts.runs as f64,
+        };
+        progress(latencies.len(), fraction.min(1.0));
+    }
+    let wall = began.elapsed().as_secs_f64();
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p50 = percentile(&sorted, 0.5);
+    let gops = ops_per_inference(a) / 1e9;
+    let total = ops.total().as_secs_f64().max(f64::MIN_POSITIVE);
+    let storage = match model.config().weights.dtype {
+        crate::config::WeightDType::F32 => "f32".to_string(),
+        crate::config::WeightDType::Int8 if model.config().weights.keep_f32.is_empty() => "int8".to_string(),
+        crate::config::WeightDType::Int8 => format!("int8 ({} in f32)", model.config().weights.keep_f32.join(", ")),
+    };
+    Ok(BenchReport {
+        model: model.file().path().display().to_string(),
+        storage,
+        threads: rayon::current_num_threads(),
+        kernels: model.kernel_names(),
+        model_mb: model.file().file_len() as f64 / 1e6,
+        synth_ms,
+        open_ms,
+        first_inference_ms,
+        runs: latencies.len(),
+        mean_ms: latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
+        min_ms: sorted.first().copied().unwrap_or(f64::NAN),
+        p50_ms: p50,
+        p90_ms: percentile(&sorted, 0.9),
+        p99_ms: percentile(&sorted, 0.99),
+        images_per_s: latencies.len() as f64 / wall,
+        gops_per_inference: gops,
+        achieved_gops: gops / (p50 / 1e3),
+        peak_rss_mb: peak_rss_mb(),
+        op_share: ops.entries().iter().map(|&(op, d)| OpShare { op, share: d.as_secs_f64() / total }).collect(),
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl BenchReport {
+    /// A readable summary.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let mut line = |k: &str, v: String| s.push_str(&format!("{k:<18}{v}\n"));
+        line("model:", format!("{} ({:.1} MB, {})", self.model, self.model_mb, self.storage));
+        line("threads:", self.threads.to_string());
+        line("kernels:", self.kernels.join(", "));
+        if let Some(t) = self.synth_ms {
+            line("build (random):", format!("{t:.1} ms"));
+        }
+        line("open:", format!("{:.2} ms", self.open_ms));
+        line("first inference:", format!("{:.2} ms", self.first_inference_ms));
+        line(
+            "latency:",
+            format!(
+                "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, mean {:.2} ms, min {:.2} ms ({} runs)",
+                self.p50_ms, self.p90_ms, self.p99_ms, self.mean_ms, self.min_ms, self.runs
+            ),
+        );
+        line("throughput:", format!("{:.2} images/s", self.images_per_s));
+        line(
+            "compute:",
+            format!("{:.2} GOP/inference, {:.1} GOP/s at p50", self.gops_per_inference, self.achieved_gops),
+        );
+        line("peak RSS:", self.peak_rss_mb.map_or("unknown".into(), |m| format!("{m:.1} MB")));
+        let shares: Vec<String> = self.op_share.iter().map(|o| format!("{} {:.1}%", o.op, o.share * 100.0)).collect();
+        line("time per op:", shares.join(", "));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 5.0);
+        assert_eq!(percentile(&v, 0.9), 9.0);
+        assert_eq!(percentile(&v, 0.99), 10.0);
+        assert_eq!(percentile(&[3.0], 0.5), 3.0);
+    }
+
+    #[test]
+    fn vit_base_is_35_gop() {
+        // ViT-B/16 at 224: 17.6 G multiply-adds, the figure usually quoted for it.
+        let a = crate::synth::Preset::Base.architecture();
+        let g = ops_per_inference(&a) / 2e9;
+        assert!((g - 17.56).abs() < 0.05, "{g}");
+    }
+}
