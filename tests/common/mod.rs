@@ -9,6 +9,7 @@ use edgevit_tools::hf;
 use edgevit_tools::quantize::{storage, write_model, StoreDType, DEFAULT_KEEP_F32};
 
 pub mod exec;
+pub mod timm_layout;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -219,7 +219,7 @@ fn preprocess(p: Option<&Value>, arch: &Architecture) -> Result<Preprocess, Stri
     Ok(pre)
 }
 
-fn to_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
+pub(crate) fn to_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
     let d = view.data();
     Ok(match view.dtype() {
         Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),

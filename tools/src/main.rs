@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use argh::FromArgs;
-use edgevit_tools::hf;
 use edgevit_tools::quantize::{parse_keep_f32, storage, write_model, StoreDType, DEFAULT_KEEP_F32};
+use edgevit_tools::timm::TimmOptions;
 
 #[derive(FromArgs)]
 /// Workstation tools for edgevit: import, quantize and write .evit model files.
@@ -60,8 +60,9 @@ struct Compare {
 }
 
 #[derive(FromArgs)]
-/// Convert a Hugging Face ViTForImageClassification snapshot folder (config.json,
-/// model.safetensors, preprocessor_config.json) into one .evit model file.
+/// Convert a Vision Transformer checkpoint folder into one .evit model file: a Hugging Face
+/// ViTForImageClassification snapshot (config.json, model.safetensors,
+/// preprocessor_config.json) or a timm ViT (timm's config.json and model.safetensors).
 #[argh(subcommand, name = "quantize")]
 struct Quantize {
     /// the snapshot folder
@@ -77,6 +78,12 @@ struct Quantize {
     /// where to write the .evit file
     #[argh(option, short = 'o')]
     output: PathBuf,
+    /// timm checkpoints: attention heads, when the architecture name does not say
+    #[argh(option)]
+    heads: Option<usize>,
+    /// class names, one per line, replacing (or supplying) the checkpoint's
+    #[argh(option)]
+    labels: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -133,8 +140,11 @@ fn compare(args: Compare) -> Result<(), String> {
 
 fn quantize(args: Quantize) -> Result<(), String> {
     let start = Instant::now();
-    let model = hf::import(&args.snapshot)?;
-    if args.snapshot.is_dir() && !args.snapshot.join("preprocessor_config.json").exists() {
+    let labels = args.labels.as_deref().map(edgevit_tools::read_labels).transpose()?;
+    let opts = TimmOptions { heads: args.heads, labels };
+    let model = edgevit_tools::import(&args.snapshot, &opts)?;
+    let is_timm = edgevit_tools::is_timm_folder(&args.snapshot);
+    if !is_timm && !args.snapshot.join("preprocessor_config.json").exists() {
         eprintln!(
             "edgevit-tools: note: no preprocessor_config.json; using ViTImageProcessor's defaults \
              (resize to {}x{} bilinear, rescale 1/255, normalise with mean 0.5 and std 0.5)",

@@ -140,3 +140,29 @@ fn synth_writes_the_same_random_model_for_the_same_seed() {
     let out = tools(&["synth", "--arch", "resnet50", "-o", &path("x")]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("vit-b16"));
 }
+
+#[path = "../../tests/common/timm_layout.rs"]
+mod timm_layout;
+
+#[test]
+fn quantizes_a_timm_folder_with_heads_and_labels_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let timm = dir.path().join("timm");
+    timm_layout::write_timm_folder(&demo(), &timm, "vit_mnist_patch7_28", 1.0, None);
+    let out = dir.path().join("m.evit");
+    let (t, o) = (timm.to_str().unwrap(), out.to_str().unwrap());
+    assert_one_line_error(&tools(&["quantize", t, "-o", o]), "--heads");
+    let labels = dir.path().join("labels.txt");
+    let names: Vec<String> = (0..10).map(|d| format!("digit {d}")).collect();
+    std::fs::write(&labels, names.join("\n") + "\n").unwrap();
+    let res = tools(&["quantize", t, "--heads", "4", "--labels", labels.to_str().unwrap(), "-o", o]);
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let model = edgevit::Model::open(&out).unwrap();
+    assert_eq!(model.labels(), &names[..]);
+    assert_eq!(model.architecture().num_heads, 4);
+    std::fs::write(&labels, "a\nb\n").unwrap();
+    assert_one_line_error(
+        &tools(&["quantize", t, "--heads", "4", "--labels", labels.to_str().unwrap(), "-o", o]),
+        "2 names",
+    );
+}
