@@ -44,3 +44,21 @@ pub fn run_with_input(bin: &str, args: &[&str], input: Vec<u8>) -> Output {
     writer.join().expect("stdin writer");
     out
 }
+
+/// [`run`] with extra environment variables.
+pub fn run_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let direct = Command::new(bin).args(args).envs(env.iter().copied()).output();
+    let exec_failed = match &direct {
+        Err(e) => e.raw_os_error() == Some(8),
+        Ok(out) => out.status.code() == Some(127) && out.stdout.is_empty() && out.stderr.is_empty(),
+    };
+    if exec_failed && cfg!(target_arch = "aarch64") {
+        return Command::new("qemu-aarch64-static")
+            .args(["-L", "/usr/aarch64-linux-gnu", bin])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap_or_else(|e| panic!("run {bin} under qemu-aarch64-static: {e}"));
+    }
+    direct.unwrap_or_else(|e| panic!("run {bin}: {e}"))
+}

@@ -2,6 +2,7 @@
 
 pub mod compare;
 pub mod hf;
+pub mod hub;
 pub mod quantize;
 pub mod timm;
 

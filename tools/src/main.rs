@@ -1,5 +1,6 @@
 //! `edgevit-tools`: turn a Vision Transformer checkpoint into an `.evit` model file.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -65,7 +66,8 @@ struct Compare {
 /// preprocessor_config.json) or a timm ViT (timm's config.json and model.safetensors).
 #[argh(subcommand, name = "quantize")]
 struct Quantize {
-    /// the snapshot folder
+    /// the checkpoint folder, or a Hugging Face Hub repository id (owner/name[@revision]) to
+    /// download into the Hugging Face cache
     #[argh(positional)]
     snapshot: PathBuf,
     /// weight storage: int8 (per-channel symmetric, the fast default) or f32 (exact)
@@ -142,9 +144,20 @@ fn quantize(args: Quantize) -> Result<(), String> {
     let start = Instant::now();
     let labels = args.labels.as_deref().map(edgevit_tools::read_labels).transpose()?;
     let opts = TimmOptions { heads: args.heads, labels };
-    let model = edgevit_tools::import(&args.snapshot, &opts)?;
-    let is_timm = edgevit_tools::is_timm_folder(&args.snapshot);
-    if !is_timm && !args.snapshot.join("preprocessor_config.json").exists() {
+    let arg = args.snapshot.to_string_lossy().into_owned();
+    let snapshot = if edgevit_tools::hub::looks_like_repo_id(&arg) {
+        let progress = std::io::stderr().is_terminal();
+        let folder = edgevit_tools::hub::fetch(&arg, progress)?;
+        if progress {
+            eprintln!("edgevit-tools: {arg} is in {}", folder.display());
+        }
+        folder
+    } else {
+        args.snapshot.clone()
+    };
+    let model = edgevit_tools::import(&snapshot, &opts)?;
+    let is_timm = edgevit_tools::is_timm_folder(&snapshot);
+    if !is_timm && !snapshot.join("preprocessor_config.json").exists() {
         eprintln!(
             "edgevit-tools: note: no preprocessor_config.json; using ViTImageProcessor's defaults \
              (resize to {}x{} bilinear, rescale 1/255, normalise with mean 0.5 and std 0.5)",
