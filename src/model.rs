@@ -206,6 +206,30 @@ impl Model {
         v
     }
 
+    /// Classifies a decoded image: preprocessing as the model file says, a forward pass, and
+    /// the `k` most probable classes. Makes its own scratch [`Session`]; to classify many
+    /// images, make one session and use [`crate::preprocess::preprocess`] and
+    /// [`Model::forward`], which then allocate nothing per image.
+    pub fn classify(&self, image: &crate::preprocess::RgbImage, k: usize) -> Result<Vec<Prediction>> {
+        let pixels = crate::preprocess::preprocess(image, &self.config().preprocess);
+        let mut session = self.session();
+        Ok(top_k(self.forward(&pixels, &mut session)?, k, self.labels()))
+    }
+
+    /// Classifies one raw camera frame (see [`crate::stream`]), converting and resizing it in
+    /// one pass.
+    pub fn classify_frame(
+        &self,
+        frame: &crate::stream::RawFrame<'_>,
+        yuv: &crate::stream::YuvToRgb,
+        k: usize,
+    ) -> Result<Vec<Prediction>> {
+        let mut pixels = Vec::new();
+        frame.preprocess_into(&self.config().preprocess, yuv, &mut pixels);
+        let mut session = self.session();
+        Ok(top_k(self.forward(&pixels, &mut session)?, k, self.labels()))
+    }
+
     /// Scratch buffers for one forward pass at a time, sized for the current rayon pool's
     /// threads (make sessions after configuring the pool).
     pub fn session(&self) -> Session {

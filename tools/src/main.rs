@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use argh::FromArgs;
-use edgevit_tools::quantize::{parse_keep_f32, storage, write_model, StoreDType, DEFAULT_KEEP_F32};
+use edgevit_tools::quantize::{parse_keep_f32, storage, write_model_with_progress, StoreDType, DEFAULT_KEEP_F32};
 use edgevit_tools::timm::TimmOptions;
 
 #[derive(FromArgs)]
@@ -175,7 +175,15 @@ fn quantize(args: Quantize) -> Result<(), String> {
         return Err("--keep-f32 only applies to --dtype int8".into());
     }
     let storage = storage(args.dtype, &keep);
-    let size = write_model(&model, &storage, &args.output)?;
+    let terminal = std::io::stderr().is_terminal();
+    let size = write_model_with_progress(&model, &storage, &args.output, |done, total| {
+        if terminal {
+            eprint!("\redgevit-tools: converting tensor {}/{total}", done + 1);
+        }
+    })?;
+    if terminal {
+        eprint!("\r{}\r", " ".repeat(50));
+    }
     let a = &model.config.architecture;
     eprintln!(
         "edgevit-tools: wrote {} ({:.1} MB, {:?}{}, {} layers, hidden {}, {} labels) in {:.1} s",

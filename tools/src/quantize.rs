@@ -60,11 +60,23 @@ type QuantizedLinear = (Vec<i8>, Vec<f32>, Vec<i32>);
 
 /// The tensors of `model` in the given storage, in file order.
 pub fn convert(model: &Imported, storage: &WeightStorage) -> Result<Vec<TensorData<'static>>, String> {
+    convert_with_progress(model, storage, |_, _| {})
+}
+
+/// [`convert`], calling `progress(done, total)` after each tensor.
+pub fn convert_with_progress(
+    model: &Imported,
+    storage: &WeightStorage,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<TensorData<'static>>, String> {
     let f32s: HashMap<&str, (&Vec<usize>, &Vec<f32>)> =
         model.tensors.iter().map(|(n, s, d)| (n.as_str(), (s, d))).collect();
     let mut quantized: HashMap<String, QuantizedLinear> = HashMap::new();
     let mut out = Vec::new();
-    for spec in expected_tensors(&model.config.architecture, storage) {
+    let specs = expected_tensors(&model.config.architecture, storage);
+    let total = specs.len();
+    for (done, spec) in specs.into_iter().enumerate() {
+        progress(done, total);
         let (base, suffix) = spec.name.rsplit_once('.').unwrap_or((spec.name.as_str(), ""));
         match (spec.dtype, spec.layout) {
             // Everything that is not part of an int8 Linear is copied as it was imported.
@@ -96,9 +108,19 @@ pub fn convert(model: &Imported, storage: &WeightStorage) -> Result<Vec<TensorDa
 
 /// Writes `model` as an `.evit` file in the given storage; returns the file's size in bytes.
 pub fn write_model(model: &Imported, storage: &WeightStorage, out: &Path) -> Result<u64, String> {
+    write_model_with_progress(model, storage, out, |_, _| {})
+}
+
+/// [`write_model`], reporting progress as [`convert_with_progress`] does.
+pub fn write_model_with_progress(
+    model: &Imported,
+    storage: &WeightStorage,
+    out: &Path,
+    progress: impl FnMut(usize, usize),
+) -> Result<u64, String> {
     let mut config = model.config.clone();
     config.weights = storage.clone();
-    let tensors = convert(model, storage)?;
+    let tensors = convert_with_progress(model, storage, progress)?;
     format::write(out, &config, &tensors).map_err(|e| e.to_string())?;
     std::fs::metadata(out).map(|m| m.len()).map_err(|e| format!("{}: {e}", out.display()))
 }
