@@ -182,29 +182,32 @@ pub fn resize_rows(
         fetch(y + first_row, &mut line);
         for (x, px) in out_row.chunks_exact_mut(3).enumerate() {
             let (xmin, n) = horiz.bounds[x];
-            let k = horiz.row(x);
-            for c in 0..3 {
-                let mut acc = 1i64 << (PRECISION_BITS - 1);
-                for (i, &tap) in k[..n].iter().enumerate() {
-                    acc += line[(xmin + i) * 3 + c] as i64 * tap as i64;
+            let mut acc = [ROUND; 3];
+            for (p, &tap) in line[xmin * 3..(xmin + n) * 3].chunks_exact(3).zip(&horiz.row(x)[..n]) {
+                for c in 0..3 {
+                    acc[c] = acc[c].wrapping_add(p[c] as i32 * tap);
                 }
-                px[c] = clip8(acc);
             }
+            px.copy_from_slice(&acc.map(clip8));
         }
     }
     if height == src_height {
         return RgbImage { width, height, data: tmp };
     }
     let mut data = vec![0u8; height * width * 3];
+    let mut acc = vec![0i32; width * 3];
     for (y, out_row) in data.chunks_exact_mut(width * 3).enumerate() {
         let (ymin, n) = vert.bounds[y];
-        let k = vert.row(y);
-        for (i, v) in out_row.iter_mut().enumerate() {
-            let mut acc = 1i64 << (PRECISION_BITS - 1);
-            for (j, &tap) in k[..n].iter().enumerate() {
-                acc += tmp[(ymin - first_row + j) * width * 3 + i] as i64 * tap as i64;
+        acc.fill(ROUND);
+        // Tap by tap over whole rows: the inner loop is a contiguous multiply-add.
+        for (j, &tap) in vert.row(y)[..n].iter().enumerate() {
+            let src = &tmp[(ymin - first_row + j) * width * 3..][..width * 3];
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a = a.wrapping_add(v as i32 * tap);
             }
-            *v = clip8(acc);
+        }
+        for (v, &a) in out_row.iter_mut().zip(&acc) {
+            *v = clip8(a);
         }
     }
     RgbImage { width, height, data }
@@ -213,7 +216,12 @@ pub fn resize_rows(
 /// PIL's fixed-point precision for 8-bit resampling.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-fn clip8(acc: i64) -> u8 {
+/// PIL's rounding offset: half of the fixed-point unit.
+const ROUND: i32 = 1 << (PRECISION_BITS - 1);
+
+/// PIL accumulates in 32-bit integers (the taps of a row sum to 1 << 22, so 255 x the largest
+/// tap sum stays far from overflow); wrapping keeps its arithmetic should a filter ever reach it.
+fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 

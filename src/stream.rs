@@ -136,10 +136,22 @@ impl YuvToRgb {
 
     #[inline]
     pub fn convert(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
-        let yy = (y as i32 - self.y0) * self.y_scale + (1 << 15);
+        let yy = self.luma_term(y);
+        let (r, g, b) = self.chroma_terms(u, v);
+        [clip16(yy + r), clip16(yy + g), clip16(yy + b)]
+    }
+
+    /// `Y'` in 16.16 fixed point, with the rounding half added.
+    #[inline]
+    fn luma_term(&self, y: u8) -> i32 {
+        (y as i32 - self.y0) * self.y_scale + (1 << 15)
+    }
+
+    /// What U and V add to R, G and B, in 16.16 fixed point.
+    #[inline]
+    fn chroma_terms(&self, u: u8, v: u8) -> (i32, i32, i32) {
         let (u, v) = (u as i32 - 128, v as i32 - 128);
-        let clip = |x: i32| (x >> 16).clamp(0, 255) as u8;
-        [clip(yy + self.cr_r * v), clip(yy - self.cb_g * u - self.cr_g * v), clip(yy + self.cb_b * u)]
+        (self.cr_r * v, -self.cb_g * u - self.cr_g * v, self.cb_b * u)
     }
 }
 
@@ -198,15 +210,19 @@ impl<'a> RawFrame<'a> {
                 let luma = &d[y * w..][..w];
                 let chroma = &d[w * h..];
                 let cy = y / 2;
-                for (x, (o, &l)) in out.chunks_exact_mut(3).zip(luma).enumerate() {
-                    let (u, v) = if self.format == FrameFormat::Yuv420p {
-                        let plane = cw * h.div_ceil(2);
-                        (chroma[cy * cw + x / 2], chroma[plane + cy * cw + x / 2])
-                    } else {
-                        let at = cy * cw * 2 + (x / 2) * 2;
-                        (chroma[at], chroma[at + 1])
-                    };
-                    o.copy_from_slice(&yuv.convert(l, u, v));
+                // Each chroma sample covers two pixels of the row.
+                let mut pairs = out.chunks_mut(6).zip(luma.chunks(2));
+                if self.format == FrameFormat::Yuv420p {
+                    let plane = cw * h.div_ceil(2);
+                    let (us, vs) = (&chroma[cy * cw..][..cw], &chroma[plane + cy * cw..][..cw]);
+                    for ((o, l), (&u, &v)) in pairs.by_ref().zip(us.iter().zip(vs)) {
+                        yuv_pair(o, l, u, v, yuv);
+                    }
+                } else {
+                    let uv = &chroma[cy * cw * 2..][..cw * 2];
+                    for ((o, l), c) in pairs.by_ref().zip(uv.chunks_exact(2)) {
+                        yuv_pair(o, l, c[0], c[1], yuv);
+                    }
                 }
             }
             FrameFormat::Mjpeg => unreachable!("RawFrame::new refuses MJPEG"),
@@ -217,6 +233,21 @@ impl<'a> RawFrame<'a> {
     pub fn preprocess_into(&self, p: &Preprocess, yuv: &YuvToRgb, out: &mut Vec<f32>) {
         preprocess_rows(self.width, self.height, |y, row| self.rgb_row(y, row, yuv), p, out);
     }
+}
+
+/// Converts one or two pixels sharing a chroma sample.
+#[inline]
+fn yuv_pair(out: &mut [u8], luma: &[u8], u: u8, v: u8, yuv: &YuvToRgb) {
+    let (r, g, b) = yuv.chroma_terms(u, v);
+    for (o, &l) in out.chunks_exact_mut(3).zip(luma) {
+        let yy = yuv.luma_term(l);
+        o.copy_from_slice(&[clip16(yy + r), clip16(yy + g), clip16(yy + b)]);
+    }
+}
+
+#[inline]
+fn clip16(x: i32) -> u8 {
+    (x >> 16).clamp(0, 255) as u8
 }
 
 /// Largest JPEG accepted in an MJPEG stream, so a stream without an end marker cannot make
@@ -453,6 +484,27 @@ pub struct FrameResult<'a> {
     pub inference_ms: f64,
 }
 
+/// Puts the calling thread at idle priority (Linux SCHED_IDLE; elsewhere the lowest the OS
+/// allows). The frame reader then runs in the gaps between inference's parallel sections
+/// rather than preempting a worker thread, which would stall the whole parallel section.
+/// Best effort: if the OS refuses, the thread keeps its normal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        let _ = thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            ThreadPriority::Min,
+            idle,
+        );
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+    }
+}
+
 struct Prepared {
     index: u64,
     tensor: Vec<f32>,
@@ -485,6 +537,7 @@ pub fn classify_stream<R: Read + Send + 'static>(
     std::thread::Builder::new()
         .name("edgevit-frames".into())
         .spawn(move || {
+            lower_priority();
             let mut bytes = Vec::new();
             loop {
                 let start = Instant::now();
