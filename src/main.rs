@@ -108,6 +108,10 @@ struct Classify {
     /// with --stream: classify every Nth frame and drop the others (default 1: all)
     #[argh(option, default = "1")]
     every: u64,
+    /// with --stream: stop with an error if no complete frame arrives for this many seconds
+    /// (default: wait for ever)
+    #[argh(option)]
+    frame_timeout: Option<f64>,
     /// image or .npy files
     #[argh(positional, greedy)]
     inputs: Vec<PathBuf>,
@@ -182,6 +186,7 @@ fn classify(args: Classify) -> Result<ExitCode, Error> {
         ("--yuv-matrix", args.yuv_matrix.is_some()),
         ("--yuv-range", args.yuv_range.is_some()),
         ("--every", args.every != 1),
+        ("--frame-timeout", args.frame_timeout.is_some()),
     ];
     if let Some((flag, _)) = stream_only.iter().find(|(_, given)| *given) {
         return Err(Error::Input(format!(
@@ -257,6 +262,11 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
         matrix: args.yuv_matrix.unwrap_or_default(),
         range: args.yuv_range.unwrap_or_default(),
         every: args.every,
+        frame_timeout: match args.frame_timeout {
+            None => None,
+            Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+            Some(s) => return Err(Error::Input(format!("--frame-timeout {s} must be a positive number of seconds"))),
+        },
     };
     set_threads(args.threads)?;
     let model = open_model(&args.model, args.no_mmap, args.verify)?;

@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 
 /// Images larger than this on either side are refused before their pixels are decoded.
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The decoder may allocate at most this much for one image (a 64-megapixel RGB photo
+/// fits), so a small file whose header claims a huge image is refused, not allocated.
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +41,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     if reader.format().is_none() {
         return Err("cannot decode image: unrecognised format (JPEG and PNG are supported)".into());

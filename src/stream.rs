@@ -450,6 +450,9 @@ pub struct StreamOptions {
     pub range: YuvRange,
     /// Classify every Nth frame (1 = all); the others are read and dropped.
     pub every: u64,
+    /// Give up with an error if no complete frame arrives for this long (a stalled camera);
+    /// `None` waits for ever.
+    pub frame_timeout: Option<std::time::Duration>,
 }
 
 /// Turns one frame's bytes into the model's input tensor.
@@ -522,7 +525,7 @@ pub fn classify_stream<R: Read + Send + 'static>(
     opts: StreamOptions,
     mut on_frame: impl FnMut(FrameResult<'_>) -> bool,
 ) -> Result<u64> {
-    use std::sync::mpsc::{channel, sync_channel};
+    use std::sync::mpsc::{channel, sync_channel, RecvTimeoutError};
     use std::time::Instant;
     if opts.every == 0 {
         return Err(Error::Input("--every must be at least 1".into()));
@@ -570,8 +573,22 @@ pub fn classify_stream<R: Read + Send + 'static>(
 
     let mut session = model.session();
     let mut classified = 0;
-    for item in ready_rx {
-        let frame = item?;
+    loop {
+        let item = match opts.frame_timeout {
+            None => ready_rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(t) => ready_rx.recv_timeout(t),
+        };
+        let frame = match item {
+            Ok(item) => item?,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                let t = opts.frame_timeout.unwrap_or_default().as_secs_f64();
+                return Err(Error::Input(format!(
+                    "no complete frame arrived for {t} s ({classified} classified so far): the stream stalled \
+                     (--frame-timeout)"
+                )));
+            }
+        };
         let start = Instant::now();
         let logits = model.forward(&frame.tensor, &mut session)?;
         let result = FrameResult {
@@ -664,6 +681,39 @@ mod tests {
         assert!(err.contains("ended inside MJPEG frame 1"), "{err}");
         let mut r = FrameReader::new(&b"GIF89a"[..], FrameFormat::Mjpeg, None).unwrap();
         assert!(r.next_frame(&mut buf).unwrap_err().to_string().contains("expected a JPEG start"));
+    }
+
+    #[test]
+    fn eof_at_every_offset_keeps_complete_frames_and_then_errs() {
+        let one = fake_jpeg(7);
+        let stream = [one.clone(), one.clone()].concat();
+        for (format, data, frame_len) in
+            [(FrameFormat::Mjpeg, stream.clone(), one.len()), (FrameFormat::Rgb24, stream.clone(), 3 * 3 * 1)]
+        {
+            for end in 0..=data.len() {
+                let size = (format != FrameFormat::Mjpeg).then_some((3, 1));
+                let mut r = FrameReader::new(&data[..end], format, size).unwrap();
+                let mut buf = Vec::new();
+                let mut complete = 0;
+                let outcome = loop {
+                    match r.next_frame(&mut buf) {
+                        Ok(true) => complete += 1,
+                        other => break other,
+                    }
+                };
+                // Only the frames wholly inside the first `end` bytes come out.
+                let whole = if format == FrameFormat::Mjpeg {
+                    // The fill byte before each end marker is dropped, so a frame is complete
+                    // once its end marker has arrived.
+                    (0..2).filter(|k| end >= (k + 1) * frame_len).count()
+                } else {
+                    end / frame_len
+                };
+                assert_eq!(complete, whole, "{format:?} cut at {end}");
+                let at_boundary = end % frame_len == 0 || (format == FrameFormat::Mjpeg && end == data.len());
+                assert_eq!(outcome.is_ok(), at_boundary, "{format:?} cut at {end}: {outcome:?}");
+            }
+        }
     }
 
     #[test]

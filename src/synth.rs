@@ -111,7 +111,15 @@ impl Rng {
 /// The bytes of a random-weight model of `preset` in `dtype` (int8 keeps the default f32
 /// layers, as `edgevit-tools quantize` does).
 pub fn build(preset: Preset, dtype: WeightDType, seed: u64) -> Result<AlignedBytes> {
-    let arch = preset.architecture();
+    build_architecture(&preset.architecture(), preset.name(), dtype, seed)
+}
+
+/// [`build`] for any architecture (tests and fuzzing use tiny ones); `name` goes into the
+/// file's `source`. Its preprocessing resizes straight to the input size.
+pub fn build_architecture(arch: &Architecture, name: &str, dtype: WeightDType, seed: u64) -> Result<AlignedBytes> {
+    arch.validate().map_err(Error::Input)?;
+    let arch = arch.clone();
+    let (h, w) = (arch.image_height, arch.image_width);
     let weights = match dtype {
         WeightDType::F32 => WeightStorage::f32(),
         WeightDType::Int8 => {
@@ -121,14 +129,14 @@ pub fn build(preset: Preset, dtype: WeightDType, seed: u64) -> Result<AlignedByt
     let config = ModelConfig {
         architecture: arch.clone(),
         preprocess: Preprocess {
-            resize: Some(Resize::Exact { height: 224, width: 224 }),
+            resize: Some(Resize::Exact { height: h, width: w }),
             filter: Filter::Bilinear,
             crop: None,
             rescale_factor: Some(1.0 / 255.0),
             normalize: Some(Normalize { mean: [0.5; 3], std: [0.5; 3] }),
         },
         labels: (0..arch.num_labels).map(|i| format!("class {i}")).collect(),
-        source: format!("random weights ({}, seed {seed})", preset.name()),
+        source: format!("random weights ({name}, seed {seed})"),
         weights,
     };
     let specs = expected_tensors(&arch, &config.weights);

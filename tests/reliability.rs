@@ -57,6 +57,8 @@ fn ten_thousand_damaged_model_files_give_errors_not_panics() {
     let pixels = vec![0.25f32; 3 * 28 * 28];
     let mut check = |data: &[u8], what: &str| {
         std::fs::write(&file, data).unwrap();
+        // Read into memory (--no-mmap) as well as mapped: the same verdict either way.
+        let in_memory = catch_unwind(AssertUnwindSafe(|| Model::open_in_memory(&file).is_ok()));
         let result = catch_unwind(AssertUnwindSafe(|| match Model::open(&file) {
             Err(e) => {
                 assert!(!e.to_string().is_empty());
@@ -69,6 +71,7 @@ fn ten_thousand_damaged_model_files_give_errors_not_panics() {
                 true
             }
         }));
+        assert_eq!(in_memory.ok(), result.as_ref().ok().copied(), "mapped and in-memory opens disagree ({what})");
         match result {
             Ok(true) => opened += 1,
             Ok(false) => refused += 1,
@@ -77,13 +80,15 @@ fn ten_thousand_damaged_model_files_give_errors_not_panics() {
         tried += 1;
     };
 
-    // Every byte of the prefix and header flipped; truncation at every 7th offset.
+    // Every byte of the prefix and header flipped; truncation at every offset through the
+    // header and the first tensors, then at every 7th.
     for at in 0..64 + json_len {
         let mut b = bytes.clone();
         b[at] ^= 1 << (at % 8);
         check(&b, &format!("bit flip at {at}"));
     }
-    for end in (0..bytes.len()).step_by(7) {
+    let header_end = 64 + json_len + 4096;
+    for end in (0..header_end).chain((header_end..bytes.len()).step_by(7)) {
         check(&bytes[..end], &format!("truncated to {end}"));
     }
     // Numbers in the header replaced by nasty ones, with the checksums fixed up.

@@ -237,3 +237,101 @@ fn every_nth_frame_and_flag_errors() {
         assert!(!out.status.success() && err.contains(needle), "{flags:?}: {err}");
     }
 }
+
+#[test]
+fn a_stalled_stream_times_out_after_its_complete_frames() {
+    use std::io::{BufRead, BufReader, Write};
+    let model = tiny_int8().to_str().unwrap().to_string();
+    let (w, h) = (32usize, 24usize);
+    let frame: Vec<u8> = (0..w * h).map(|i| (i * 5 % 256) as u8).collect();
+    let size = format!("{w}x{h}");
+    let args = [
+        "classify",
+        "-m",
+        &model,
+        "--stream",
+        "--frame-format",
+        "gray8",
+        "--frame-size",
+        &size,
+        "--frame-timeout",
+        "1",
+    ];
+    let mut child = common::exec::spawn(env!("CARGO_BIN_EXE_edgevit"), &args);
+    let mut stdin = child.stdin.take().unwrap();
+    // Two complete frames and half of a third, then silence with the pipe still open.
+    stdin.write_all(&frame.repeat(2)).unwrap();
+    stdin.write_all(&frame[..frame.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for i in 0..2 {
+        let line = lines.next().expect("a line per complete frame").unwrap();
+        assert!(line.contains(&format!("\"frame\":{i}")), "{line}");
+    }
+    let started = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    let waited = started.elapsed().as_secs_f64();
+    drop(stdin);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success() && err.contains("stalled") && err.contains("2 classified"), "{err}");
+    assert!(waited < 30.0, "waited {waited} s");
+}
+
+/// Resident memory of a running process, in kB (Linux).
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn ten_thousand_frames_with_flat_memory() {
+    use std::io::{BufRead, BufReader, Write};
+    const N: usize = 10_000;
+    let model = convert(&repo().join("demo/vit-mnist"), edgevit_tools::quantize::StoreDType::Int8);
+    let (w, h) = (40usize, 30usize);
+    let frames: Vec<Vec<u8>> =
+        (0..7).map(|k| (0..w * h * 3 / 2).map(|i| ((i * 7 + k * 31) % 256) as u8).collect()).collect();
+    let size = format!("{w}x{h}");
+    let args = [
+        "classify",
+        "-m",
+        model.to_str().unwrap(),
+        "--stream",
+        "--frame-format",
+        "nv12",
+        "--frame-size",
+        &size,
+        "--threads",
+        "2",
+    ];
+    let mut child = common::exec::spawn(env!("CARGO_BIN_EXE_edgevit"), &args);
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        for i in 0..N {
+            stdin.write_all(&frames[i % frames.len()]).unwrap();
+        }
+        stdin.flush().unwrap();
+        // Keep the pipe open until the last RSS reading, so the process is still alive.
+        let _ = done_rx.recv();
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut rss_after_100 = 0;
+    for i in 0..N {
+        let line = lines.next().unwrap_or_else(|| panic!("stream ended after {i} frames")).unwrap();
+        assert!(line.starts_with(&format!("{{\"frame\":{i},")), "{line}");
+        if i == 99 {
+            rss_after_100 = rss_kb(pid);
+        }
+    }
+    let rss_end = rss_kb(pid);
+    done_tx.send(()).unwrap();
+    writer.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    eprintln!("RSS after frame 100: {rss_after_100} kB, after frame {N}: {rss_end} kB");
+    assert!(rss_end <= rss_after_100 + 1024, "memory grew from {rss_after_100} kB to {rss_end} kB over {N} frames");
+}

@@ -26,15 +26,7 @@ pub fn run(bin: &str, args: &[&str]) -> Output {
 /// that stops reading early cannot deadlock the test).
 pub fn run_with_input(bin: &str, args: &[&str], input: Vec<u8>) -> Output {
     use std::io::Write;
-    use std::process::Stdio;
-    let spawn = |cmd: &mut Command| cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
-    let mut child = match spawn(Command::new(bin).args(args)) {
-        Err(e) if e.raw_os_error() == Some(8) && cfg!(target_arch = "aarch64") => {
-            spawn(Command::new("qemu-aarch64-static").args(["-L", "/usr/aarch64-linux-gnu", bin]).args(args))
-                .unwrap_or_else(|e| panic!("run {bin} under qemu-aarch64-static: {e}"))
-        }
-        other => other.unwrap_or_else(|e| panic!("run {bin}: {e}")),
-    };
+    let mut child = spawn(bin, args);
     let mut stdin = child.stdin.take().expect("piped stdin");
     let writer = std::thread::spawn(move || {
         // The program may exit before reading everything (that is what some tests check).
@@ -61,4 +53,17 @@ pub fn run_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
             .unwrap_or_else(|e| panic!("run {bin} under qemu-aarch64-static: {e}"));
     }
     direct.unwrap_or_else(|e| panic!("run {bin}: {e}"))
+}
+
+/// Starts `bin` with piped stdin, stdout and stderr (through qemu when needed, as [`run`]).
+pub fn spawn(bin: &str, args: &[&str]) -> std::process::Child {
+    use std::process::Stdio;
+    let start = |cmd: &mut Command| cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    match start(Command::new(bin).args(args)) {
+        Err(e) if e.raw_os_error() == Some(8) && cfg!(target_arch = "aarch64") => {
+            start(Command::new("qemu-aarch64-static").args(["-L", "/usr/aarch64-linux-gnu", bin]).args(args))
+                .unwrap_or_else(|e| panic!("run {bin} under qemu-aarch64-static: {e}"))
+        }
+        other => other.unwrap_or_else(|e| panic!("run {bin}: {e}")),
+    }
 }
