@@ -688,7 +688,7 @@ mod tests {
         let one = fake_jpeg(7);
         let stream = [one.clone(), one.clone()].concat();
         for (format, data, frame_len) in
-            [(FrameFormat::Mjpeg, stream.clone(), one.len()), (FrameFormat::Rgb24, stream.clone(), 3 * 3 * 1)]
+            [(FrameFormat::Mjpeg, stream.clone(), one.len()), (FrameFormat::Rgb24, stream.clone(), 9)]
         {
             for end in 0..=data.len() {
                 let size = (format != FrameFormat::Mjpeg).then_some((3, 1));
