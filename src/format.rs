@@ -476,7 +476,7 @@ pub fn write(path: &Path, config: &ModelConfig, tensors: &[TensorData<'_>]) -> R
     write_bytes(path, &to_bytes(config, tensors)?)
 }
 
-/// Writes already serialised model bytes atomically (see [`write`]).
+/// Writes already serialised model bytes atomically (see [`write()`]).
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".partial");
