@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod f16gemm;
 pub mod i8gemm;
 pub mod layernorm;
 pub mod matmul;

@@ -1,0 +1,236 @@
+//! f16-weight GEMM: `out[m, n] = sum_k a[m, k] * w[n, k] + bias[n]`, with `a` in f32, `w`
+//! stored as IEEE half and widened to f32 in registers, and f32 accumulation throughout. The
+//! result is stored, activated or added to `out` (the residual), as for the int8 GEMM.
+//!
+//! Weights are packed once by the tools ("k1n16"): column panels of 16 output channels; within
+//! a panel, for each k, the 16 channels' values (32 bytes). N is padded to a multiple of 16
+//! with zeros. One 16-value row is one `vcvtph2ps` to a zmm (AVX-512), two to ymm (F16C), or
+//! four `fcvtl` to q registers (NEON).
+
+use crate::activation::Activation;
+use crate::i8gemm::Epilogue;
+use crate::Threads;
+
+#[cfg(target_arch = "aarch64")]
+mod arm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+/// Output channels per packed panel.
+pub const NR: usize = 16;
+/// The most rows any microkernel computes at once.
+pub const MR_MAX: usize = 8;
+
+/// Elements (halves) of a packed `n x k` matrix.
+pub fn packed_len(n: usize, k: usize) -> usize {
+    n.div_ceil(NR) * NR * k
+}
+
+/// Packs a row-major `[n, k]` f32 matrix as k1n16 halves (round to nearest even).
+pub fn pack_k1n16(w: &[f32], n: usize, k: usize) -> Vec<u16> {
+    assert_eq!(w.len(), n * k, "pack_k1n16: {n} x {k} needs {} values", n * k);
+    let mut out = vec![0u16; packed_len(n, k)];
+    for (row, wr) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+        let (p, c) = (row / NR, row % NR);
+        for (kk, &v) in wr.iter().enumerate() {
+            out[(p * k + kk) * NR + c] = half::f16::from_f32(v).to_bits();
+        }
+    }
+    out
+}
+
+/// A packed weight matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedF16<'a> {
+    pub data: &'a [u16],
+    pub n: usize,
+    pub k: usize,
+}
+
+impl PackedF16<'_> {
+    /// Weight `[row, kk]` widened to f32 (for tests and the scalar kernel).
+    pub fn get(&self, row: usize, kk: usize) -> f32 {
+        half::f16::from_bits(self.data[((row / NR) * self.k + kk) * NR + row % NR]).to_f32()
+    }
+}
+
+/// The f16 microkernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F16Kernel {
+    Scalar,
+    /// x86_64 F16C + FMA (AVX2): `vcvtph2ps` to two ymm per k, 6 rows x 16 channels.
+    Avx2F16c,
+    /// x86_64 AVX-512F: `vcvtph2ps` to one zmm per k, 8 rows x 16 channels.
+    Avx512,
+    /// aarch64 NEON (Cortex-A72 and later): `fcvtl`/`fcvtl2` widening, `fmla` by lane, 4 rows x
+    /// 16 channels. Accumulates in f32: no half-precision arithmetic.
+    Neon,
+}
+
+impl F16Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            F16Kernel::Scalar => "f16_gemm_4x16_scalar",
+            F16Kernel::Avx2F16c => "f16_gemm_6x16_avx2_f16c",
+            F16Kernel::Avx512 => "f16_gemm_8x16_avx512",
+            F16Kernel::Neon => "f16_gemm_4x16_neon_fcvtl",
+        }
+    }
+
+    /// Every kernel this CPU can run, best last.
+    pub fn available() -> Vec<F16Kernel> {
+        let mut v = vec![F16Kernel::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                v.push(F16Kernel::Avx2F16c);
+            }
+            if is_x86_feature_detected!("avx512f") {
+                v.push(F16Kernel::Avx512);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            v.push(F16Kernel::Neon);
+        }
+        v
+    }
+
+    pub fn best() -> F16Kernel {
+        *Self::available().last().expect("scalar is always available")
+    }
+
+    fn mr(self) -> usize {
+        match self {
+            F16Kernel::Avx512 => 8,
+            F16Kernel::Avx2F16c => 6,
+            _ => 4,
+        }
+    }
+
+    /// `acc[r * NR + c] = sum_k a[r, k] * panel[k, c]` for `rows` (<= mr) rows of `a` (row
+    /// stride `lda`) and one 16-channel panel.
+    fn run(self, a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut [f32; MR_MAX * NR]) {
+        assert!(rows >= 1 && rows <= self.mr() && a.len() >= (rows - 1) * lda + k);
+        assert!(panel.len() >= k * NR);
+        match self {
+            F16Kernel::Scalar => scalar(a, lda, rows, k, panel, acc),
+            #[cfg(target_arch = "x86_64")]
+            F16Kernel::Avx2F16c => x86::avx2_f16c(a, lda, rows, k, panel, acc),
+            #[cfg(target_arch = "x86_64")]
+            F16Kernel::Avx512 => x86::avx512(a, lda, rows, k, panel, acc),
+            #[cfg(target_arch = "aarch64")]
+            F16Kernel::Neon => arm::neon(a, lda, rows, k, panel, acc),
+            #[allow(unreachable_patterns)]
+            other => panic!("{} cannot run on this CPU architecture", other.name()),
+        }
+    }
+}
+
+/// The scalar twin: the same sums in the same order per output (k ascending).
+fn scalar(a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut [f32; MR_MAX * NR]) {
+    for r in 0..rows {
+        let mut sums = [0f32; NR];
+        for kk in 0..k {
+            let x = a[r * lda + kk];
+            for (c, s) in sums.iter_mut().enumerate() {
+                *s = x.mul_add(half::f16::from_bits(panel[kk * NR + c]).to_f32(), *s);
+            }
+        }
+        acc[r * NR..(r + 1) * NR].copy_from_slice(&sums);
+    }
+}
+
+/// Adds the bias, then stores, activates or accumulates one row of results.
+fn finish_row(acc: &[f32], bias: Option<&[f32]>, dst: &mut [f32], epilogue: Epilogue) {
+    let cols = dst.len();
+    let mut v = [0f32; NR];
+    v[..cols].copy_from_slice(&acc[..cols]);
+    if let Some(b) = bias {
+        v.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+    }
+    match epilogue {
+        Epilogue::Store => dst.copy_from_slice(&v[..cols]),
+        Epilogue::Activate(act) => {
+            let act: Activation = act;
+            act.apply_slice(&mut v[..cols]);
+            dst.copy_from_slice(&v[..cols]);
+        }
+        Epilogue::Accumulate => dst.iter_mut().zip(&v).for_each(|(d, v)| *d += v),
+    }
+}
+
+/// A pointer shared by the threads of one GEMM, each writing its own columns.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: only used inside `f16_gemm`, whose tasks write disjoint column ranges of the output
+// while the caller's exclusive borrow of `out` is held.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `out` (`m x ldo`, row-major) receives the `m x w.n` product of `a` (`m x w.k`, row stride
+/// `lda`) and `w`, plus `bias`, per `epilogue`. Threads split the weight panels.
+#[allow(clippy::too_many_arguments)]
+pub fn f16_gemm(
+    kernel: F16Kernel,
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    w: PackedF16<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    ldo: usize,
+    epilogue: Epilogue,
+    threads: Threads,
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k), "f16_gemm: activations too short");
+    assert!(w.data.len() >= packed_len(n, k), "f16_gemm: weights too short");
+    assert!(bias.is_none_or(|b| b.len() >= n), "f16_gemm: bias too short");
+    assert!(ldo >= n && (m == 0 || out.len() >= (m - 1) * ldo + n), "f16_gemm: output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let panels = n.div_ceil(NR);
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_len = out.len();
+    let mr = kernel.mr();
+    let run_panels = |range: std::ops::Range<usize>| {
+        let mut acc = [0f32; MR_MAX * NR];
+        for p in range {
+            let col0 = p * NR;
+            let cols = NR.min(n - col0);
+            let panel = &w.data[p * k * NR..(p + 1) * k * NR];
+            let b = bias.map(|b| &b[col0..col0 + cols]);
+            for m0 in (0..m).step_by(mr) {
+                let rows = mr.min(m - m0);
+                kernel.run(&a[m0 * lda..], lda, rows, k, panel, &mut acc);
+                for r in 0..rows {
+                    let start = (m0 + r) * ldo + col0;
+                    assert!(start + cols <= out_len);
+                    // SAFETY: in bounds (checked above); this task is the only writer of
+                    // columns col0..col0+cols, and `out` is exclusively borrowed for the call.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), cols) };
+                    finish_row(&acc[r * NR..r * NR + cols], b, dst, epilogue);
+                }
+            }
+        }
+    };
+    let t = threads.get();
+    if t <= 1 || m * n * k < (1 << 18) {
+        run_panels(0..panels);
+    } else {
+        use rayon::prelude::*;
+        let chunk = panels.div_ceil(t * 2).max(1);
+        (0..panels.div_ceil(chunk)).into_par_iter().for_each(|i| run_panels(i * chunk..((i + 1) * chunk).min(panels)));
+    }
+}
+
+#[cfg(test)]
+mod tests;

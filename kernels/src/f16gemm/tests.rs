@@ -1,0 +1,91 @@
+use super::*;
+use crate::activation::Activation;
+
+fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// f64 reference from the packed (already rounded) weights.
+fn reference(a: &[f32], m: usize, k: usize, w: &PackedF16<'_>, bias: &[f32]) -> Vec<f64> {
+    let mut out = vec![0f64; m * w.n];
+    for r in 0..m {
+        for c in 0..w.n {
+            let s: f64 = (0..k).map(|kk| a[r * k + kk] as f64 * w.get(c, kk) as f64).sum();
+            out[r * w.n + c] = s + bias[c] as f64;
+        }
+    }
+    out
+}
+
+#[test]
+fn packing_rounds_to_nearest_half_and_pads_with_zeros() {
+    let w = [1.0f32, 0.1, -2.5, 65504.0, 1e-8, 3.0];
+    let packed = pack_k1n16(&w, 2, 3);
+    assert_eq!(packed.len(), 16 * 3);
+    let p = PackedF16 { data: &packed, n: 2, k: 3 };
+    assert_eq!(p.get(0, 0), 1.0);
+    assert_eq!(p.get(0, 1), half::f16::from_f32(0.1).to_f32());
+    assert_eq!(p.get(1, 0), 65504.0);
+    assert_eq!(p.get(1, 1), 0.0); // 1e-8 is below the smallest subnormal half
+    assert!(packed[2..16].iter().all(|&h| h == 0), "channels 2..16 of the panel are padding");
+}
+
+#[test]
+fn every_kernel_matches_its_scalar_twin_and_the_reference_on_ragged_shapes() {
+    let kernels = F16Kernel::available();
+    for &(m, n, k) in &[(1, 1, 1), (3, 17, 5), (7, 33, 64), (9, 48, 100), (13, 15, 768), (197, 40, 96), (8, 16, 7)] {
+        let a = noise(m as u64 * 31 + k as u64, m * k, 2.0);
+        let wf = noise(n as u64 * 7 + 1, n * k, 0.1);
+        let bias = noise(5, n, 0.5);
+        let packed = pack_k1n16(&wf, n, k);
+        let w = PackedF16 { data: &packed, n, k };
+        let want = reference(&a, m, k, &w, &bias);
+        let mut scalar_out = None;
+        for &kernel in &kernels {
+            for threads in [1, 3] {
+                let ldo = n + 3;
+                let mut out = vec![7.0f32; m * ldo];
+                f16_gemm(kernel, &a, k, m, w, Some(&bias), &mut out, ldo, Epilogue::Store, Threads(threads));
+                let got: Vec<f32> = out.chunks(ldo).flat_map(|r| r[..n].to_vec()).collect();
+                assert!(out.chunks(ldo).all(|r| r[n..].iter().all(|&v| v == 7.0)), "{kernel:?} wrote padding");
+                for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                    let tol = 1e-5 * (1.0 + w.abs()) * (k as f64).sqrt();
+                    assert!((g as f64 - w).abs() <= tol, "{kernel:?} {m}x{n}x{k} [{i}]: {g} vs {w}");
+                }
+                // Same FMA order per output: bit-identical to the scalar twin.
+                match &scalar_out {
+                    None => scalar_out = Some(got),
+                    Some(s) => assert_eq!(s, &got, "{kernel:?} {m}x{n}x{k} differs from scalar"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn epilogues_add_activate_and_accumulate() {
+    let (m, n, k) = (5, 20, 9);
+    let a = noise(1, m * k, 1.0);
+    let packed = pack_k1n16(&noise(2, n * k, 0.3), n, k);
+    let w = PackedF16 { data: &packed, n, k };
+    let bias = noise(3, n, 0.2);
+    let base = reference(&a, m, k, &w, &bias);
+    let kernel = F16Kernel::best();
+    let mut acc_out = vec![1.5f32; m * n];
+    f16_gemm(kernel, &a, k, m, w, Some(&bias), &mut acc_out, n, Epilogue::Accumulate, Threads(1));
+    let mut act_out = vec![0f32; m * n];
+    let relu = Epilogue::Activate(Activation::Relu);
+    f16_gemm(kernel, &a, k, m, w, Some(&bias), &mut act_out, n, relu, Threads(1));
+    for i in 0..m * n {
+        assert!((acc_out[i] as f64 - (base[i] + 1.5)).abs() < 1e-5, "accumulate [{i}]");
+        assert!((act_out[i] as f64 - base[i].max(0.0)).abs() < 1e-5, "relu [{i}]");
+    }
+}
