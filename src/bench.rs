@@ -118,11 +118,7 @@ pub fn run(
     let p50 = percentile(&sorted, 0.5);
     let gops = ops_per_inference(a) / 1e9;
     let total = ops.total().as_secs_f64().max(f64::MIN_POSITIVE);
-    let storage = match model.config().weights.dtype {
-        crate::config::WeightDType::F32 => "f32".to_string(),
-        crate::config::WeightDType::Int8 if model.config().weights.keep_f32.is_empty() => "int8".to_string(),
-        crate::config::WeightDType::Int8 => format!("int8 ({} in f32)", model.config().weights.keep_f32.join(", ")),
-    };
+    let storage = model.config().weights.describe();
     Ok(BenchReport {
         model: model.file().path().display().to_string(),
         storage,

@@ -274,6 +274,8 @@ pub enum WeightDType {
     F32,
     /// Symmetric int8 per output channel, packed k4n16, with f32 scales and int32 channel sums.
     Int8,
+    /// IEEE half, packed k1n16; computed in f32.
+    F16,
 }
 
 /// Linear layers int8 models keep in f32 unless told otherwise: the patch embedding and the
@@ -288,6 +290,20 @@ pub const KEEPABLE_F32: [&str; 2] = ["patch_embed", "head"];
 impl WeightStorage {
     pub fn f32() -> Self {
         WeightStorage { dtype: WeightDType::F32, keep_f32: Vec::new() }
+    }
+
+    /// Human-readable storage, e.g. "int8 (patch_embed, head in f32)".
+    pub fn describe(&self) -> String {
+        let name = match self.dtype {
+            WeightDType::F32 => return "f32".into(),
+            WeightDType::Int8 => "int8",
+            WeightDType::F16 => "f16",
+        };
+        if self.keep_f32.is_empty() {
+            name.into()
+        } else {
+            format!("{name} ({} in f32)", self.keep_f32.join(", "))
+        }
     }
 
     /// The dtype of the Linear layer `name` ("patch_embed", "layers.3.fc1", "head", ...).

@@ -32,6 +32,8 @@ pub const MAX_HEADER_LEN: u64 = 64 << 20;
 #[serde(rename_all = "snake_case")]
 pub enum DType {
     F32,
+    /// IEEE 754 half precision.
+    F16,
     I8,
     I32,
 }
@@ -40,6 +42,7 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
+            DType::F16 => 2,
             DType::I8 => 1,
         }
     }
@@ -54,6 +57,10 @@ pub enum Layout {
     /// A `[N, K]` int8 matrix packed for the int8 GEMM kernels: panels of 16 rows (output
     /// channels), K in groups of 4; N padded to 16 and K to 4 with zeros (docs/format.md).
     K4n16,
+    /// A `[N, K]` f16 matrix packed for the f16 GEMM kernels: panels of 16 rows (output
+    /// channels); within a panel, for each k, the 16 channels' values. N padded to 16 with
+    /// zeros (docs/format.md).
+    K1n16,
 }
 
 impl Layout {
@@ -65,6 +72,8 @@ impl Layout {
                 n.checked_next_multiple_of(16)?.checked_mul(k.checked_next_multiple_of(4)?)
             }
             (Layout::K4n16, _, _) => None,
+            (Layout::K1n16, DType::F16, &[n, k]) => n.checked_next_multiple_of(16)?.checked_mul(k)?.checked_mul(2),
+            (Layout::K1n16, _, _) => None,
         }
     }
 }
@@ -367,6 +376,12 @@ impl<'a> TensorData<'a> {
     pub fn i8_packed(name: impl Into<String>, n: usize, k: usize, packed: Vec<i8>) -> TensorData<'static> {
         let bytes = Cow::Owned(bytemuck::cast_vec(packed));
         TensorData { name: name.into(), dtype: DType::I8, layout: Layout::K4n16, shape: vec![n, k], bytes }
+    }
+
+    /// An `[n, k]` f16 matrix already packed in the k1n16 layout (halves as bits).
+    pub fn f16_packed(name: impl Into<String>, n: usize, k: usize, packed: Vec<u16>) -> TensorData<'static> {
+        let bytes = Cow::Owned(bytemuck::cast_slice(&packed).to_vec());
+        TensorData { name: name.into(), dtype: DType::F16, layout: Layout::K1n16, shape: vec![n, k], bytes }
     }
 
     /// The same tensor, owning its bytes.

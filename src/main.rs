@@ -40,7 +40,7 @@ struct Bench {
     /// instead of a file: vit-ti16, vit-s16, vit-b16 or vit-l16 with random weights
     #[argh(option)]
     arch: Option<Preset>,
-    /// with --arch: int8 (default) or f32
+    /// with --arch: int8 (default), f16 or f32
     #[argh(option)]
     dtype: Option<String>,
     /// timed runs (default 50)
@@ -435,15 +435,14 @@ fn info(args: Info) -> Result<ExitCode, Error> {
     );
     w!("input:         {}x{} RGB, patch {}, {} tokens", a.image_width, a.image_height, a.patch_size, a.tokens());
     let params: u64 = file.header().tensors.iter().filter_map(|t| t.numel()).sum();
-    let storage = match c.weights.dtype {
+    let mut storage = match c.weights.dtype {
+        edgevit::config::WeightDType::Int8 => "int8 (per-channel, k4n16 packed)".to_string(),
+        edgevit::config::WeightDType::F16 => "f16 (k1n16 packed, f32 arithmetic)".to_string(),
         edgevit::config::WeightDType::F32 => "f32".to_string(),
-        edgevit::config::WeightDType::Int8 if c.weights.keep_f32.is_empty() => {
-            "int8 (per-channel, k4n16 packed)".to_string()
-        }
-        edgevit::config::WeightDType::Int8 => {
-            format!("int8 (per-channel, k4n16 packed); {} in f32", c.weights.keep_f32.join(", "))
-        }
     };
+    if c.weights.dtype != edgevit::config::WeightDType::F32 && !c.weights.keep_f32.is_empty() {
+        storage.push_str(&format!("; {} in f32", c.weights.keep_f32.join(", ")));
+    }
     w!("weights:       {} tensors, {:.2} M parameters, {storage}", file.header().tensors.len(), params as f64 / 1e6);
     for (group, weights, bytes) in tensor_groups(file.header()) {
         w!("  {group:<12} {weights:<16} {:>8.2} MB", bytes as f64 / 1e6);
@@ -506,6 +505,7 @@ fn tensor_groups(header: &edgevit::format::Header) -> Vec<(&'static str, String,
                 .filter(|t| t.name.ends_with(".weight") || g == "embeddings")
                 .map(|t| match (t.dtype, t.layout) {
                     (DType::I8, Layout::K4n16) => "int8 k4n16",
+                    (DType::F16, _) => "f16 k1n16",
                     (DType::F32, _) => "f32",
                     (DType::I8, _) => "int8",
                     (DType::I32, _) => "i32",

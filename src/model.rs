@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use edgevit_kernels::attention::{attention, AttentionShape};
+use edgevit_kernels::f16gemm::{f16_gemm, F16Kernel, PackedF16};
 use edgevit_kernels::i8gemm::{
     i8_gemm, padded_k, quantize_activation_row, Epilogue, I8Kernel, PackedWeights, QuantRows,
 };
@@ -62,6 +63,7 @@ pub fn expected_tensors(arch: &Architecture, storage: &WeightStorage) -> Vec<Ten
     let linear = |v: &mut Vec<TensorSpec>, name: &str, out: usize, inp: usize, bias: bool| {
         match storage.dtype_of(name) {
             WeightDType::F32 => v.push(f32v(format!("{name}.weight"), vec![out, inp])),
+            WeightDType::F16 => v.push(spec(format!("{name}.weight"), DType::F16, Layout::K1n16, vec![out, inp])),
             WeightDType::Int8 => {
                 v.push(spec(format!("{name}.weight"), DType::I8, Layout::K4n16, vec![out, inp]));
                 v.push(f32v(format!("{name}.scale"), vec![out]));
@@ -98,6 +100,7 @@ pub fn expected_tensors(arch: &Architecture, storage: &WeightStorage) -> Vec<Ten
 enum LinearWeights {
     F32 { weight: usize, bias: Option<usize>, out: usize, inp: usize },
     Int8 { weight: usize, scale: usize, sum: usize, bias: Option<usize>, out: usize, inp: usize },
+    F16 { weight: usize, bias: Option<usize>, out: usize, inp: usize },
 }
 
 impl LinearWeights {
@@ -135,6 +138,7 @@ pub struct Model {
     file: EvitFile,
     weights: Weights,
     i8_kernel: I8Kernel,
+    f16_kernel: F16Kernel,
 }
 
 impl Model {
@@ -153,7 +157,7 @@ impl Model {
     /// A model from an already opened file (mapped, read, or built in memory).
     pub fn from_file(file: EvitFile) -> Result<Self> {
         let weights = resolve(&file).map_err(|m| Error::format(file.path(), m))?;
-        Ok(Model { file, weights, i8_kernel: I8Kernel::best() })
+        Ok(Model { file, weights, i8_kernel: I8Kernel::best(), f16_kernel: F16Kernel::best() })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -190,13 +194,19 @@ impl Model {
         let all = std::iter::once(&w.patch)
             .chain(std::iter::once(&w.head))
             .chain(w.layers.iter().flat_map(|l| [&l.qkv, &l.proj, &l.fc1, &l.fc2]));
-        let (mut int8, mut f32) = (false, false);
+        let (mut int8, mut f16, mut f32) = (false, false, false);
         for lin in all {
-            int8 |= lin.is_int8();
-            f32 |= !lin.is_int8();
+            match lin {
+                LinearWeights::Int8 { .. } => int8 = true,
+                LinearWeights::F16 { .. } => f16 = true,
+                LinearWeights::F32 { .. } => f32 = true,
+            }
         }
         if int8 {
             v.push(self.i8_kernel.name());
+        }
+        if f16 {
+            v.push(self.f16_kernel.name());
         }
         if f32 {
             v.push("f32 gemm (gemm crate)");
@@ -246,6 +256,9 @@ impl Model {
     fn i8s(&self, index: usize) -> &[i8] {
         bytemuck::cast_slice(self.file.tensor_bytes(index))
     }
+    fn u16s(&self, index: usize) -> &[u16] {
+        bytemuck::cast_slice(self.file.tensor_bytes(index))
+    }
 
     /// `out` (rows x out features, row stride `ldo`) gets `input * W^T + b`, stored, activated
     /// or added, per `epilogue`.
@@ -274,6 +287,10 @@ impl Model {
                         act.apply_slice(&mut row[..n]);
                     }
                 }
+            }
+            (LinearWeights::F16 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
+                let w = PackedF16 { data: self.u16s(weight), n, k };
+                f16_gemm(self.f16_kernel, x, k, rows, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
             }
             (LinearWeights::Int8 { weight, scale, sum, bias, out: n, inp: k }, LinearInput::Int8(q)) => {
                 let w = PackedWeights { data: self.i8s(weight), n, k, scales: self.f32s(scale), sums: self.i32s(sum) };
@@ -441,6 +458,7 @@ fn resolve(file: &EvitFile) -> Result<Weights, String> {
         let weight = id(format!("{name}.weight"));
         Ok(match config.weights.dtype_of(name) {
             WeightDType::F32 => LinearWeights::F32 { weight, bias, out, inp },
+            WeightDType::F16 => LinearWeights::F16 { weight, bias, out, inp },
             WeightDType::Int8 => {
                 let scale = id(format!("{name}.scale"));
                 let scales: &[f32] = bytemuck::cast_slice(file.tensor_bytes(scale));

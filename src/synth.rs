@@ -5,6 +5,7 @@
 
 use std::str::FromStr;
 
+use edgevit_kernels::f16gemm::pack_k1n16;
 use edgevit_kernels::i8gemm::{channel_sums, pack_k4n16, quantize_per_row};
 
 use crate::config::{
@@ -87,8 +88,8 @@ pub fn parse_dtype(s: &str) -> Result<WeightDType, String> {
     match s {
         "int8" => Ok(WeightDType::Int8),
         "f32" => Ok(WeightDType::F32),
-        "f16" => Err("f16 weights are not supported by this version yet; use --dtype int8 or f32".into()),
-        other => Err(format!("--dtype '{other}' is not one of: int8, f32")),
+        "f16" => Ok(WeightDType::F16),
+        other => Err(format!("--dtype '{other}' is not one of: int8, f16, f32")),
     }
 }
 
@@ -122,7 +123,7 @@ pub fn build_architecture(arch: &Architecture, name: &str, dtype: WeightDType, s
     let (h, w) = (arch.image_height, arch.image_width);
     let weights = match dtype {
         WeightDType::F32 => WeightStorage::f32(),
-        WeightDType::Int8 => {
+        WeightDType::Int8 | WeightDType::F16 => {
             WeightStorage { dtype, keep_f32: DEFAULT_KEEP_F32.iter().map(|s| s.to_string()).collect() }
         }
     };
@@ -159,6 +160,11 @@ pub fn build_architecture(arch: &Architecture, name: &str, dtype: WeightDType, s
                 sums = channel_sums(&q, n, k);
                 scales = s;
                 dst.copy_from_slice(bytemuck::cast_slice(&pack_k4n16(&q, n, k)));
+            }
+            (DType::F16, Layout::K1n16, _) => {
+                let (n, k) = (spec.shape[0], spec.shape[1]);
+                let w: Vec<f32> = (0..n * k).map(|_| rng.sym(0.05)).collect();
+                dst.copy_from_slice(bytemuck::cast_slice(&pack_k1n16(&w, n, k)));
             }
             (DType::F32, _, "scale") => dst.copy_from_slice(bytemuck::cast_slice(&scales)),
             (DType::I32, _, "sum") => dst.copy_from_slice(bytemuck::cast_slice(&sums)),
@@ -204,7 +210,7 @@ mod tests {
 
     #[test]
     fn small_synthetic_models_open_and_run() {
-        for dtype in [WeightDType::F32, WeightDType::Int8] {
+        for dtype in [WeightDType::F32, WeightDType::Int8, WeightDType::F16] {
             let file = open(Preset::Tiny, dtype, 7).unwrap();
             file.verify().unwrap();
             let model = crate::Model::from_file(file).unwrap();

@@ -246,7 +246,7 @@ fn bench_reports_latency_memory_compute_and_op_shares() {
     }
     for (args, needle) in [
         (vec!["bench"], "--arch"),
-        (vec!["bench", "--arch", "vit-b16", "--dtype", "f16"], "f16"),
+        (vec!["bench", "--arch", "vit-b16", "--dtype", "bf16"], "not one of"),
         (vec!["bench", "--arch", "vit-b16", "-m", model], "not both"),
         (vec!["bench", "-m", model, "--dtype", "int8"], "--dtype goes with --arch"),
         (vec!["bench", "-m", model, "--runs", "0"], "--runs"),

@@ -32,7 +32,7 @@ struct Synth {
     /// vit-ti16, vit-s16, vit-b16 or vit-l16
     #[argh(option)]
     arch: edgevit::synth::Preset,
-    /// int8 (default) or f32
+    /// int8 (default), f16 or f32
     #[argh(option, default = "String::from(\"int8\")")]
     dtype: String,
     /// seed for the random weights (default 1); the same seed gives the same file
@@ -70,11 +70,12 @@ struct Quantize {
     /// download into the Hugging Face cache
     #[argh(positional)]
     snapshot: PathBuf,
-    /// weight storage: int8 (per-channel symmetric, the fast default) or f32 (exact)
+    /// weight storage: int8 (per-channel symmetric, the fast default), f16 (half the size of
+    /// f32, computed in f32) or f32 (exact)
     #[argh(option, default = "StoreDType::Int8")]
     dtype: StoreDType,
-    /// with int8: Linear layers to keep in f32, comma-separated from patch_embed, head, or
-    /// none (default: patch_embed,head)
+    /// with int8 or f16: Linear layers to keep in f32, comma-separated from patch_embed, head,
+    /// or none (default: patch_embed,head)
     #[argh(option)]
     keep_f32: Option<String>,
     /// where to write the .evit file
@@ -172,7 +173,7 @@ fn quantize(args: Quantize) -> Result<(), String> {
         None => DEFAULT_KEEP_F32.iter().map(|s| s.to_string()).collect(),
     };
     if args.keep_f32.is_some() && args.dtype == StoreDType::F32 {
-        return Err("--keep-f32 only applies to --dtype int8".into());
+        return Err("--keep-f32 applies to --dtype int8 and f16".into());
     }
     let storage = storage(args.dtype, &keep);
     let terminal = std::io::stderr().is_terminal();

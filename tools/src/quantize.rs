@@ -6,6 +6,7 @@ use std::path::Path;
 use edgevit::config::{WeightDType, WeightStorage, KEEPABLE_F32};
 use edgevit::format::{self, DType, Layout, TensorData};
 use edgevit::model::expected_tensors;
+use edgevit_kernels::f16gemm::pack_k1n16;
 use edgevit_kernels::i8gemm::{channel_sums, pack_k4n16, quantize_per_row};
 
 use crate::hf::Imported;
@@ -15,6 +16,7 @@ use crate::hf::Imported;
 pub enum StoreDType {
     F32,
     Int8,
+    F16,
 }
 
 impl std::str::FromStr for StoreDType {
@@ -23,8 +25,8 @@ impl std::str::FromStr for StoreDType {
         match s {
             "f32" => Ok(Self::F32),
             "int8" => Ok(Self::Int8),
-            "f16" => Err("--dtype f16 is not available in this version yet; use --dtype int8 or f32".into()),
-            other => Err(format!("--dtype '{other}' is not one of: int8, f32")),
+            "f16" => Ok(Self::F16),
+            other => Err(format!("--dtype '{other}' is not one of: int8, f16, f32")),
         }
     }
 }
@@ -52,6 +54,7 @@ pub fn storage(dtype: StoreDType, keep_f32: &[String]) -> WeightStorage {
     match dtype {
         StoreDType::F32 => WeightStorage::f32(),
         StoreDType::Int8 => WeightStorage { dtype: WeightDType::Int8, keep_f32: keep_f32.to_vec() },
+        StoreDType::F16 => WeightStorage { dtype: WeightDType::F16, keep_f32: keep_f32.to_vec() },
     }
 }
 
@@ -84,6 +87,15 @@ pub fn convert_with_progress(
                 let (_, data) =
                     f32s.get(spec.name.as_str()).ok_or_else(|| format!("internal: no f32 tensor '{}'", spec.name))?;
                 out.push(TensorData::f32(spec.name.clone(), spec.shape.clone(), data).into_owned());
+            }
+            (DType::F16, Layout::K1n16) => {
+                let (shape, w) = f32s[spec.name.as_str()];
+                out.push(TensorData::f16_packed(
+                    spec.name.clone(),
+                    shape[0],
+                    shape[1],
+                    pack_k1n16(w, shape[0], shape[1]),
+                ));
             }
             _ => {
                 let (n, k) = (spec.shape[0], *spec.shape.get(1).unwrap_or(&0));

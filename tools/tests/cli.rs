@@ -136,7 +136,7 @@ fn synth_writes_the_same_random_model_for_the_same_seed() {
     assert_eq!(model.architecture().hidden_size, 192);
     assert_eq!(model.config().weights.keep_f32, ["patch_embed", "head"]);
 
-    assert_one_line_error(&tools(&["synth", "--arch", "vit-ti16", "--dtype", "f16", "-o", &path("x")]), "f16");
+    assert_one_line_error(&tools(&["synth", "--arch", "vit-ti16", "--dtype", "f8", "-o", &path("x")]), "not one of");
     let out = tools(&["synth", "--arch", "resnet50", "-o", &path("x")]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("vit-b16"));
 }

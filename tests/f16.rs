@@ -1,0 +1,36 @@
+//! f16 weights on the real ViT-Tiny: logits within 1e-2 of the logit range of our f32, and the
+//! same top-1 on every reference image (fewer images under qemu, where each is slow).
+
+mod common;
+
+use common::*;
+use edgevit::config::{WeightDType, WeightStorage};
+use edgevit::Model;
+
+const IMAGES: usize = if cfg!(target_arch = "aarch64") { 8 } else { usize::MAX };
+
+#[test]
+fn f16_follows_f32_on_the_reference_images() {
+    let f32_model = Model::open(tiny_f32()).unwrap();
+    let keep_default: Vec<String> = edgevit::config::DEFAULT_KEEP_F32.iter().map(|s| s.to_string()).collect();
+    let snapshot = shared().join("models/vit-tiny-imagenet");
+    for keep in [keep_default, Vec::new()] {
+        let path = convert_with(&snapshot, &WeightStorage { dtype: WeightDType::F16, keep_f32: keep.clone() });
+        let f16_model = Model::open(&path).unwrap();
+        assert!(f16_model.kernel_names().iter().any(|k| k.starts_with("f16_gemm")));
+        let size = std::fs::metadata(&path).unwrap().len() as f64 / std::fs::metadata(tiny_f32()).unwrap().len() as f64;
+        let (mut sa, mut sb) = (f32_model.session(), f16_model.session());
+        let (mut worst, mut same_top1, mut n) = (0f32, 0, 0);
+        for (name, pixels, _) in reference_entries().iter().take(IMAGES) {
+            let want = f32_model.forward(pixels, &mut sa).unwrap().to_vec();
+            let got = f16_model.forward(pixels, &mut sb).unwrap();
+            let d = rel_max_diff(got, &want);
+            assert!(d <= 1e-2, "{name}: max |diff| = {d} of the logit range (keep_f32 {keep:?})");
+            worst = worst.max(d);
+            same_top1 += (argmax(got) == argmax(&want)) as usize;
+            n += 1;
+        }
+        eprintln!("f16 (keep_f32 {keep:?}): worst max|diff| {worst:.2e} of the range, top-1 {same_top1}/{n}, size {size:.2}x f32");
+        assert_eq!(same_top1, n, "top-1 must match f32 on every image");
+    }
+}
