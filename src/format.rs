@@ -57,7 +57,7 @@ pub enum Layout {
     /// A `[N, K]` int8 matrix packed for the int8 GEMM kernels: panels of 16 rows (output
     /// channels), K in groups of 4; N padded to 16 and K to 4 with zeros (docs/format.md).
     K4n16,
-    /// A `[N, K]` f16 matrix packed for the f16 GEMM kernels: panels of 16 rows (output
+    /// A `[N, K]` f16 or f32 matrix packed for the GEMM kernels: panels of 16 rows (output
     /// channels); within a panel, for each k, the 16 channels' values. N padded to 16 with
     /// zeros (docs/format.md).
     K1n16,
@@ -72,7 +72,9 @@ impl Layout {
                 n.checked_next_multiple_of(16)?.checked_mul(k.checked_next_multiple_of(4)?)
             }
             (Layout::K4n16, _, _) => None,
-            (Layout::K1n16, DType::F16, &[n, k]) => n.checked_next_multiple_of(16)?.checked_mul(k)?.checked_mul(2),
+            (Layout::K1n16, DType::F16 | DType::F32, &[n, k]) => {
+                n.checked_next_multiple_of(16)?.checked_mul(k)?.checked_mul(dtype.size() as u64)
+            }
             (Layout::K1n16, _, _) => None,
         }
     }
@@ -382,6 +384,12 @@ impl<'a> TensorData<'a> {
     pub fn f16_packed(name: impl Into<String>, n: usize, k: usize, packed: Vec<u16>) -> TensorData<'static> {
         let bytes = Cow::Owned(bytemuck::cast_slice(&packed).to_vec());
         TensorData { name: name.into(), dtype: DType::F16, layout: Layout::K1n16, shape: vec![n, k], bytes }
+    }
+
+    /// An `[n, k]` f32 matrix already packed in the k1n16 layout.
+    pub fn f32_packed(name: impl Into<String>, n: usize, k: usize, packed: Vec<f32>) -> TensorData<'static> {
+        let bytes = Cow::Owned(bytemuck::cast_slice(&packed).to_vec());
+        TensorData { name: name.into(), dtype: DType::F32, layout: Layout::K1n16, shape: vec![n, k], bytes }
     }
 
     /// The same tensor, owning its bytes.

@@ -204,12 +204,22 @@ fn classify(args: Classify) -> Result<ExitCode, Error> {
     }
     set_threads(args.threads)?;
     let model = open_model(&args.model, args.no_mmap, args.verify)?;
+    in_pool(|| classify_files(&args, &model))
+}
+
+/// Runs `f` on one of rayon's worker threads, so that the parallel sections inside start from
+/// within the pool (no trip through rayon's shared job queue, which allocates now and then).
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
+fn classify_files(args: &Classify, model: &Model) -> Result<ExitCode, Error> {
     let mut session = model.session();
     let mut failures = 0;
     for input in &args.inputs {
         let start = Instant::now();
         let result =
-            load_input(input, &model).and_then(|pixels| model.forward(&pixels, &mut session).map(|l| l.to_vec()));
+            load_input(input, model).and_then(|pixels| model.forward(&pixels, &mut session).map(|l| l.to_vec()));
         let ms = start.elapsed().as_secs_f64() * 1e3;
         match result {
             Ok(logits) => {
@@ -272,21 +282,23 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
     let model = open_model(&args.model, args.no_mmap, args.verify)?;
     let round = |ms: f64| (ms * 1000.0).round() / 1000.0;
     let mut out_closed = false;
-    let result = edgevit::stream::classify_stream(&model, std::io::stdin(), opts, |frame| {
-        let mut obj = serde_json::json!({
-            "frame": frame.index,
-            "top": top_k(frame.logits, args.top_k, model.labels()),
-            "ms": {
-                "read": round(frame.read_ms),
-                "preprocess": round(frame.preprocess_ms),
-                "inference": round(frame.inference_ms),
-            },
-        });
-        if args.logits {
-            obj["logits"] = serde_json::json!(frame.logits);
-        }
-        out_closed = !emit(&format!("{obj}\n"));
-        !out_closed
+    let result = in_pool(|| {
+        edgevit::stream::classify_stream(&model, std::io::stdin(), opts, |frame| {
+            let mut obj = serde_json::json!({
+                "frame": frame.index,
+                "top": top_k(frame.logits, args.top_k, model.labels()),
+                "ms": {
+                    "read": round(frame.read_ms),
+                    "preprocess": round(frame.preprocess_ms),
+                    "inference": round(frame.inference_ms),
+                },
+            });
+            if args.logits {
+                obj["logits"] = serde_json::json!(frame.logits);
+            }
+            out_closed = !emit(&format!("{obj}\n"));
+            !out_closed
+        })
     });
     match result {
         Ok(0) if !out_closed => {
@@ -394,11 +406,13 @@ fn bench(args: Bench) -> Result<ExitCode, Error> {
     let open_ms = start.elapsed().as_secs_f64() * 1e3 - synth_ms.unwrap_or(0.0);
     let opts = BenchOptions { warmup: args.warmup, runs: args.runs, seconds: args.seconds };
     let bar = std::io::stderr().is_terminal();
-    let report = edgevit::bench::run(&model, opts, open_ms, synth_ms, |done, fraction| {
-        if bar {
-            let filled = (fraction * 30.0).round() as usize;
-            eprint!("\rbench [{}{}] {done} runs", "#".repeat(filled), " ".repeat(30 - filled.min(30)));
-        }
+    let report = in_pool(|| {
+        edgevit::bench::run(&model, opts, open_ms, synth_ms, |done, fraction| {
+            if bar {
+                let filled = (fraction * 30.0).round() as usize;
+                eprint!("\rbench [{}{}] {done} runs", "#".repeat(filled), " ".repeat(30 - filled.min(30)));
+            }
+        })
     })?;
     if bar {
         eprint!("\r{}\r", " ".repeat(50));

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use edgevit_kernels::attention::{attention, AttentionShape};
-use edgevit_kernels::f16gemm::{f16_gemm, F16Kernel, PackedF16};
+use edgevit_kernels::attention::{self, attention, AttentionShape};
+use edgevit_kernels::f16gemm::{f16_gemm, f32_packed_gemm, F16Kernel, PackedF16, PackedF32};
 use edgevit_kernels::i8gemm::{
     i8_gemm, padded_k, quantize_activation_row, Epilogue, I8Kernel, PackedWeights, QuantRows,
 };
 use edgevit_kernels::layernorm::{layernorm, layernorm_row};
-use edgevit_kernels::matmul::{matmul, MatMut, MatRef};
+use edgevit_kernels::tile::TileKernel;
 use edgevit_kernels::Threads;
 
 use crate::config::{Architecture, ModelConfig, WeightDType, WeightStorage};
@@ -62,7 +62,7 @@ pub fn expected_tensors(arch: &Architecture, storage: &WeightStorage) -> Vec<Ten
     let f32v = |name: String, shape: Vec<usize>| spec(name, DType::F32, Layout::RowMajor, shape);
     let linear = |v: &mut Vec<TensorSpec>, name: &str, out: usize, inp: usize, bias: bool| {
         match storage.dtype_of(name) {
-            WeightDType::F32 => v.push(f32v(format!("{name}.weight"), vec![out, inp])),
+            WeightDType::F32 => v.push(spec(format!("{name}.weight"), DType::F32, Layout::K1n16, vec![out, inp])),
             WeightDType::F16 => v.push(spec(format!("{name}.weight"), DType::F16, Layout::K1n16, vec![out, inp])),
             WeightDType::Int8 => {
                 v.push(spec(format!("{name}.weight"), DType::I8, Layout::K4n16, vec![out, inp]));
@@ -139,6 +139,7 @@ pub struct Model {
     weights: Weights,
     i8_kernel: I8Kernel,
     f16_kernel: F16Kernel,
+    tile_kernel: TileKernel,
 }
 
 impl Model {
@@ -157,7 +158,13 @@ impl Model {
     /// A model from an already opened file (mapped, read, or built in memory).
     pub fn from_file(file: EvitFile) -> Result<Self> {
         let weights = resolve(&file).map_err(|m| Error::format(file.path(), m))?;
-        Ok(Model { file, weights, i8_kernel: I8Kernel::best(), f16_kernel: F16Kernel::best() })
+        Ok(Model {
+            file,
+            weights,
+            i8_kernel: I8Kernel::best(),
+            f16_kernel: F16Kernel::best(),
+            tile_kernel: TileKernel::best(),
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -209,10 +216,20 @@ impl Model {
             v.push(self.f16_kernel.name());
         }
         if f32 {
-            v.push("f32 gemm (gemm crate)");
+            v.push(match self.tile_kernel {
+                TileKernel::Avx512 => "f32_gemm_8x16_avx512",
+                TileKernel::Avx2 => "f32_gemm_6x16_avx2",
+                TileKernel::Neon => "f32_gemm_4x16_neon",
+                TileKernel::Scalar => "f32_gemm_4x16_scalar",
+            });
         }
         v.push(if simd_x86() { "layernorm/softmax/gelu avx2" } else { "layernorm/softmax/gelu (auto-vectorised)" });
-        v.push("attention: per-head f32 gemm");
+        v.push(match self.tile_kernel {
+            TileKernel::Avx512 => "attention: fused, f32_tile_8x16_avx512",
+            TileKernel::Avx2 => "attention: fused, f32_tile_6x16_avx2",
+            TileKernel::Neon => "attention: fused, f32_tile_4x16_neon",
+            TileKernel::Scalar => "attention: fused, f32_tile_4x16_scalar",
+        });
         v
     }
 
@@ -274,19 +291,19 @@ impl Model {
         let threads = Threads(rayon::current_num_threads());
         match (*lin, input) {
             (LinearWeights::F32 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
-                // Accumulate adds the product (and bias) into `out`, the residual stream.
-                let accumulate = epilogue == Epilogue::Accumulate;
-                let dst = MatMut { data: out, rows, cols: n, row_stride: ldo };
-                let w = MatRef::transposed(self.f32s(weight), n, k);
-                matmul(dst, MatRef::row_major(x, rows, k), w, accumulate, threads);
-                for row in out.chunks_mut(ldo).take(rows) {
-                    if let Some(b) = bias {
-                        row[..n].iter_mut().zip(self.f32s(b)).for_each(|(o, b)| *o += b);
-                    }
-                    if let Epilogue::Activate(act) = epilogue {
-                        act.apply_slice(&mut row[..n]);
-                    }
-                }
+                let w = PackedF32 { data: self.f32s(weight), n, k };
+                f32_packed_gemm(
+                    self.tile_kernel,
+                    x,
+                    k,
+                    rows,
+                    w,
+                    bias.map(|b| self.f32s(b)),
+                    out,
+                    ldo,
+                    epilogue,
+                    threads,
+                );
             }
             (LinearWeights::F16 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
                 let w = PackedF16 { data: self.u16s(weight), n, k };
@@ -337,7 +354,7 @@ impl Model {
 
         let eps = a.layer_norm_eps;
         let act = a.activation.kernel();
-        let shape = AttentionShape { tokens: t, heads: a.num_heads, head_dim: a.head_dim() };
+        let shape = attention_shape(a);
         for l in &w.layers {
             layernorm(x, h, self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
             clock.lap(&mut times.layernorm);
@@ -367,6 +384,10 @@ impl Model {
         clock.lap(&mut times.classifier);
         Ok(logits)
     }
+}
+
+fn attention_shape(a: &Architecture) -> AttentionShape {
+    AttentionShape { tokens: a.tokens(), heads: a.num_heads, head_dim: a.head_dim() }
 }
 
 fn simd_x86() -> bool {
@@ -579,7 +600,8 @@ impl Session {
             ctx: vec![0.0; t * d],
             mlp: vec![0.0; t * a.intermediate_size],
             // One tokens x tokens block per head that may run at once (threads, at most heads).
-            scores: vec![0.0; t * t * rayon::current_num_threads().clamp(1, a.num_heads)],
+            // Transposed keys plus one score tile per thread.
+            scores: vec![0.0; attention::scratch_len(attention_shape(a), rayon::current_num_threads())],
             logits: vec![0.0; a.num_labels],
             q: QuantBuffer { data: vec![0; t * widest], scales: vec![0.0; t], offsets: vec![0.0; t] },
             times: OpTimes::default(),

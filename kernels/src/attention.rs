@@ -1,15 +1,21 @@
-//! Multi-head self-attention over a fused QKV buffer.
+//! Multi-head self-attention over a fused QKV buffer, as one kernel per (head, block of
+//! queries): scores for the block against every key, a scaled softmax, and the value product,
+//! in a small per-thread tile of `QUERY_BLOCK x tokens` scores. The heads x tokens x tokens
+//! score matrix never exists; nothing is allocated.
 //!
 //! `qkv` is `tokens x 3*dim` row-major: queries in columns `0..dim`, keys in `dim..2*dim`,
 //! values in `2*dim..3*dim`, and head `h` owns columns `h*head_dim..(h+1)*head_dim` of each.
-//! Heads run one after another, each with its own tokens x tokens scores, so the full
-//! heads x tokens x tokens matrix never exists.
+//! The keys are first transposed per head (`head_dim x tokens`, padded to a multiple of 16
+//! tokens), so both products run on the same register tiles ([`crate::tile`]).
 
 use rayon::prelude::*;
 
 use crate::activation::exp_fast;
-use crate::matmul::{matmul, matmul_to_ptr, MatMut, MatRef};
+use crate::tile::{TileKernel, MR_MAX, NR};
 use crate::Threads;
+
+/// Queries per task: a task's scores are `QUERY_BLOCK x tokens` floats.
+pub const QUERY_BLOCK: usize = 32;
 
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug)]
@@ -23,80 +29,151 @@ impl AttentionShape {
     pub fn dim(&self) -> usize {
         self.heads * self.head_dim
     }
+    /// Tokens rounded up to whole 16-column tiles.
+    fn padded_tokens(&self) -> usize {
+        self.tokens.div_ceil(NR) * NR
+    }
+}
+
+/// Scratch floats [`attention`] needs to run `slots` tasks at once: the transposed keys, and
+/// one score tile per slot.
+pub fn scratch_len(shape: AttentionShape, slots: usize) -> usize {
+    let tp = shape.padded_tokens();
+    shape.dim() * tp + slots.max(1) * QUERY_BLOCK * tp
 }
 
 /// Computes `softmax(q k^T / sqrt(head_dim)) v` for every head into `out` (`tokens x dim`).
-/// `scores` is scratch for `scores.len() / tokens^2` heads at once (at least one): heads run
-/// in parallel up to that many, each with its own tokens x tokens scores, and the products go
-/// through the f32 GEMM on strided views of `qkv`, so nothing is copied.
-pub fn attention(qkv: &[f32], out: &mut [f32], scores: &mut [f32], shape: AttentionShape, threads: Threads) {
-    let (t, dim) = (shape.tokens, shape.dim());
+/// `scratch` must hold [`scratch_len`]`(shape, 1)` floats or more; extra score tiles let that
+/// many (head, query block) tasks run in parallel, up to `threads`.
+pub fn attention(qkv: &[f32], out: &mut [f32], scratch: &mut [f32], shape: AttentionShape, threads: Threads) {
+    attention_with(TileKernel::best(), qkv, out, scratch, shape, threads)
+}
+
+/// [`attention`] on a chosen tile kernel (to compare kernels).
+pub fn attention_with(
+    kernel: TileKernel,
+    qkv: &[f32],
+    out: &mut [f32],
+    scratch: &mut [f32],
+    shape: AttentionShape,
+    threads: Threads,
+) {
+    let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
     assert_eq!(qkv.len(), t * 3 * dim, "attention: qkv buffer size");
     assert_eq!(out.len(), t * dim, "attention: output size");
-    assert!(scores.len() >= t * t, "attention: scores scratch too small");
+    assert!(scratch.len() >= scratch_len(shape, 1), "attention: scratch too small");
     if t == 0 || dim == 0 {
         return;
     }
-    let slots = (scores.len() / (t * t)).min(shape.heads).min(threads.get()).max(1);
-    if slots == 1 {
-        for h in 0..shape.heads {
-            // SAFETY: `out` is exclusively borrowed and only this loop writes it.
-            unsafe { attention_head(qkv, OutPtr(out.as_mut_ptr()), &mut scores[..t * t], shape, h, threads) };
+    let tp = shape.padded_tokens();
+    let (keys_t, tiles) = scratch.split_at_mut(dim * tp);
+    let parallel = threads.get() > 1 && t * t * dim >= 1 << 16;
+
+    // Keys transposed per head: keys_t[h][d][j] = k[j][h*dh + d], zero past the last token.
+    let transpose = |(h, kt): (usize, &mut [f32])| {
+        for (d, row) in kt.chunks_exact_mut(tp).enumerate() {
+            for (j, v) in row[..t].iter_mut().enumerate() {
+                *v = qkv[j * 3 * dim + dim + h * dh + d];
+            }
+            row[t..].fill(0.0);
         }
-        return;
+    };
+    if parallel {
+        keys_t.par_chunks_mut(dh * tp).enumerate().for_each(transpose);
+    } else {
+        keys_t.chunks_mut(dh * tp).enumerate().for_each(transpose);
     }
+
+    let blocks = t.div_ceil(QUERY_BLOCK);
+    let tasks = shape.heads * blocks;
+    let tile_len = QUERY_BLOCK * tp;
+    let slots = (tiles.len() / tile_len).min(if parallel { threads.get() } else { 1 }).min(tasks).max(1);
+    let per_slot = tasks.div_ceil(slots);
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let per_slot = shape.heads.div_ceil(slots);
-    scores[..slots * t * t].par_chunks_mut(t * t).enumerate().for_each(|(slot, s)| {
-        for h in slot * per_slot..((slot + 1) * per_slot).min(shape.heads) {
-            // SAFETY: each head writes only its own columns h*head_dim..(h+1)*head_dim of
-            // `out`, and every head is handled by exactly one slot.
-            unsafe { attention_head(qkv, out_ptr, s, shape, h, Threads(1)) };
+    let keys_t = &*keys_t;
+    let run = |(slot, scores): (usize, &mut [f32])| {
+        for task in slot * per_slot..((slot + 1) * per_slot).min(tasks) {
+            let (h, block) = (task / blocks, task % blocks);
+            // SAFETY: each task writes only rows block*QUERY_BLOCK.. of head h's columns of
+            // `out`, and every (head, block) task runs exactly once.
+            unsafe { query_block(kernel, qkv, keys_t, out_ptr, scores, shape, h, block) };
         }
-    });
+    };
+    if slots > 1 {
+        tiles[..slots * tile_len].par_chunks_mut(tile_len).enumerate().for_each(run);
+    } else {
+        run((0, &mut tiles[..tile_len]));
+    }
 }
 
-/// The output pointer shared by the heads running in parallel (each writes its own columns).
+/// The output pointer shared by tasks running in parallel (each writes its own block).
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
-// SAFETY: used only inside `attention`, whose heads write disjoint columns of one output
-// buffer that the caller has borrowed exclusively for the duration of the call.
+// SAFETY: used only inside `attention_with`, whose tasks write disjoint (rows, head columns)
+// blocks of one output buffer that the caller has borrowed exclusively for the call.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// One head: scores = q k^T, softmax(scores / sqrt(head_dim)), out[:, head] = scores v.
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// One head, one block of queries: scores against every key, scaled softmax, value product.
 ///
 /// # Safety
-/// `out` must point to `tokens x dim` floats that no one else reads or writes in columns
-/// `h * head_dim .. (h + 1) * head_dim` during the call.
-unsafe fn attention_head(
+/// `out` must point to `tokens x dim` floats that no one else reads or writes in the block's
+/// rows of head `h`'s columns during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn query_block(
+    kernel: TileKernel,
     qkv: &[f32],
+    keys_t: &[f32],
     out: OutPtr,
     scores: &mut [f32],
     shape: AttentionShape,
     h: usize,
-    threads: Threads,
+    block: usize,
 ) {
     let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
-    let view = |part: usize| MatRef {
-        data: &qkv[part * dim + h * dh..],
-        rows: t,
-        cols: dh,
-        row_stride: 3 * dim,
-        col_stride: 1,
-    };
-    let (q, k, v) = (view(0), view(1), view(2));
-    let k_t = MatRef { data: k.data, rows: dh, cols: t, row_stride: 1, col_stride: 3 * dim };
-    matmul(MatMut::row_major(scores, t, t), q, k_t, false, threads);
-    let scale = 1.0 / (dh as f32).sqrt();
-    if threads.get() > 1 && t >= 64 {
-        scores.par_chunks_mut(t).for_each(|row| scaled_softmax(row, scale));
-    } else {
-        scores.chunks_mut(t).for_each(|row| scaled_softmax(row, scale));
+    let tp = shape.padded_tokens();
+    let i0 = block * QUERY_BLOCK;
+    let rows = QUERY_BLOCK.min(t - i0);
+    let kt = &keys_t[h * dh * tp..(h + 1) * dh * tp];
+    let mr = kernel.mr();
+    let mut acc = [0f32; MR_MAX * NR];
+    // scores[r][j] = q[i0 + r] . k[j]
+    for r0 in (0..rows).step_by(mr) {
+        let rr = mr.min(rows - r0);
+        let q = &qkv[(i0 + r0) * 3 * dim + h * dh..];
+        for j0 in (0..tp).step_by(NR) {
+            kernel.run(q, 3 * dim, rr, dh, &kt[j0..], tp, NR, &mut acc);
+            for r in 0..rr {
+                scores[(r0 + r) * tp + j0..][..NR].copy_from_slice(&acc[r * NR..(r + 1) * NR]);
+            }
+        }
     }
-    // SAFETY: per this function's contract, the head's columns of `out` are valid and ours;
-    // the GEMM writes exactly those (t rows of dh columns, row stride dim).
-    unsafe { matmul_to_ptr(out.0.add(h * dh), t, dh, dim, MatRef::row_major(scores, t, t), v, false, threads) };
+    let scale = 1.0 / (dh as f32).sqrt();
+    for row in scores.chunks_mut(tp).take(rows) {
+        scaled_softmax(&mut row[..t], scale);
+    }
+    // out[i0 + r][h*dh + c] = sum_j p[r][j] * v[j][h*dh + c]
+    for r0 in (0..rows).step_by(mr) {
+        let rr = mr.min(rows - r0);
+        for c0 in (0..dh).step_by(NR) {
+            let cols = NR.min(dh - c0);
+            let v = &qkv[2 * dim + h * dh + c0..];
+            kernel.run(&scores[r0 * tp..], tp, rr, t, v, 3 * dim, cols, &mut acc);
+            for r in 0..rr {
+                let at = (i0 + r0 + r) * dim + h * dh + c0;
+                // SAFETY: per this function's contract, these `cols` floats of row i0+r0+r
+                // in head h's columns are valid and written by no one else.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), cols) };
+                dst.copy_from_slice(&acc[r * NR..r * NR + cols]);
+            }
+        }
+    }
 }
 
 /// `softmax(row * scale)` in place, compiled for AVX2 where present so the exp vectorises.
@@ -173,18 +250,28 @@ mod tests {
 
     #[test]
     fn matches_scalar_for_many_head_sizes_and_token_counts() {
-        for &(tokens, heads, head_dim) in &[(1, 1, 1), (5, 3, 24), (17, 4, 16), (50, 2, 80), (197, 3, 64), (10, 5, 7)] {
+        for &(tokens, heads, head_dim) in
+            &[(1, 1, 1), (5, 3, 24), (17, 4, 16), (50, 2, 80), (197, 3, 64), (10, 5, 7), (257, 2, 64), (40, 1, 33)]
+        {
             let shape = AttentionShape { tokens, heads, head_dim };
             let qkv: Vec<f32> =
                 noise(tokens as u64 * 31 + heads as u64, tokens * 3 * shape.dim()).iter().map(|x| x * 3.0).collect();
             let mut want = vec![0.0; tokens * shape.dim()];
             attention_scalar(&qkv, &mut want, shape);
-            for threads in [1, 2] {
-                let mut got = vec![f32::NAN; tokens * shape.dim()];
-                let mut scores = vec![0.0; tokens * tokens];
-                attention(&qkv, &mut got, &mut scores, shape, Threads(threads));
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!((a - b).abs() < 1e-5, "{shape:?} t={threads} [{i}]: {a} vs {b}");
+            let mut first: Option<Vec<f32>> = None;
+            for kernel in TileKernel::available() {
+                for (threads, slots) in [(1, 1), (2, 2), (3, 8)] {
+                    let mut got = vec![f32::NAN; tokens * shape.dim()];
+                    let mut scratch = vec![f32::NAN; scratch_len(shape, slots)];
+                    attention_with(kernel, &qkv, &mut got, &mut scratch, shape, Threads(threads));
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!((a - b).abs() < 1e-5, "{kernel:?} {shape:?} t={threads} [{i}]: {a} vs {b}");
+                    }
+                    // Every tile kernel and thread count gives the same bits.
+                    match &first {
+                        None => first = Some(got),
+                        Some(f) => assert_eq!(f, &got, "{kernel:?} {shape:?} threads {threads}"),
+                    }
                 }
             }
         }

@@ -8,6 +8,7 @@ pub mod f16gemm;
 pub mod i8gemm;
 pub mod layernorm;
 pub mod matmul;
+pub mod tile;
 
 /// Sum in 16 independent lanes: a plain `iter().sum()` is a serial chain (float addition is
 /// not reassociated), this vectorises.

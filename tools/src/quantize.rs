@@ -6,7 +6,7 @@ use std::path::Path;
 use edgevit::config::{WeightDType, WeightStorage, KEEPABLE_F32};
 use edgevit::format::{self, DType, Layout, TensorData};
 use edgevit::model::expected_tensors;
-use edgevit_kernels::f16gemm::pack_k1n16;
+use edgevit_kernels::f16gemm::{pack_k1n16, pack_k1n16_f32};
 use edgevit_kernels::i8gemm::{channel_sums, pack_k4n16, quantize_per_row};
 
 use crate::hf::Imported;
@@ -87,6 +87,11 @@ pub fn convert_with_progress(
                 let (_, data) =
                     f32s.get(spec.name.as_str()).ok_or_else(|| format!("internal: no f32 tensor '{}'", spec.name))?;
                 out.push(TensorData::f32(spec.name.clone(), spec.shape.clone(), data).into_owned());
+            }
+            (DType::F32, Layout::K1n16) => {
+                let (shape, w) = f32s[spec.name.as_str()];
+                let packed = pack_k1n16_f32(w, shape[0], shape[1]);
+                out.push(TensorData::f32_packed(spec.name.clone(), shape[0], shape[1], packed));
             }
             (DType::F16, Layout::K1n16) => {
                 let (shape, w) = f32s[spec.name.as_str()];

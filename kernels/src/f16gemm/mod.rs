@@ -1,4 +1,4 @@
-//! f16-weight GEMM: `out[m, n] = sum_k a[m, k] * w[n, k] + bias[n]`, with `a` in f32, `w`
+//! Packed-weight GEMMs for f16 and f32 weights: `out[m, n] = sum_k a[m, k] * w[n, k] + bias[n]`, with `a` in f32, `w`
 //! stored as IEEE half and widened to f32 in registers, and f32 accumulation throughout. The
 //! result is stored, activated or added to `out` (the residual), as for the int8 GEMM.
 //!
@@ -9,6 +9,7 @@
 
 use crate::activation::Activation;
 use crate::i8gemm::Epilogue;
+use crate::tile::TileKernel;
 use crate::Threads;
 
 #[cfg(target_arch = "aarch64")]
@@ -192,25 +193,90 @@ pub fn f16_gemm(
     let (n, k) = (w.n, w.k);
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k), "f16_gemm: activations too short");
     assert!(w.data.len() >= packed_len(n, k), "f16_gemm: weights too short");
-    assert!(bias.is_none_or(|b| b.len() >= n), "f16_gemm: bias too short");
-    assert!(ldo >= n && (m == 0 || out.len() >= (m - 1) * ldo + n), "f16_gemm: output too small");
+    let micro = |p: usize, m0: usize, rows: usize, acc: &mut [f32; MR_MAX * NR]| {
+        kernel.run(&a[m0 * lda..], lda, rows, k, &w.data[p * k * NR..(p + 1) * k * NR], acc)
+    };
+    drive(m, n, k, kernel.mr(), micro, bias, out, ldo, epilogue, threads);
+}
+
+/// An f32 `[n, k]` matrix packed k1n16: panels of 16 output channels, for each k the 16
+/// channels' values. Each panel is a row-major `k x 16` matrix, so the f32 register tiles of
+/// [`crate::tile`] read it directly.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedF32<'a> {
+    pub data: &'a [f32],
+    pub n: usize,
+    pub k: usize,
+}
+
+/// Packs a row-major `[n, k]` f32 matrix k1n16 (N padded to 16 with zeros).
+pub fn pack_k1n16_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    assert_eq!(w.len(), n * k, "pack_k1n16_f32: {n} x {k} needs {} values", n * k);
+    let mut out = vec![0f32; packed_len(n, k)];
+    for (row, wr) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+        let (p, c) = (row / NR, row % NR);
+        for (kk, &v) in wr.iter().enumerate() {
+            out[(p * k + kk) * NR + c] = v;
+        }
+    }
+    out
+}
+
+/// [`f16_gemm`] for f32 weights packed k1n16, on the f32 register tiles.
+#[allow(clippy::too_many_arguments)]
+pub fn f32_packed_gemm(
+    kernel: TileKernel,
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    w: PackedF32<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    ldo: usize,
+    epilogue: Epilogue,
+    threads: Threads,
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k), "f32_packed_gemm: activations too short");
+    assert!(w.data.len() >= packed_len(n, k), "f32_packed_gemm: weights too short");
+    let micro = |p: usize, m0: usize, rows: usize, acc: &mut [f32; MR_MAX * NR]| {
+        kernel.run(&a[m0 * lda..], lda, rows, k, &w.data[p * k * NR..(p + 1) * k * NR], NR, NR, acc)
+    };
+    drive(m, n, k, kernel.mr(), micro, bias, out, ldo, epilogue, threads);
+}
+
+/// The shared driver: panels split across threads, `mr` rows per microkernel call, then the
+/// epilogue per row. `micro(panel, first_row, rows, acc)` fills `acc[r * NR + c]`.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    m: usize,
+    n: usize,
+    k: usize,
+    mr: usize,
+    micro: impl Fn(usize, usize, usize, &mut [f32; MR_MAX * NR]) + Sync,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    ldo: usize,
+    epilogue: Epilogue,
+    threads: Threads,
+) {
+    assert!(bias.is_none_or(|b| b.len() >= n), "gemm: bias too short");
+    assert!(ldo >= n && (m == 0 || out.len() >= (m - 1) * ldo + n), "gemm: output too small");
     if m == 0 || n == 0 {
         return;
     }
     let panels = n.div_ceil(NR);
     let out_ptr = OutPtr(out.as_mut_ptr());
     let out_len = out.len();
-    let mr = kernel.mr();
     let run_panels = |range: std::ops::Range<usize>| {
         let mut acc = [0f32; MR_MAX * NR];
         for p in range {
             let col0 = p * NR;
             let cols = NR.min(n - col0);
-            let panel = &w.data[p * k * NR..(p + 1) * k * NR];
             let b = bias.map(|b| &b[col0..col0 + cols]);
             for m0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - m0);
-                kernel.run(&a[m0 * lda..], lda, rows, k, panel, &mut acc);
+                micro(p, m0, rows, &mut acc);
                 for r in 0..rows {
                     let start = (m0 + r) * ldo + col0;
                     assert!(start + cols <= out_len);

@@ -89,3 +89,36 @@ fn epilogues_add_activate_and_accumulate() {
         assert!((act_out[i] as f64 - base[i].max(0.0)).abs() < 1e-5, "relu [{i}]");
     }
 }
+
+#[test]
+fn f32_packed_gemm_matches_the_reference_for_every_tile_kernel() {
+    for &(m, n, k) in &[(1, 1, 1), (3, 17, 5), (9, 48, 100), (197, 40, 96), (8, 33, 768)] {
+        let a = noise(m as u64 + 3, m * k, 2.0);
+        let wf = noise(n as u64 + 4, n * k, 0.1);
+        let bias = noise(6, n, 0.5);
+        let packed = pack_k1n16_f32(&wf, n, k);
+        let mut first: Option<Vec<f32>> = None;
+        for kernel in crate::tile::TileKernel::available() {
+            for threads in [1, 3] {
+                let mut out = vec![0f32; m * n];
+                let w = PackedF32 { data: &packed, n, k };
+                f32_packed_gemm(kernel, &a, k, m, w, Some(&bias), &mut out, n, Epilogue::Store, Threads(threads));
+                for r in 0..m {
+                    for c in 0..n {
+                        let want: f64 =
+                            (0..k).map(|kk| a[r * k + kk] as f64 * wf[c * k + kk] as f64).sum::<f64>() + bias[c] as f64;
+                        let got = out[r * n + c] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * (k as f64).sqrt(),
+                            "{kernel:?} {m}x{n}x{k}"
+                        );
+                    }
+                }
+                match &first {
+                    None => first = Some(out),
+                    Some(f) => assert_eq!(f, &out, "{kernel:?} {m}x{n}x{k} threads {threads}"),
+                }
+            }
+        }
+    }
+}
