@@ -462,8 +462,14 @@ fn resolve(file: &EvitFile) -> Result<Weights, String> {
             return Err(format!("tensor '{}' has shape {:?}; the architecture needs {:?}", e.name, t.shape, e.shape));
         }
         if t.dtype != e.dtype || t.layout != e.layout {
+            // f32 Linear weights were row-major before the f32 kernels: say how to recover.
+            let hint = if t.dtype == DType::F32 && t.layout == Layout::RowMajor && e.layout == Layout::K1n16 {
+                " (this file predates packed f32 weights: convert the checkpoint again with edgevit-tools quantize)"
+            } else {
+                ""
+            };
             return Err(format!(
-                "tensor '{}' is {:?}/{:?}; a {:?} model needs {:?}/{:?}",
+                "tensor '{}' is {:?}/{:?}; a {:?} model needs {:?}/{:?}{hint}",
                 e.name, t.dtype, t.layout, config.weights.dtype, e.dtype, e.layout
             ));
         }
