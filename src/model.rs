@@ -2,7 +2,10 @@
 //!
 //! The weights are borrowed straight from the memory-mapped file; a [`Session`] holds every
 //! buffer one forward pass needs, sized once from the architecture, so classifying allocates
-//! nothing after the session is made.
+//! nothing after the session is made (tests/zero_alloc.rs). Call [`Model::forward`] from inside
+//! the rayon pool (`ThreadPool::install`, as the CLI does) for that to hold exactly: parallel
+//! sections started from outside the pool go through rayon's shared queue, which allocates a
+//! small block every 63 jobs.
 
 use std::path::Path;
 
