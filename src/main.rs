@@ -64,7 +64,8 @@ struct Bench {
 }
 
 #[derive(FromArgs)]
-/// Classify images (JPEG, PNG) or preprocessed float32 .npy tensors ([3,H,W] or [1,3,H,W]).
+/// Classify images (JPEG, PNG), preprocessed float32 .npy tensors ([3,H,W] or [1,3,H,W]),
+/// or, with --stream, camera frames read from stdin.
 #[argh(subcommand, name = "classify")]
 struct Classify {
     /// the .evit model file
@@ -76,7 +77,7 @@ struct Classify {
     /// print one JSON object per line instead of readable text
     #[argh(switch)]
     json: bool,
-    /// include all logits in the JSON output (needs --json)
+    /// include all logits in the JSON output (needs --json, or --stream)
     #[argh(switch)]
     logits: bool,
     /// worker threads (default: the number of CPU cores)
