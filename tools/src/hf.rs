@@ -219,7 +219,7 @@ fn preprocess(p: Option<&Value>, arch: &Architecture) -> Result<Preprocess, Stri
     Ok(pre)
 }
 
-pub(crate) fn to_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
+fn to_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f32>, String> {
     let d = view.data();
     Ok(match view.dtype() {
         Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -245,18 +245,7 @@ pub fn from_parts(
     let preprocess = preprocess(preproc, &arch)?;
 
     let mut used = BTreeSet::new();
-    let mut load = |name: String, shape: &[usize]| -> Result<Vec<f32>, String> {
-        let view = st
-            .tensor(&name)
-            .map_err(|_| format!("tensor '{name}' (expected shape {shape:?}) is missing from model.safetensors"))?;
-        if view.shape().iter().product::<usize>() != shape.iter().product::<usize>()
-            || strip_ones(view.shape()) != strip_ones(shape)
-        {
-            return Err(format!("tensor '{name}' has shape {:?}; config.json implies {shape:?}", view.shape()));
-        }
-        used.insert(name.clone());
-        to_f32(&name, &view)
-    };
+    let mut load = |name: String, shape: &[usize]| load_tensor(st, &name, shape, "config.json implies", &mut used);
 
     let (d, i, c, p) = (arch.hidden_size, arch.intermediate_size, arch.num_channels, arch.patch_size);
     let e = format!("{prefix}embeddings.");
@@ -311,10 +300,46 @@ pub fn from_parts(
         }
     }
 
+    assemble(arch, preprocess, labels, out, source, unused)
+}
+
+/// Reads tensor `name` as f32, checking its shape against `shape` (ignoring size-1 axes) and
+/// recording it in `used`; a missing or mis-shaped tensor is an error naming it, and
+/// `implied_by` says where the expected shape comes from.
+pub(crate) fn load_tensor(
+    st: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+    implied_by: &str,
+    used: &mut BTreeSet<String>,
+) -> Result<Vec<f32>, String> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| format!("tensor '{name}' (expected shape {shape:?}) is missing from model.safetensors"))?;
+    let strip_ones = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if view.shape().iter().product::<usize>() != shape.iter().product::<usize>()
+        || strip_ones(view.shape()) != strip_ones(shape)
+    {
+        return Err(format!("tensor '{name}' has shape {:?}; {implied_by} {shape:?}", view.shape()));
+    }
+    used.insert(name.to_string());
+    to_f32(name, &view)
+}
+
+/// The import from weights already in edgevit's names (`out` holds every tensor of the f32
+/// storage): orders them as the file will, and validates the config.
+pub(crate) fn assemble(
+    arch: Architecture,
+    preprocess: Preprocess,
+    labels: Vec<String>,
+    mut out: BTreeMap<String, Vec<f32>>,
+    source: &str,
+    unused: Vec<String>,
+) -> Result<Imported, String> {
     let tensors = expected_tensors(&arch, &WeightStorage::f32())
         .into_iter()
         .map(|spec| {
-            let data = out.remove(&spec.name).expect("every expected tensor was loaded above");
+            let data = out.remove(&spec.name).expect("every expected tensor was loaded");
             (spec.name, spec.shape, data)
         })
         .collect();
@@ -327,8 +352,4 @@ pub fn from_parts(
     };
     config.validate()?;
     Ok(Imported { config, tensors, unused })
-}
-
-fn strip_ones(s: &[usize]) -> Vec<usize> {
-    s.iter().copied().filter(|&d| d != 1).collect()
 }

@@ -4,14 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use edgevit::config::{
-    ActivationName, Architecture, Filter, ModelConfig, Normalize, Preprocess, Resize, WeightStorage,
-};
-use edgevit::model::expected_tensors;
+use edgevit::config::{ActivationName, Architecture, Filter, Normalize, Preprocess, Resize};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
-use crate::hf::{to_f32, Imported};
+use crate::hf::{assemble, load_tensor, Imported};
 
 /// What a timm checkpoint may not say for itself.
 #[derive(Clone, Debug, Default)]
@@ -133,22 +130,8 @@ pub fn from_parts(cfg: &Value, st: &SafeTensors<'_>, opts: &TimmOptions, source:
     let preprocess = preprocess(pcfg, &arch)?;
 
     let mut used = BTreeSet::new();
-    let mut load = |name: String, shape: &[usize]| -> Result<Vec<f32>, String> {
-        let view = st
-            .tensor(&name)
-            .map_err(|_| format!("tensor '{name}' (expected shape {shape:?}) is missing from model.safetensors"))?;
-        let strip = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
-        if view.shape().iter().product::<usize>() != shape.iter().product::<usize>()
-            || strip(view.shape()) != strip(shape)
-        {
-            return Err(format!(
-                "tensor '{name}' has shape {:?}; the checkpoint's sizes imply {shape:?}",
-                view.shape()
-            ));
-        }
-        used.insert(name.clone());
-        to_f32(&name, &view)
-    };
+    let mut load =
+        |name: String, shape: &[usize]| load_tensor(st, &name, shape, "the checkpoint's sizes imply", &mut used);
     let (d, i, p) = (hidden, arch.intermediate_size, ph);
     let mut out: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     out.insert("patch_embed.weight".into(), load("patch_embed.proj.weight".into(), &[d, channels, p, p])?);
@@ -188,17 +171,7 @@ pub fn from_parts(cfg: &Value, st: &SafeTensors<'_>, opts: &TimmOptions, source:
             "unexpected tensor '{extra}' in model.safetensors: a timm ViT with {num_layers} blocks does not have it"
         ));
     }
-    let tensors = expected_tensors(&arch, &WeightStorage::f32())
-        .into_iter()
-        .map(|spec| {
-            let data = out.remove(&spec.name).expect("every expected tensor was loaded above");
-            (spec.name, spec.shape, data)
-        })
-        .collect();
-    let config =
-        ModelConfig { architecture: arch, preprocess, weights: WeightStorage::f32(), labels, source: source.into() };
-    config.validate()?;
-    Ok(Imported { config, tensors, unused: Vec::new() })
+    assemble(arch, preprocess, labels, out, source, Vec::new())
 }
 
 /// `--labels`, else the config's `label_names` (top level or in pretrained_cfg), else indices.
