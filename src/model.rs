@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use edgevit_kernels::attention::{self, attention, AttentionShape};
+use edgevit_kernels::attention::{self, attention_with, AttentionShape};
 use edgevit_kernels::f16gemm::{f16_gemm, f32_packed_gemm, F16Kernel, PackedF16, PackedF32};
 use edgevit_kernels::i8gemm::{
     i8_gemm, padded_k, quantize_activation_row, Epilogue, I8Kernel, PackedWeights, QuantRows,
@@ -364,7 +364,7 @@ impl Model {
             let input = prepare(&l.qkv, h, t, d, q, self.i8_kernel);
             self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
             clock.lap(&mut times.qkv);
-            attention(qkv, ctx, scores, shape, threads);
+            attention_with(self.tile_kernel, qkv, ctx, scores, shape, threads);
             clock.lap(&mut times.attention);
             let input = prepare(&l.proj, ctx, t, d, q, self.i8_kernel);
             self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);

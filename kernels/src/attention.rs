@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::activation::exp_fast;
 use crate::tile::{TileKernel, MR_MAX, NR};
-use crate::Threads;
+use crate::{OutPtr, Threads};
 
 /// Queries per task: a task's scores are `QUERY_BLOCK x tokens` floats.
 pub const QUERY_BLOCK: usize = 32;
@@ -103,20 +103,6 @@ pub fn attention_with(
         tiles[..slots * tile_len].par_chunks_mut(tile_len).enumerate().for_each(run);
     } else {
         run((0, &mut tiles[..tile_len]));
-    }
-}
-
-/// The output pointer shared by tasks running in parallel (each writes its own block).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: used only inside `attention_with`, whose tasks write disjoint (rows, head columns)
-// blocks of one output buffer that the caller has borrowed exclusively for the call.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -48,3 +48,19 @@ impl Threads {
         self.0.max(1)
     }
 }
+
+/// An output pointer shared by the tasks of one parallel kernel, each of which writes its own
+/// disjoint part of the output (columns of a GEMM, blocks of attention).
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: only the GEMM and attention kernels make one, from an output slice their caller has
+// borrowed exclusively for the call, and their tasks write disjoint ranges of it.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// A method (not field access) so closures capture the whole Send + Sync wrapper.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}

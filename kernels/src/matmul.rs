@@ -83,7 +83,7 @@ pub fn matmul(dst: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool, t
 /// Every `dst + r * row_stride + c` (r < rows, c < cols) must be valid for writes (and reads
 /// if `accumulate`), and nothing else may access those elements during the call.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn matmul_to_ptr(
+unsafe fn matmul_to_ptr(
     dst: *mut f32,
     rows: usize,
     cols: usize,

@@ -7,10 +7,9 @@
 //! with zeros. One 16-value row is one `vcvtph2ps` to a zmm (AVX-512), two to ymm (F16C), or
 //! four `fcvtl` to q registers (NEON).
 
-use crate::activation::Activation;
-use crate::i8gemm::Epilogue;
+use crate::i8gemm::{apply_epilogue, Epilogue};
 use crate::tile::TileKernel;
-use crate::Threads;
+use crate::{OutPtr, Threads};
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -144,35 +143,10 @@ fn scalar(a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut
 
 /// Adds the bias, then stores, activates or accumulates one row of results.
 fn finish_row(acc: &[f32], bias: Option<&[f32]>, dst: &mut [f32], epilogue: Epilogue) {
-    let cols = dst.len();
     let mut v = [0f32; NR];
-    v[..cols].copy_from_slice(&acc[..cols]);
-    if let Some(b) = bias {
-        v.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-    }
-    match epilogue {
-        Epilogue::Store => dst.copy_from_slice(&v[..cols]),
-        Epilogue::Activate(act) => {
-            let act: Activation = act;
-            act.apply_slice(&mut v[..cols]);
-            dst.copy_from_slice(&v[..cols]);
-        }
-        Epilogue::Accumulate => dst.iter_mut().zip(&v).for_each(|(d, v)| *d += v),
-    }
-}
-
-/// A pointer shared by the threads of one GEMM, each writing its own columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: only used inside `f16_gemm`, whose tasks write disjoint column ranges of the output
-// while the caller's exclusive borrow of `out` is held.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
+    let v = &mut v[..dst.len()];
+    v.copy_from_slice(&acc[..dst.len()]);
+    apply_epilogue(v, bias, dst, epilogue);
 }
 
 /// `out` (`m x ldo`, row-major) receives the `m x w.n` product of `a` (`m x w.k`, row stride

@@ -11,7 +11,7 @@
 //! -128, which keeps the 16-bit intermediate sums of the NEON and AVX2 kernels exact.
 
 use crate::activation::Activation;
-use crate::Threads;
+use crate::{OutPtr, Threads};
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -392,31 +392,23 @@ fn finish_row_body(
     for (((v, &a), &w), &s) in v[..cols].iter_mut().zip(&acc[..cols]).zip(&ws[..cols]).zip(&ss[..cols]) {
         *v = w * (sa * a as f32 + za * s as f32);
     }
+    apply_epilogue(&mut v[..cols], bias, dst, epilogue);
+}
+
+/// Adds the bias to one row of results `v`, then stores, activates or accumulates it into
+/// `dst`: the epilogue every GEMM shares.
+#[inline(always)]
+pub(crate) fn apply_epilogue(v: &mut [f32], bias: Option<&[f32]>, dst: &mut [f32], epilogue: Epilogue) {
     if let Some(b) = bias {
         v.iter_mut().zip(b).for_each(|(v, b)| *v += b);
     }
     match epilogue {
-        Epilogue::Store => dst.copy_from_slice(&v[..cols]),
+        Epilogue::Store => dst.copy_from_slice(v),
         Epilogue::Activate(act) => {
-            act.apply_slice(&mut v[..cols]);
-            dst.copy_from_slice(&v[..cols]);
+            act.apply_slice(v);
+            dst.copy_from_slice(v);
         }
-        Epilogue::Accumulate => dst.iter_mut().zip(&v).for_each(|(d, v)| *d += v),
-    }
-}
-
-/// A pointer that may be shared between the threads of one GEMM, each writing its own columns.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: OutPtr is only used inside `i8_gemm`, whose tasks write disjoint column ranges of
-// the output while the exclusive borrow of `out` is held by the caller.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// A method (not field access) so closures capture the whole Send + Sync wrapper.
-    fn get(self) -> *mut f32 {
-        self.0
+        Epilogue::Accumulate => dst.iter_mut().zip(v.iter()).for_each(|(d, v)| *d += v),
     }
 }
 
