@@ -220,7 +220,7 @@ impl Model {
         }
         if f32 {
             v.push(match self.tile_kernel {
-                TileKernel::Avx512 => "f32_gemm_8x16_avx512",
+                TileKernel::Avx512 => "f32_gemm_8x32_avx512",
                 TileKernel::Avx2 => "f32_gemm_6x16_avx2",
                 TileKernel::Neon => "f32_gemm_4x16_neon",
                 TileKernel::Scalar => "f32_gemm_4x16_scalar",

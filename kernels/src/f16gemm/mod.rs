@@ -21,6 +21,15 @@ pub const NR: usize = 16;
 /// The most rows any microkernel computes at once.
 pub const MR_MAX: usize = 8;
 
+/// One microkernel call's results: up to [`MR_MAX`] rows of one or two panels, row `r` at
+/// `r * panels * NR` (a single-panel kernel fills the first `MR_MAX * NR` values).
+pub(crate) type Acc = [f32; MR_MAX * 2 * NR];
+
+/// The first `MR_MAX * NR` values of `acc`: the tile a single-panel kernel fills.
+fn single(acc: &mut Acc) -> &mut [f32; MR_MAX * NR] {
+    acc.first_chunk_mut().expect("Acc holds two panels' tiles")
+}
+
 /// Elements (halves) of a packed `n x k` matrix.
 pub fn packed_len(n: usize, k: usize) -> usize {
     n.div_ceil(NR) * NR * k
@@ -60,7 +69,8 @@ pub enum F16Kernel {
     Scalar,
     /// x86_64 F16C + FMA (AVX2): `vcvtph2ps` to two ymm per k, 6 rows x 16 channels.
     Avx2F16c,
-    /// x86_64 AVX-512F: `vcvtph2ps` to one zmm per k, 8 rows x 16 channels.
+    /// x86_64 AVX-512F: `vcvtph2ps` to one zmm per panel and k, 8 rows x 32 channels (two
+    /// panels at once).
     Avx512,
     /// aarch64 NEON (Cortex-A72 and later): `fcvtl`/`fcvtl2` widening, `fmla` by lane, 4 rows x
     /// 16 channels. Accumulates in f32: no half-precision arithmetic.
@@ -72,7 +82,7 @@ impl F16Kernel {
         match self {
             F16Kernel::Scalar => "f16_gemm_4x16_scalar",
             F16Kernel::Avx2F16c => "f16_gemm_6x16_avx2_f16c",
-            F16Kernel::Avx512 => "f16_gemm_8x16_avx512",
+            F16Kernel::Avx512 => "f16_gemm_8x32_avx512",
             F16Kernel::Neon => "f16_gemm_4x16_neon_fcvtl",
         }
     }
@@ -108,19 +118,27 @@ impl F16Kernel {
         }
     }
 
-    /// `acc[r * NR + c] = sum_k a[r, k] * panel[k, c]` for `rows` (<= mr) rows of `a` (row
-    /// stride `lda`) and one 16-channel panel.
-    fn run(self, a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut [f32; MR_MAX * NR]) {
-        assert!(rows >= 1 && rows <= self.mr() && a.len() >= (rows - 1) * lda + k);
-        assert!(panel.len() >= k * NR);
+    /// Panels per call.
+    fn panels(self) -> usize {
         match self {
-            F16Kernel::Scalar => scalar(a, lda, rows, k, panel, acc),
+            F16Kernel::Avx512 => 2,
+            _ => 1,
+        }
+    }
+
+    /// `acc[r * panels * NR + j * NR + c] = sum_k a[r, k] * panels[j][k, c]` for `rows` (<= mr)
+    /// rows of `a` (row stride `lda`) and the first [`panels`](Self::panels) 16-channel panels.
+    fn run(self, a: &[f32], lda: usize, rows: usize, k: usize, panels: [&[u16]; 2], acc: &mut Acc) {
+        assert!(rows >= 1 && rows <= self.mr() && a.len() >= (rows - 1) * lda + k);
+        assert!(panels.iter().all(|p| p.len() >= k * NR));
+        match self {
+            F16Kernel::Scalar => scalar(a, lda, rows, k, panels[0], single(acc)),
             #[cfg(target_arch = "x86_64")]
-            F16Kernel::Avx2F16c => x86::avx2_f16c(a, lda, rows, k, panel, acc),
+            F16Kernel::Avx2F16c => x86::avx2_f16c(a, lda, rows, k, panels[0], single(acc)),
             #[cfg(target_arch = "x86_64")]
-            F16Kernel::Avx512 => x86::avx512(a, lda, rows, k, panel, acc),
+            F16Kernel::Avx512 => x86::avx512(a, lda, rows, k, panels, acc),
             #[cfg(target_arch = "aarch64")]
-            F16Kernel::Neon => arm::neon(a, lda, rows, k, panel, acc),
+            F16Kernel::Neon => arm::neon(a, lda, rows, k, panels[0], single(acc)),
             #[allow(unreachable_patterns)]
             other => panic!("{} cannot run on this CPU architecture", other.name()),
         }
@@ -143,7 +161,7 @@ fn scalar(a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut
 
 /// Adds the bias, then stores, activates or accumulates one row of results.
 fn finish_row(acc: &[f32], bias: Option<&[f32]>, dst: &mut [f32], epilogue: Epilogue) {
-    let mut v = [0f32; NR];
+    let mut v = [0f32; 2 * NR];
     let v = &mut v[..dst.len()];
     v.copy_from_slice(&acc[..dst.len()]);
     apply_epilogue(v, bias, dst, epilogue);
@@ -167,10 +185,11 @@ pub fn f16_gemm(
     let (n, k) = (w.n, w.k);
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k), "f16_gemm: activations too short");
     assert!(w.data.len() >= packed_len(n, k), "f16_gemm: weights too short");
-    let micro = |p: usize, m0: usize, rows: usize, acc: &mut [f32; MR_MAX * NR]| {
-        kernel.run(&a[m0 * lda..], lda, rows, k, &w.data[p * k * NR..(p + 1) * k * NR], acc)
+    let panel = |p: usize| &w.data[p * k * NR..(p + 1) * k * NR];
+    let micro = |p: [usize; 2], m0: usize, rows: usize, acc: &mut Acc| {
+        kernel.run(&a[m0 * lda..], lda, rows, k, [panel(p[0]), panel(p[1])], acc)
     };
-    drive(m, n, k, kernel.mr(), micro, bias, out, ldo, epilogue, threads);
+    drive(m, n, k, kernel.mr(), kernel.panels(), micro, bias, out, ldo, epilogue, threads);
 }
 
 /// An f32 `[n, k]` matrix packed k1n16: panels of 16 output channels, for each k the 16
@@ -196,7 +215,8 @@ pub fn pack_k1n16_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
     out
 }
 
-/// [`f16_gemm`] for f32 weights packed k1n16, on the f32 register tiles.
+/// [`f16_gemm`] for f32 weights packed k1n16, on the f32 register tiles of [`crate::tile`],
+/// except with AVX-512, which takes two panels per call (8 x 32, see `x86::avx512_f32`).
 #[allow(clippy::too_many_arguments)]
 pub fn f32_packed_gemm(
     kernel: TileKernel,
@@ -213,21 +233,31 @@ pub fn f32_packed_gemm(
     let (n, k) = (w.n, w.k);
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k), "f32_packed_gemm: activations too short");
     assert!(w.data.len() >= packed_len(n, k), "f32_packed_gemm: weights too short");
-    let micro = |p: usize, m0: usize, rows: usize, acc: &mut [f32; MR_MAX * NR]| {
-        kernel.run(&a[m0 * lda..], lda, rows, k, &w.data[p * k * NR..(p + 1) * k * NR], NR, NR, acc)
+    let panel = |p: usize| &w.data[p * k * NR..(p + 1) * k * NR];
+    let wide = cfg!(target_arch = "x86_64") && kernel == TileKernel::Avx512;
+    let micro = |p: [usize; 2], m0: usize, rows: usize, acc: &mut Acc| {
+        let a = &a[m0 * lda..];
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            return x86::avx512_f32(a, lda, rows, k, [panel(p[0]), panel(p[1])], acc);
+        }
+        kernel.run(a, lda, rows, k, panel(p[0]), NR, NR, single(acc));
     };
-    drive(m, n, k, kernel.mr(), micro, bias, out, ldo, epilogue, threads);
+    drive(m, n, k, kernel.mr(), if wide { 2 } else { 1 }, micro, bias, out, ldo, epilogue, threads);
 }
 
-/// The shared driver: panels split across threads, `mr` rows per microkernel call, then the
-/// epilogue per row. `micro(panel, first_row, rows, acc)` fills `acc[r * NR + c]`.
+/// The shared driver: groups of `np` (1 or 2) panels split across threads, `mr` rows per
+/// microkernel call, then the epilogue per row. `micro(panels, first_row, rows, acc)` fills
+/// `acc[r * np * NR + c]`; a last group short of panels names its last panel twice and only
+/// the real columns are kept.
 #[allow(clippy::too_many_arguments)]
 fn drive(
     m: usize,
     n: usize,
     k: usize,
     mr: usize,
-    micro: impl Fn(usize, usize, usize, &mut [f32; MR_MAX * NR]) + Sync,
+    np: usize,
+    micro: impl Fn([usize; 2], usize, usize, &mut Acc) + Sync,
     bias: Option<&[f32]>,
     out: &mut [f32],
     ldo: usize,
@@ -239,14 +269,17 @@ fn drive(
     if m == 0 || n == 0 {
         return;
     }
+    assert!(np == 1 || np == 2);
     let panels = n.div_ceil(NR);
+    let groups = panels.div_ceil(np);
     let out_ptr = OutPtr(out.as_mut_ptr());
     let out_len = out.len();
-    let run_panels = |range: std::ops::Range<usize>| {
-        let mut acc = [0f32; MR_MAX * NR];
-        for p in range {
-            let col0 = p * NR;
-            let cols = NR.min(n - col0);
+    let run_groups = |range: std::ops::Range<usize>| {
+        let mut acc = [0f32; MR_MAX * 2 * NR];
+        for g in range {
+            let p = [g * np, (g * np + np - 1).min(panels - 1)];
+            let col0 = p[0] * NR;
+            let cols = (np * NR).min(n - col0);
             let b = bias.map(|b| &b[col0..col0 + cols]);
             for m0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - m0);
@@ -257,18 +290,18 @@ fn drive(
                     // SAFETY: in bounds (checked above); this task is the only writer of
                     // columns col0..col0+cols, and `out` is exclusively borrowed for the call.
                     let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), cols) };
-                    finish_row(&acc[r * NR..r * NR + cols], b, dst, epilogue);
+                    finish_row(&acc[r * np * NR..r * np * NR + cols], b, dst, epilogue);
                 }
             }
         }
     };
     let t = threads.get();
     if t <= 1 || m * n * k < (1 << 18) {
-        run_panels(0..panels);
+        run_groups(0..groups);
     } else {
         use rayon::prelude::*;
-        let chunk = panels.div_ceil(t * 2).max(1);
-        (0..panels.div_ceil(chunk)).into_par_iter().for_each(|i| run_panels(i * chunk..((i + 1) * chunk).min(panels)));
+        let chunk = groups.div_ceil(t * 2).max(1);
+        (0..groups.div_ceil(chunk)).into_par_iter().for_each(|i| run_groups(i * chunk..((i + 1) * chunk).min(groups)));
     }
 }
 

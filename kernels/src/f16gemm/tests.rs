@@ -41,7 +41,18 @@ fn packing_rounds_to_nearest_half_and_pads_with_zeros() {
 #[test]
 fn every_kernel_matches_its_scalar_twin_and_the_reference_on_ragged_shapes() {
     let kernels = F16Kernel::available();
-    for &(m, n, k) in &[(1, 1, 1), (3, 17, 5), (7, 33, 64), (9, 48, 100), (13, 15, 768), (197, 40, 96), (8, 16, 7)] {
+    // N covers one panel, part of one, and odd and even panel counts (pairs on AVX-512).
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (3, 17, 5),
+        (7, 33, 64),
+        (9, 48, 100),
+        (13, 15, 768),
+        (197, 40, 96),
+        (8, 16, 7),
+        (11, 80, 33),
+        (2, 1000, 9),
+    ] {
         let a = noise(m as u64 * 31 + k as u64, m * k, 2.0);
         let wf = noise(n as u64 * 7 + 1, n * k, 0.1);
         let bias = noise(5, n, 0.5);
@@ -92,7 +103,7 @@ fn epilogues_add_activate_and_accumulate() {
 
 #[test]
 fn f32_packed_gemm_matches_the_reference_for_every_tile_kernel() {
-    for &(m, n, k) in &[(1, 1, 1), (3, 17, 5), (9, 48, 100), (197, 40, 96), (8, 33, 768)] {
+    for &(m, n, k) in &[(1, 1, 1), (3, 17, 5), (9, 48, 100), (197, 40, 96), (8, 33, 768), (11, 80, 33), (2, 1000, 9)] {
         let a = noise(m as u64 + 3, m * k, 2.0);
         let wf = noise(n as u64 + 4, n * k, 0.1);
         let bias = noise(6, n, 0.5);

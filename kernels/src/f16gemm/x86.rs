@@ -1,33 +1,78 @@
-//! x86_64 f16-weight microkernels: `vcvtph2ps` widens a k-row of the panel, then FMA with
-//! each activation row broadcast. Rows past `rows` repeat the last one and are not stored.
+//! x86_64 packed-weight microkernels: `vcvtph2ps` widens a k-row of an f16 panel (f32 panels
+//! are loaded as they are), then FMA with each activation row broadcast. Rows past `rows`
+//! repeat the last one and are not stored.
 
 use std::arch::x86_64::*;
 
-use super::{MR_MAX, NR};
+use super::{Acc, MR_MAX, NR};
 
-/// 8 rows x 16 channels, one zmm accumulator per row.
-pub(super) fn avx512(a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut [f32; MR_MAX * NR]) {
+/// 8 rows x 32 channels (two panels), two zmm accumulators per row: 16 FMAs for every 10
+/// loads (8 broadcasts, 2 weight rows), where one panel at a time needs 9 loads for 8 FMAs and
+/// is bound by the load ports.
+pub(super) fn avx512(a: &[f32], lda: usize, rows: usize, k: usize, panels: [&[u16]; 2], acc: &mut Acc) {
     let rp: [*const f32; 8] = std::array::from_fn(|r| a[r.min(rows - 1) * lda..].as_ptr());
     // SAFETY: the dispatcher checked AVX-512F; the caller asserted that every row holds k
-    // values and the panel k * 16 halves, so all loads below are in bounds.
-    unsafe { avx512_body(&rp, rows, k, panel.as_ptr(), acc) }
+    // values and each panel k * 16 halves, so all loads below are in bounds.
+    unsafe { avx512_body(&rp, rows, k, panels[0].as_ptr(), panels[1].as_ptr(), acc) }
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_body(rp: &[*const f32; 8], rows: usize, k: usize, panel: *const u16, acc: &mut [f32; MR_MAX * NR]) {
-    let mut c = [_mm512_setzero_ps(); 8];
+unsafe fn avx512_body(rp: &[*const f32; 8], rows: usize, k: usize, p0: *const u16, p1: *const u16, acc: &mut Acc) {
+    let mut c0 = [_mm512_setzero_ps(); 8];
+    let mut c1 = [_mm512_setzero_ps(); 8];
     for kk in 0..k {
-        // SAFETY: kk < k, so the 16 halves at kk * 16 and a[r][kk] are in bounds (see caller).
+        // SAFETY: kk < k, so the 16 halves at kk * 16 of each panel and a[r][kk] are in
+        // bounds (see caller).
         unsafe {
-            let w = _mm512_cvtph_ps(_mm256_loadu_si256(panel.add(kk * NR) as *const __m256i));
+            let w0 = _mm512_cvtph_ps(_mm256_loadu_si256(p0.add(kk * NR) as *const __m256i));
+            let w1 = _mm512_cvtph_ps(_mm256_loadu_si256(p1.add(kk * NR) as *const __m256i));
             for r in 0..8 {
-                c[r] = _mm512_fmadd_ps(_mm512_set1_ps(*rp[r].add(kk)), w, c[r]);
+                let x = _mm512_set1_ps(*rp[r].add(kk));
+                c0[r] = _mm512_fmadd_ps(x, w0, c0[r]);
+                c1[r] = _mm512_fmadd_ps(x, w1, c1[r]);
             }
         }
     }
-    for (r, c) in c.iter().enumerate().take(rows) {
-        // SAFETY: r < rows <= 8 and acc holds 8 rows of 16.
-        unsafe { _mm512_storeu_ps(acc.as_mut_ptr().add(r * NR), *c) };
+    store_wide(&c0, &c1, rows, acc);
+}
+
+/// 8 rows x 32 channels of f32 weights: [`avx512`] without the widening.
+pub(super) fn avx512_f32(a: &[f32], lda: usize, rows: usize, k: usize, panels: [&[f32]; 2], acc: &mut Acc) {
+    let rp: [*const f32; 8] = std::array::from_fn(|r| a[r.min(rows - 1) * lda..].as_ptr());
+    // SAFETY: the dispatcher checked AVX-512F; the caller asserted that every row holds k
+    // values and each panel k * 16 floats, so all loads below are in bounds.
+    unsafe { avx512_f32_body(&rp, rows, k, panels[0].as_ptr(), panels[1].as_ptr(), acc) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_f32_body(rp: &[*const f32; 8], rows: usize, k: usize, p0: *const f32, p1: *const f32, acc: &mut Acc) {
+    let mut c0 = [_mm512_setzero_ps(); 8];
+    let mut c1 = [_mm512_setzero_ps(); 8];
+    for kk in 0..k {
+        // SAFETY: kk < k, so the 16 floats at kk * 16 of each panel and a[r][kk] are in
+        // bounds (see caller).
+        unsafe {
+            let w0 = _mm512_loadu_ps(p0.add(kk * NR));
+            let w1 = _mm512_loadu_ps(p1.add(kk * NR));
+            for r in 0..8 {
+                let x = _mm512_set1_ps(*rp[r].add(kk));
+                c0[r] = _mm512_fmadd_ps(x, w0, c0[r]);
+                c1[r] = _mm512_fmadd_ps(x, w1, c1[r]);
+            }
+        }
+    }
+    store_wide(&c0, &c1, rows, acc);
+}
+
+/// Row r of the two-panel tile goes to `acc[r * 32..r * 32 + 32]`.
+#[target_feature(enable = "avx512f")]
+fn store_wide(c0: &[__m512; 8], c1: &[__m512; 8], rows: usize, acc: &mut Acc) {
+    for r in 0..rows.min(8) {
+        // SAFETY: r < 8 and acc holds 8 rows of 32.
+        unsafe {
+            _mm512_storeu_ps(acc.as_mut_ptr().add(r * 2 * NR), c0[r]);
+            _mm512_storeu_ps(acc.as_mut_ptr().add(r * 2 * NR + NR), c1[r]);
+        }
     }
 }
 

@@ -1,0 +1,101 @@
+//! `cargo bench --bench float_gemm`: our packed f32 and f16-weight GEMMs against the gemm
+//! crate's f32 GEMM at ViT-B/16 shapes (M = 197 tokens), one thread and all threads, in one
+//! run. Prints medians of GFLOP/s and each kernel's speed relative to the gemm crate.
+
+use std::time::Instant;
+
+use edgevit_kernels::f16gemm::{
+    f16_gemm, f32_packed_gemm, pack_k1n16, pack_k1n16_f32, F16Kernel, PackedF16, PackedF32,
+};
+use edgevit_kernels::i8gemm::Epilogue;
+use edgevit_kernels::matmul::{matmul, MatMut, MatRef};
+use edgevit_kernels::tile::TileKernel;
+use edgevit_kernels::Threads;
+
+fn noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Median seconds of `f` over enough runs to fill about 0.4 s (at least 5).
+fn median_secs(mut f: impl FnMut()) -> f64 {
+    f();
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().as_secs_f64().max(1e-6);
+    let runs = ((0.4 / once) as usize).clamp(5, 200);
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn main() {
+    let all = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let m = 197;
+    let (tile, f16k) = (TileKernel::best(), F16Kernel::best());
+    println!(
+        "packed f32 ({}) and f16 ({}) GEMMs vs the gemm crate, M = {m}; medians; {all} cores",
+        tile.name(),
+        f16k.name()
+    );
+    println!(
+        "{:>5} {:>5} {:>7} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "K", "N", "threads", "gemm", "f32", "f16", "f32/gemm", "f16/gemm"
+    );
+    for (k, n) in [(768, 768), (768, 2304), (768, 3072), (3072, 768)] {
+        let x = noise(1, m * k);
+        let w = noise(2, n * k);
+        let bias = noise(3, n);
+        let p32 = pack_k1n16_f32(&w, n, k);
+        let p16 = pack_k1n16(&w, n, k);
+        let mut out = vec![0f32; m * n];
+        let flops = 2.0 * (m * n * k) as f64;
+        for threads in [1, all].into_iter().collect::<std::collections::BTreeSet<_>>() {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+            pool.install(|| {
+                let base = median_secs(|| {
+                    matmul(
+                        MatMut::row_major(&mut out, m, n),
+                        MatRef::row_major(&x, m, k),
+                        MatRef::transposed(&w, n, k),
+                        false,
+                        Threads(threads),
+                    )
+                });
+                let s32 = median_secs(|| {
+                    let w = PackedF32 { data: &p32, n, k };
+                    f32_packed_gemm(tile, &x, k, m, w, Some(&bias), &mut out, n, Epilogue::Store, Threads(threads))
+                });
+                let s16 = median_secs(|| {
+                    let w = PackedF16 { data: &p16, n, k };
+                    f16_gemm(f16k, &x, k, m, w, Some(&bias), &mut out, n, Epilogue::Store, Threads(threads))
+                });
+                let g = |s: f64| flops / s / 1e9;
+                println!(
+                    "{:>5} {:>5} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>8.2}x {:>8.2}x",
+                    k,
+                    n,
+                    threads,
+                    g(base),
+                    g(s32),
+                    g(s16),
+                    base / s32,
+                    base / s16
+                );
+            });
+        }
+    }
+}
