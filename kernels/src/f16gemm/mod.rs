@@ -25,6 +25,22 @@ pub const MR_MAX: usize = 8;
 /// `r * panels * NR` (a single-panel kernel fills the first `MR_MAX * NR` values).
 pub(crate) type Acc = [f32; MR_MAX * 2 * NR];
 
+/// Where one microkernel call's `rows x cols` results go (row `r` at `dst + r * ldo`) and
+/// what happens to them on the way. Kernels that finish a tile in registers (the AVX-512 ones:
+/// bias, GELU and residual add without a trip through memory) write it themselves; the others
+/// fill an [`Acc`] and the driver finishes it.
+#[derive(Clone, Copy)]
+pub(crate) struct OutBlock<'a> {
+    /// The block's first element; the driver checked that all `rows x cols` are in bounds and
+    /// that no other task writes them.
+    pub(crate) dst: *mut f32,
+    pub(crate) ldo: usize,
+    pub(crate) cols: usize,
+    /// The block's `cols` biases.
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) epilogue: Epilogue,
+}
+
 /// The first `MR_MAX * NR` values of `acc`: the tile a single-panel kernel fills.
 fn single(acc: &mut Acc) -> &mut [f32; MR_MAX * NR] {
     acc.first_chunk_mut().expect("Acc holds two panels' tiles")
@@ -127,8 +143,19 @@ impl F16Kernel {
     }
 
     /// `acc[r * panels * NR + j * NR + c] = sum_k a[r, k] * panels[j][k, c]` for `rows` (<= mr)
-    /// rows of `a` (row stride `lda`) and the first [`panels`](Self::panels) 16-channel panels.
-    fn run(self, a: &[f32], lda: usize, rows: usize, k: usize, panels: [&[u16]; 2], acc: &mut Acc) {
+    /// rows of `a` (row stride `lda`) and the first [`panels`](Self::panels) 16-channel panels;
+    /// or, returning true, those results finished straight into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        self,
+        a: &[f32],
+        lda: usize,
+        rows: usize,
+        k: usize,
+        panels: [&[u16]; 2],
+        acc: &mut Acc,
+        out: OutBlock<'_>,
+    ) -> bool {
         assert!(rows >= 1 && rows <= self.mr() && a.len() >= (rows - 1) * lda + k);
         assert!(panels.iter().all(|p| p.len() >= k * NR));
         match self {
@@ -136,12 +163,16 @@ impl F16Kernel {
             #[cfg(target_arch = "x86_64")]
             F16Kernel::Avx2F16c => x86::avx2_f16c(a, lda, rows, k, panels[0], single(acc)),
             #[cfg(target_arch = "x86_64")]
-            F16Kernel::Avx512 => x86::avx512(a, lda, rows, k, panels, acc),
+            F16Kernel::Avx512 => {
+                x86::avx512(a, lda, rows, k, panels, out);
+                return true;
+            }
             #[cfg(target_arch = "aarch64")]
             F16Kernel::Neon => arm::neon(a, lda, rows, k, panels[0], single(acc)),
             #[allow(unreachable_patterns)]
             other => panic!("{} cannot run on this CPU architecture", other.name()),
         }
+        false
     }
 }
 
@@ -186,8 +217,8 @@ pub fn f16_gemm(
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k), "f16_gemm: activations too short");
     assert!(w.data.len() >= packed_len(n, k), "f16_gemm: weights too short");
     let panel = |p: usize| &w.data[p * k * NR..(p + 1) * k * NR];
-    let micro = |p: [usize; 2], m0: usize, rows: usize, acc: &mut Acc| {
-        kernel.run(&a[m0 * lda..], lda, rows, k, [panel(p[0]), panel(p[1])], acc)
+    let micro = |p: [usize; 2], m0: usize, rows: usize, acc: &mut Acc, out: OutBlock<'_>| {
+        kernel.run(&a[m0 * lda..], lda, rows, k, [panel(p[0]), panel(p[1])], acc, out)
     };
     drive(m, n, k, kernel.mr(), kernel.panels(), micro, bias, out, ldo, epilogue, threads);
 }
@@ -235,20 +266,23 @@ pub fn f32_packed_gemm(
     assert!(w.data.len() >= packed_len(n, k), "f32_packed_gemm: weights too short");
     let panel = |p: usize| &w.data[p * k * NR..(p + 1) * k * NR];
     let wide = cfg!(target_arch = "x86_64") && kernel == TileKernel::Avx512;
-    let micro = |p: [usize; 2], m0: usize, rows: usize, acc: &mut Acc| {
+    let micro = |p: [usize; 2], m0: usize, rows: usize, acc: &mut Acc, _out: OutBlock<'_>| {
         let a = &a[m0 * lda..];
         #[cfg(target_arch = "x86_64")]
         if wide {
-            return x86::avx512_f32(a, lda, rows, k, [panel(p[0]), panel(p[1])], acc);
+            x86::avx512_f32(a, lda, rows, k, [panel(p[0]), panel(p[1])], _out);
+            return true;
         }
         kernel.run(a, lda, rows, k, panel(p[0]), NR, NR, single(acc));
+        false
     };
     drive(m, n, k, kernel.mr(), if wide { 2 } else { 1 }, micro, bias, out, ldo, epilogue, threads);
 }
 
 /// The shared driver: groups of `np` (1 or 2) panels split across threads, `mr` rows per
-/// microkernel call, then the epilogue per row. `micro(panels, first_row, rows, acc)` fills
-/// `acc[r * np * NR + c]`; a last group short of panels names its last panel twice and only
+/// microkernel call, then the epilogue per row. `micro(panels, first_row, rows, acc, out)`
+/// either fills `acc[r * np * NR + c]` and returns false, or finishes the block into `out`
+/// itself and returns true; a last group short of panels names its last panel twice and only
 /// the real columns are kept.
 #[allow(clippy::too_many_arguments)]
 fn drive(
@@ -257,7 +291,7 @@ fn drive(
     k: usize,
     mr: usize,
     np: usize,
-    micro: impl Fn([usize; 2], usize, usize, &mut Acc) + Sync,
+    micro: impl Fn([usize; 2], usize, usize, &mut Acc, OutBlock<'_>) -> bool + Sync,
     bias: Option<&[f32]>,
     out: &mut [f32],
     ldo: usize,
@@ -283,13 +317,17 @@ fn drive(
             let b = bias.map(|b| &b[col0..col0 + cols]);
             for m0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - m0);
-                micro(p, m0, rows, &mut acc);
+                let start = m0 * ldo + col0;
+                assert!(start + (rows - 1) * ldo + cols <= out_len);
+                // In bounds (checked above); this task is the only writer of columns
+                // col0..col0+cols, and `out` is exclusively borrowed for the call.
+                let block = OutBlock { dst: out_ptr.get().wrapping_add(start), ldo, cols, bias: b, epilogue };
+                if micro(p, m0, rows, &mut acc, block) {
+                    continue;
+                }
                 for r in 0..rows {
-                    let start = (m0 + r) * ldo + col0;
-                    assert!(start + cols <= out_len);
-                    // SAFETY: in bounds (checked above); this task is the only writer of
-                    // columns col0..col0+cols, and `out` is exclusively borrowed for the call.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), cols) };
+                    // SAFETY: as for `block`.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(block.dst.add(r * ldo), cols) };
                     finish_row(&acc[r * np * NR..r * np * NR + cols], b, dst, epilogue);
                 }
             }

@@ -133,3 +133,48 @@ fn f32_packed_gemm_matches_the_reference_for_every_tile_kernel() {
         }
     }
 }
+
+#[test]
+fn every_epilogue_matches_the_scalar_path_bit_for_bit() {
+    use crate::tile::TileKernel;
+    let epilogues = [
+        Epilogue::Store,
+        Epilogue::Accumulate,
+        Epilogue::Activate(Activation::Gelu),
+        Epilogue::Activate(Activation::Relu),
+        Epilogue::Activate(Activation::Silu),
+    ];
+    for &(m, n, k) in &[(1, 5, 3), (9, 33, 20), (17, 80, 64), (3, 1000, 8)] {
+        let a = noise(m as u64 + 11, m * k, 3.0);
+        let wf = noise(n as u64 + 12, n * k, 0.5);
+        let bias = noise(13, n, 1.0);
+        let (p16, p32) = (pack_k1n16(&wf, n, k), pack_k1n16_f32(&wf, n, k));
+        let (w16, w32) = (PackedF16 { data: &p16, n, k }, PackedF32 { data: &p32, n, k });
+        let ldo = n + 5;
+        let start = noise(14, m * ldo, 1.0);
+        for epilogue in epilogues {
+            for bias in [Some(&bias[..]), None] {
+                let run16 = |kernel| {
+                    let mut out = start.clone();
+                    f16_gemm(kernel, &a, k, m, w16, bias, &mut out, ldo, epilogue, Threads(2));
+                    out
+                };
+                let run32 = |kernel| {
+                    let mut out = start.clone();
+                    f32_packed_gemm(kernel, &a, k, m, w32, bias, &mut out, ldo, epilogue, Threads(2));
+                    out
+                };
+                let (want16, want32) = (run16(F16Kernel::Scalar), run32(TileKernel::Scalar));
+                let what = format!("{m}x{n}x{k} {epilogue:?} bias {}", bias.is_some());
+                for kernel in F16Kernel::available() {
+                    assert_eq!(run16(kernel), want16, "{kernel:?} {what}");
+                }
+                for kernel in TileKernel::available() {
+                    assert_eq!(run32(kernel), want32, "{kernel:?} {what}");
+                }
+                // The padding columns beyond n are never touched.
+                assert!(want32.chunks(ldo).zip(start.chunks(ldo)).all(|(o, s)| o[n..] == s[n..]), "{what}");
+            }
+        }
+    }
+}

@@ -4,20 +4,24 @@
 
 use std::arch::x86_64::*;
 
-use super::{Acc, MR_MAX, NR};
+use super::{OutBlock, MR_MAX, NR};
+use crate::activation::{x86::gelu_avx512, Activation};
+use crate::i8gemm::Epilogue;
 
 /// 8 rows x 32 channels (two panels), two zmm accumulators per row: 16 FMAs for every 10
 /// loads (8 broadcasts, 2 weight rows), where one panel at a time needs 9 loads for 8 FMAs and
 /// is bound by the load ports.
-pub(super) fn avx512(a: &[f32], lda: usize, rows: usize, k: usize, panels: [&[u16]; 2], acc: &mut Acc) {
+/// The tile is finished in registers into `out`.
+pub(super) fn avx512(a: &[f32], lda: usize, rows: usize, k: usize, panels: [&[u16]; 2], out: OutBlock<'_>) {
     let rp: [*const f32; 8] = std::array::from_fn(|r| a[r.min(rows - 1) * lda..].as_ptr());
     // SAFETY: the dispatcher checked AVX-512F; the caller asserted that every row holds k
-    // values and each panel k * 16 halves, so all loads below are in bounds.
-    unsafe { avx512_body(&rp, rows, k, panels[0].as_ptr(), panels[1].as_ptr(), acc) }
+    // values and each panel k * 16 halves, so all loads below are in bounds, and the driver
+    // that made `out` checked its rows x cols block.
+    unsafe { avx512_body(&rp, rows, k, panels[0].as_ptr(), panels[1].as_ptr(), out) }
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_body(rp: &[*const f32; 8], rows: usize, k: usize, p0: *const u16, p1: *const u16, acc: &mut Acc) {
+unsafe fn avx512_body(rp: &[*const f32; 8], rows: usize, k: usize, p0: *const u16, p1: *const u16, out: OutBlock<'_>) {
     let mut c0 = [_mm512_setzero_ps(); 8];
     let mut c1 = [_mm512_setzero_ps(); 8];
     for kk in 0..k {
@@ -33,19 +37,28 @@ unsafe fn avx512_body(rp: &[*const f32; 8], rows: usize, k: usize, p0: *const u1
             }
         }
     }
-    store_wide(&c0, &c1, rows, acc);
+    // SAFETY: `out`'s block is in bounds (see caller).
+    unsafe { finish_wide(&c0, &c1, rows, out) };
 }
 
 /// 8 rows x 32 channels of f32 weights: [`avx512`] without the widening.
-pub(super) fn avx512_f32(a: &[f32], lda: usize, rows: usize, k: usize, panels: [&[f32]; 2], acc: &mut Acc) {
+pub(super) fn avx512_f32(a: &[f32], lda: usize, rows: usize, k: usize, panels: [&[f32]; 2], out: OutBlock<'_>) {
     let rp: [*const f32; 8] = std::array::from_fn(|r| a[r.min(rows - 1) * lda..].as_ptr());
     // SAFETY: the dispatcher checked AVX-512F; the caller asserted that every row holds k
-    // values and each panel k * 16 floats, so all loads below are in bounds.
-    unsafe { avx512_f32_body(&rp, rows, k, panels[0].as_ptr(), panels[1].as_ptr(), acc) }
+    // values and each panel k * 16 floats, so all loads below are in bounds, and the driver
+    // that made `out` checked its rows x cols block.
+    unsafe { avx512_f32_body(&rp, rows, k, panels[0].as_ptr(), panels[1].as_ptr(), out) }
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_f32_body(rp: &[*const f32; 8], rows: usize, k: usize, p0: *const f32, p1: *const f32, acc: &mut Acc) {
+unsafe fn avx512_f32_body(
+    rp: &[*const f32; 8],
+    rows: usize,
+    k: usize,
+    p0: *const f32,
+    p1: *const f32,
+    out: OutBlock<'_>,
+) {
     let mut c0 = [_mm512_setzero_ps(); 8];
     let mut c1 = [_mm512_setzero_ps(); 8];
     for kk in 0..k {
@@ -61,17 +74,47 @@ unsafe fn avx512_f32_body(rp: &[*const f32; 8], rows: usize, k: usize, p0: *cons
             }
         }
     }
-    store_wide(&c0, &c1, rows, acc);
+    // SAFETY: `out`'s block is in bounds (see caller).
+    unsafe { finish_wide(&c0, &c1, rows, out) };
 }
 
-/// Row r of the two-panel tile goes to `acc[r * 32..r * 32 + 32]`.
+/// Adds the bias and applies the epilogue to the two-panel tile in registers, then stores its
+/// `rows x out.cols` block (masked at a ragged right edge): the same operations, in the same
+/// order, as the driver's `finish_row` on the scalar path.
+///
+/// # Safety
+/// `out.dst` must address `rows` rows of `out.cols` (<= 32) writable floats at stride `out.ldo`.
 #[target_feature(enable = "avx512f")]
-fn store_wide(c0: &[__m512; 8], c1: &[__m512; 8], rows: usize, acc: &mut Acc) {
+unsafe fn finish_wide(c0: &[__m512; 8], c1: &[__m512; 8], rows: usize, out: OutBlock<'_>) {
+    let mask = |n: usize| if n >= 16 { u16::MAX } else { (1u16 << n) - 1 };
+    let (m0, m1) = (mask(out.cols), mask(out.cols.saturating_sub(16)));
+    // SAFETY: masked loads touch only the `cols` biases.
+    let bias = out.bias.map(|b| unsafe {
+        (_mm512_maskz_loadu_ps(m0, b.as_ptr()), _mm512_maskz_loadu_ps(m1, b.as_ptr().wrapping_add(16)))
+    });
     for r in 0..rows.min(8) {
-        // SAFETY: r < 8 and acc holds 8 rows of 32.
+        let d = out.dst.wrapping_add(r * out.ldo);
+        let (mut v0, mut v1) = (c0[r], c1[r]);
+        if let Some((b0, b1)) = bias {
+            (v0, v1) = (_mm512_add_ps(v0, b0), _mm512_add_ps(v1, b1));
+        }
+        // SAFETY: masked loads and stores touch only the row's `cols` outputs (see above).
         unsafe {
-            _mm512_storeu_ps(acc.as_mut_ptr().add(r * 2 * NR), c0[r]);
-            _mm512_storeu_ps(acc.as_mut_ptr().add(r * 2 * NR + NR), c1[r]);
+            match out.epilogue {
+                Epilogue::Accumulate => {
+                    v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, d), v0);
+                    v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, d.wrapping_add(16)), v1);
+                }
+                Epilogue::Activate(Activation::Gelu) => (v0, v1) = (gelu_avx512(v0), gelu_avx512(v1)),
+                _ => {}
+            }
+            _mm512_mask_storeu_ps(d, m0, v0);
+            _mm512_mask_storeu_ps(d.wrapping_add(16), m1, v1);
+            if let Epilogue::Activate(act) = out.epilogue {
+                if act != Activation::Gelu {
+                    act.apply_slice(std::slice::from_raw_parts_mut(d, out.cols));
+                }
+            }
         }
     }
 }
