@@ -197,6 +197,21 @@ impl Model {
         Ok(())
     }
 
+    /// The f16-weight GEMM kernel in use (chosen from the CPU's features at open).
+    pub fn f16_kernel(&self) -> F16Kernel {
+        self.f16_kernel
+    }
+
+    /// Uses another f16-weight kernel, e.g. to measure half-precision arithmetic against f32
+    /// accumulation. Fails if this CPU cannot run it.
+    pub fn set_f16_kernel(&mut self, kernel: F16Kernel) -> Result<()> {
+        if !F16Kernel::available().contains(&kernel) {
+            return Err(Error::Unsupported(format!("this CPU cannot run {}", kernel.name())));
+        }
+        self.f16_kernel = kernel;
+        Ok(())
+    }
+
     /// Kernels the forward pass uses, for `info` and `bench`.
     pub fn kernel_names(&self) -> Vec<&'static str> {
         let w = &self.weights;

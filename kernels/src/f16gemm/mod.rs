@@ -30,6 +30,7 @@ pub(crate) type Acc = [f32; MR_MAX * 2 * NR];
 /// bias, GELU and residual add without a trip through memory) write it themselves; the others
 /// fill an [`Acc`] and the driver finishes it.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct OutBlock<'a> {
     /// The block's first element; the driver checked that all `rows x cols` are in bounds and
     /// that no other task writes them.
@@ -80,7 +81,7 @@ impl PackedF16<'_> {
 }
 
 /// The f16 microkernels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum F16Kernel {
     Scalar,
     /// x86_64 F16C + FMA (AVX2): `vcvtph2ps` to two ymm per k, 6 rows x 16 channels.
@@ -91,7 +92,20 @@ pub enum F16Kernel {
     /// aarch64 NEON (Cortex-A72 and later): `fcvtl`/`fcvtl2` widening, `fmla` by lane, 4 rows x
     /// 16 channels. Accumulates in f32: no half-precision arithmetic.
     Neon,
+    /// The twin of [`F16Kernel::NeonFp16`]: half-precision arithmetic emulated exactly. Slow;
+    /// it exists to test that kernel and to measure its error on any machine.
+    Fp16Scalar,
+    /// aarch64 with FP16 arithmetic (Cortex-A76 and later, `fp16`): activations rounded to
+    /// half, half-precision `fmla` (8 lanes) accumulating [`FP16_BLOCK`] steps of k at a time,
+    /// each block's sums widened and added in f32. Bounding the half-precision chain to 16
+    /// terms is what keeps its error small (see docs/quantization.md). A tile whose half
+    /// arithmetic overflows (an activation or a 16-term sum beyond 65504) is computed again
+    /// with f32 accumulation, so large activations cost speed, not correctness.
+    NeonFp16,
 }
+
+/// Steps of k that [`F16Kernel::NeonFp16`] accumulates in half precision before widening.
+pub const FP16_BLOCK: usize = 16;
 
 impl F16Kernel {
     pub fn name(self) -> &'static str {
@@ -100,10 +114,13 @@ impl F16Kernel {
             F16Kernel::Avx2F16c => "f16_gemm_6x16_avx2_f16c",
             F16Kernel::Avx512 => "f16_gemm_8x32_avx512",
             F16Kernel::Neon => "f16_gemm_4x16_neon_fcvtl",
+            F16Kernel::Fp16Scalar => "f16_gemm_4x16_fp16_scalar",
+            F16Kernel::NeonFp16 => "f16_gemm_4x16_neon_fp16",
         }
     }
 
-    /// Every kernel this CPU can run, best last.
+    /// Every kernel this CPU can run: the f32-accumulating ones, best last, then the
+    /// half-precision ones.
     pub fn available() -> Vec<F16Kernel> {
         let mut v = vec![F16Kernel::Scalar];
         #[cfg(target_arch = "x86_64")]
@@ -119,11 +136,35 @@ impl F16Kernel {
         if std::arch::is_aarch64_feature_detected!("neon") {
             v.push(F16Kernel::Neon);
         }
+        v.push(F16Kernel::Fp16Scalar);
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("fp16") {
+            v.push(F16Kernel::NeonFp16);
+        }
         v
     }
 
+    /// The fastest kernel this CPU can run: half-precision arithmetic where the CPU has it.
     pub fn best() -> F16Kernel {
-        *Self::available().last().expect("scalar is always available")
+        let v = Self::available();
+        if v.contains(&F16Kernel::NeonFp16) {
+            return F16Kernel::NeonFp16;
+        }
+        v.into_iter().rfind(|k| !k.half_arithmetic()).expect("scalar is always available")
+    }
+
+    /// Whether the kernel multiplies and adds in half precision (else in f32).
+    pub fn half_arithmetic(self) -> bool {
+        matches!(self, F16Kernel::Fp16Scalar | F16Kernel::NeonFp16)
+    }
+
+    /// The scalar kernel this one matches bit for bit.
+    pub fn twin(self) -> F16Kernel {
+        if self.half_arithmetic() {
+            F16Kernel::Fp16Scalar
+        } else {
+            F16Kernel::Scalar
+        }
     }
 
     fn mr(self) -> usize {
@@ -158,8 +199,23 @@ impl F16Kernel {
     ) -> bool {
         assert!(rows >= 1 && rows <= self.mr() && a.len() >= (rows - 1) * lda + k);
         assert!(panels.iter().all(|p| p.len() >= k * NR));
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = out;
         match self {
             F16Kernel::Scalar => scalar(a, lda, rows, k, panels[0], single(acc)),
+            F16Kernel::Fp16Scalar => {
+                scalar_fp16(a, lda, rows, k, panels[0], single(acc));
+                if !acc[..rows * NR].iter().all(|v| v.is_finite()) {
+                    scalar(a, lda, rows, k, panels[0], single(acc));
+                }
+            }
+            #[cfg(target_arch = "aarch64")]
+            F16Kernel::NeonFp16 => {
+                arm::neon_fp16(a, lda, rows, k, panels[0], single(acc));
+                if !acc[..rows * NR].iter().all(|v| v.is_finite()) {
+                    arm::neon(a, lda, rows, k, panels[0], single(acc));
+                }
+            }
             #[cfg(target_arch = "x86_64")]
             F16Kernel::Avx2F16c => x86::avx2_f16c(a, lda, rows, k, panels[0], single(acc)),
             #[cfg(target_arch = "x86_64")]
@@ -188,6 +244,45 @@ fn scalar(a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut
         }
         acc[r * NR..(r + 1) * NR].copy_from_slice(&sums);
     }
+}
+
+/// The half-precision twin: each activation rounded to half (to nearest even); per output and
+/// block of [`FP16_BLOCK`] k steps, a half-precision fused multiply-add chain from zero (each
+/// step rounded once, to nearest even, as `fmla` does); each block's sum then added to an f32
+/// total.
+fn scalar_fp16(a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut [f32; MR_MAX * NR]) {
+    use half::f16;
+    for r in 0..rows {
+        let mut sums = [0f32; NR];
+        for k0 in (0..k).step_by(FP16_BLOCK) {
+            let mut block = [0f32; NR];
+            for kk in k0..(k0 + FP16_BLOCK).min(k) {
+                let x = f16::from_f32(a[r * lda + kk]).to_f32();
+                for (c, h) in block.iter_mut().enumerate() {
+                    *h = fma_half(x, f16::from_bits(panel[kk * NR + c]).to_f32(), *h);
+                }
+            }
+            for (s, h) in sums.iter_mut().zip(block) {
+                *s += h;
+            }
+        }
+        acc[r * NR..(r + 1) * NR].copy_from_slice(&sums);
+    }
+}
+
+/// `x * w + h` rounded once to half (to nearest even), for half-precision values given as f32.
+/// The product is exact in f32 and the sum exact in f64; rounding that to f32 to odd (keep the
+/// nearest-even result if odd, else step to the odd neighbour on the other side of the exact
+/// value) keeps enough bits that rounding to half afterwards is exact rounding.
+fn fma_half(x: f32, w: f32, h: f32) -> f32 {
+    let exact = (x * w) as f64 + h as f64;
+    let mut r = exact as f32;
+    if r as f64 != exact && r.to_bits() & 1 == 0 {
+        // Away from r towards `exact`: in magnitude up if |exact| > |r|, else down.
+        let up = exact.abs() > (r as f64).abs();
+        r = f32::from_bits(if up { r.to_bits() + 1 } else { r.to_bits() - 1 });
+    }
+    half::f16::from_f32(r).to_f32()
 }
 
 /// Adds the bias, then stores, activates or accumulates one row of results.

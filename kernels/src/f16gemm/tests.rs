@@ -15,11 +15,17 @@ fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
 
 /// f64 reference from the packed (already rounded) weights.
 fn reference(a: &[f32], m: usize, k: usize, w: &PackedF16<'_>, bias: &[f32]) -> Vec<f64> {
-    let mut out = vec![0f64; m * w.n];
+    reference_with_magnitude(a, m, k, w, bias).into_iter().map(|(v, _)| v).collect()
+}
+
+/// The reference and, per output, `sum |a w|`: the scale of half-precision rounding errors.
+fn reference_with_magnitude(a: &[f32], m: usize, k: usize, w: &PackedF16<'_>, bias: &[f32]) -> Vec<(f64, f64)> {
+    let mut out = vec![(0f64, 0f64); m * w.n];
     for r in 0..m {
         for c in 0..w.n {
-            let s: f64 = (0..k).map(|kk| a[r * k + kk] as f64 * w.get(c, kk) as f64).sum();
-            out[r * w.n + c] = s + bias[c] as f64;
+            let terms = (0..k).map(|kk| a[r * k + kk] as f64 * w.get(c, kk) as f64);
+            let (s, mag) = terms.fold((0.0, 0.0), |(s, mag), t| (s + t, mag + t.abs()));
+            out[r * w.n + c] = (s + bias[c] as f64, mag);
         }
     }
     out
@@ -58,8 +64,8 @@ fn every_kernel_matches_its_scalar_twin_and_the_reference_on_ragged_shapes() {
         let bias = noise(5, n, 0.5);
         let packed = pack_k1n16(&wf, n, k);
         let w = PackedF16 { data: &packed, n, k };
-        let want = reference(&a, m, k, &w, &bias);
-        let mut scalar_out = None;
+        let want = reference_with_magnitude(&a, m, k, &w, &bias);
+        let mut twin_out = std::collections::HashMap::new();
         for &kernel in &kernels {
             for threads in [1, 3] {
                 let ldo = n + 3;
@@ -67,15 +73,23 @@ fn every_kernel_matches_its_scalar_twin_and_the_reference_on_ragged_shapes() {
                 f16_gemm(kernel, &a, k, m, w, Some(&bias), &mut out, ldo, Epilogue::Store, Threads(threads));
                 let got: Vec<f32> = out.chunks(ldo).flat_map(|r| r[..n].to_vec()).collect();
                 assert!(out.chunks(ldo).all(|r| r[n..].iter().all(|&v| v == 7.0)), "{kernel:?} wrote padding");
-                for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                    let tol = 1e-5 * (1.0 + w.abs()) * (k as f64).sqrt();
+                for (i, (&g, &(w, mag))) in got.iter().zip(&want).enumerate() {
+                    // Half precision: activations rounded (2^-11 relative) and chains of up to
+                    // FP16_BLOCK roundings, each at most 2^-11 of the terms so far.
+                    let tol = if kernel.half_arithmetic() {
+                        (FP16_BLOCK + 4) as f64 * mag / 2048.0 + 1e-5
+                    } else {
+                        1e-5 * (1.0 + w.abs()) * (k as f64).sqrt()
+                    };
                     assert!((g as f64 - w).abs() <= tol, "{kernel:?} {m}x{n}x{k} [{i}]: {g} vs {w}");
                 }
-                // Same FMA order per output: bit-identical to the scalar twin.
-                match &scalar_out {
-                    None => scalar_out = Some(got),
-                    Some(s) => assert_eq!(s, &got, "{kernel:?} {m}x{n}x{k} differs from scalar"),
+                // Same operations in the same order per output: bit-identical to the twin
+                // (which comes first in `available`).
+                match twin_out.get(&kernel.twin()) {
+                    None => assert_eq!(kernel, kernel.twin(), "twins come first"),
+                    Some(t) => assert_eq!(t, &got, "{kernel:?} {m}x{n}x{k} differs from {:?}", kernel.twin()),
                 }
+                twin_out.entry(kernel).or_insert(got);
             }
         }
     }
@@ -88,16 +102,18 @@ fn epilogues_add_activate_and_accumulate() {
     let packed = pack_k1n16(&noise(2, n * k, 0.3), n, k);
     let w = PackedF16 { data: &packed, n, k };
     let bias = noise(3, n, 0.2);
-    let base = reference(&a, m, k, &w, &bias);
+    let base = reference_with_magnitude(&a, m, k, &w, &bias);
     let kernel = F16Kernel::best();
+    // Against the f64 reference, with the half-precision kernels' tolerance as above.
+    let tol = |mag: f64| if kernel.half_arithmetic() { (FP16_BLOCK + 4) as f64 * mag / 2048.0 + 1e-5 } else { 1e-5 };
     let mut acc_out = vec![1.5f32; m * n];
     f16_gemm(kernel, &a, k, m, w, Some(&bias), &mut acc_out, n, Epilogue::Accumulate, Threads(1));
     let mut act_out = vec![0f32; m * n];
     let relu = Epilogue::Activate(Activation::Relu);
     f16_gemm(kernel, &a, k, m, w, Some(&bias), &mut act_out, n, relu, Threads(1));
-    for i in 0..m * n {
-        assert!((acc_out[i] as f64 - (base[i] + 1.5)).abs() < 1e-5, "accumulate [{i}]");
-        assert!((act_out[i] as f64 - base[i].max(0.0)).abs() < 1e-5, "relu [{i}]");
+    for (i, &(want, mag)) in base.iter().enumerate() {
+        assert!((acc_out[i] as f64 - (want + 1.5)).abs() < tol(mag), "accumulate [{i}]");
+        assert!((act_out[i] as f64 - want.max(0.0)).abs() < tol(mag), "relu [{i}]");
     }
 }
 
@@ -164,10 +180,10 @@ fn every_epilogue_matches_the_scalar_path_bit_for_bit() {
                     f32_packed_gemm(kernel, &a, k, m, w32, bias, &mut out, ldo, epilogue, Threads(2));
                     out
                 };
-                let (want16, want32) = (run16(F16Kernel::Scalar), run32(TileKernel::Scalar));
+                let want32 = run32(TileKernel::Scalar);
                 let what = format!("{m}x{n}x{k} {epilogue:?} bias {}", bias.is_some());
                 for kernel in F16Kernel::available() {
-                    assert_eq!(run16(kernel), want16, "{kernel:?} {what}");
+                    assert_eq!(run16(kernel), run16(kernel.twin()), "{kernel:?} {what}");
                 }
                 for kernel in TileKernel::available() {
                     assert_eq!(run32(kernel), want32, "{kernel:?} {what}");
@@ -175,6 +191,63 @@ fn every_epilogue_matches_the_scalar_path_bit_for_bit() {
                 // The padding columns beyond n are never touched.
                 assert!(want32.chunks(ldo).zip(start.chunks(ldo)).all(|(o, s)| o[n..] == s[n..]), "{what}");
             }
+        }
+    }
+}
+
+#[test]
+fn the_half_precision_multiply_add_rounds_once() {
+    // Against the nearest half to the exact value (exact in f64 for half inputs), found by
+    // comparing neighbours; ties to the even one. (half's `from_f64` rounds through f32 and so
+    // rounds twice: 0.2578125 * 40448 - 0.000408 gives 10432, not 10424.)
+    let nearest = |exact: f64| {
+        let guess = half::f16::from_f64(exact).to_bits();
+        let candidates = [guess.wrapping_sub(1), guess, guess.wrapping_add(1)].map(half::f16::from_bits);
+        let dist = |c: half::f16| (c.to_f64() - exact).abs();
+        candidates
+            .into_iter()
+            .filter(|c| c.is_finite())
+            .min_by(|a, b| dist(*a).total_cmp(&dist(*b)).then((a.to_bits() & 1).cmp(&(b.to_bits() & 1))))
+            .unwrap()
+    };
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next_half = || loop {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let h = half::f16::from_bits((s >> 20) as u16);
+        if h.is_finite() {
+            return h;
+        }
+    };
+    for _ in 0..2_000_000 {
+        let (x, w, h) = (next_half(), next_half(), next_half());
+        let exact = x.to_f64() * w.to_f64() + h.to_f64();
+        let got = fma_half(x.to_f32(), w.to_f32(), h.to_f32());
+        if exact.abs() < 65520.0 {
+            assert_eq!(got.to_bits(), nearest(exact).to_f32().to_bits(), "{x} * {w} + {h}");
+        } else {
+            assert!(got.is_infinite(), "{x} * {w} + {h} overflows half");
+        }
+    }
+}
+
+#[test]
+fn half_precision_tiles_that_overflow_are_computed_in_f32() {
+    // Activations of 3e4 times weights near 4: products and sums far beyond half's 65504.
+    let (m, n, k) = (6, 40, 50);
+    let mut a = noise(21, m * k, 1.0);
+    a[2 * k + 7] = 3e4;
+    a[5 * k] = -7e4; // not even representable in half
+    let packed = pack_k1n16(&noise(22, n * k, 4.0), n, k);
+    let w = PackedF16 { data: &packed, n, k };
+    let bias = noise(23, n, 0.5);
+    let want = reference(&a, m, k, &w, &bias);
+    for kernel in F16Kernel::available().into_iter().filter(|k| k.half_arithmetic()) {
+        let mut out = vec![0f32; m * n];
+        f16_gemm(kernel, &a, k, m, w, Some(&bias), &mut out, n, Epilogue::Store, Threads(1));
+        for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
+            assert!((g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()) * (k as f64).sqrt(), "{kernel:?} [{i}]: {g} vs {w}");
         }
     }
 }
