@@ -241,7 +241,7 @@ impl Model {
                 TileKernel::Scalar => "f32_gemm_4x16_scalar",
             });
         }
-        v.push(if simd_x86() { "layernorm/softmax/gelu avx2" } else { "layernorm/softmax/gelu (auto-vectorised)" });
+        v.push(edgevit_kernels::rowwise_kernels());
         v.push(match self.tile_kernel {
             TileKernel::Avx512 => "attention: fused, f32_tile_8x16_avx512",
             TileKernel::Avx2 => "attention: fused, f32_tile_6x16_avx2",
@@ -406,13 +406,6 @@ impl Model {
 
 fn attention_shape(a: &Architecture) -> AttentionShape {
     AttentionShape { tokens: a.tokens(), heads: a.num_heads, head_dim: a.head_dim() }
-}
-
-fn simd_x86() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// The input for `lin`: the f32 rows themselves, or those rows quantized per row into `q`.

@@ -118,7 +118,7 @@ pub(crate) mod x86 {
 
     /// [`exp_fast`] of 16 lanes.
     #[target_feature(enable = "avx512f")]
-    fn exp_avx512(x: __m512) -> __m512 {
+    pub(crate) fn exp_avx512(x: __m512) -> __m512 {
         let s = _mm512_set1_ps;
         let (mul, add, sub) = (_mm512_mul_ps, _mm512_add_ps, _mm512_sub_ps);
         let x = _mm512_min_ps(_mm512_max_ps(x, s(-87.0)), s(88.0));
@@ -173,7 +173,7 @@ pub(crate) mod x86 {
 
     /// [`exp_fast`] of 8 lanes.
     #[target_feature(enable = "avx2")]
-    fn exp_avx2(x: __m256) -> __m256 {
+    pub(crate) fn exp_avx2(x: __m256) -> __m256 {
         let s = _mm256_set1_ps;
         let (mul, add, sub) = (_mm256_mul_ps, _mm256_add_ps, _mm256_sub_ps);
         let x = _mm256_min_ps(_mm256_max_ps(x, s(-87.0)), s(88.0));
@@ -228,7 +228,7 @@ pub(crate) mod arm {
 
     /// [`exp_fast`] of 4 lanes.
     #[target_feature(enable = "neon")]
-    fn exp_neon(x: float32x4_t) -> float32x4_t {
+    pub(crate) fn exp_neon(x: float32x4_t) -> float32x4_t {
         let s = vdupq_n_f32;
         let (mul, add, sub) = (vmulq_f32, vaddq_f32, vsubq_f32);
         let x = vminq_f32(vmaxq_f32(x, s(-87.0)), s(88.0));

@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use crate::activation::exp_fast;
+use crate::softmax::scaled_softmax;
 use crate::tile::{TileKernel, MR_MAX, NR};
 use crate::{OutPtr, Threads};
 
@@ -162,50 +162,6 @@ unsafe fn query_block(
     }
 }
 
-/// `softmax(row * scale)` in place, compiled for AVX2 where present so the exp vectorises.
-fn scaled_softmax(row: &mut [f32], scale: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is present; the body is safe Rust compiled with it.
-        return unsafe { scaled_softmax_avx512(row, scale) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: AVX2 and FMA are present; the body is safe Rust compiled with them.
-        return unsafe { scaled_softmax_avx2(row, scale) };
-    }
-    row.iter_mut().for_each(|x| *x *= scale);
-    softmax_in_place(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn scaled_softmax_avx2(row: &mut [f32], scale: f32) {
-    row.iter_mut().for_each(|x| *x *= scale);
-    softmax_in_place(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn scaled_softmax_avx512(row: &mut [f32], scale: f32) {
-    row.iter_mut().for_each(|x| *x *= scale);
-    softmax_in_place(row)
-}
-
-/// Numerically stable softmax of one row, in place, with the branchless [`exp_fast`].
-#[inline(always)]
-pub fn softmax_in_place(xs: &mut [f32]) {
-    let max = crate::max_lanes(xs);
-    for x in xs.iter_mut() {
-        *x = exp_fast(*x - max);
-    }
-    let sum = crate::sum_lanes(xs);
-    let inv = 1.0 / sum;
-    for x in xs.iter_mut() {
-        *x *= inv;
-    }
-}
-
 /// The scalar twin of [`attention`]: materialises each head's full score matrix and
 /// accumulates in f64. The oracle for tests.
 pub fn attention_scalar(qkv: &[f32], out: &mut [f32], shape: AttentionShape) {
@@ -261,15 +217,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn softmax_hand_worked() {
-        let mut x = [0.0f32, (2.0f32).ln(), 1000.0];
-        softmax_in_place(&mut x);
-        assert!((x[2] - 1.0).abs() < 1e-6 && x[0] < 1e-30);
-        let mut y = [0.0f32, (3.0f32).ln()];
-        softmax_in_place(&mut y);
-        assert!((y[0] - 0.25).abs() < 1e-6 && (y[1] - 0.75).abs() < 1e-6);
     }
 }

@@ -8,6 +8,7 @@ pub mod f16gemm;
 pub mod i8gemm;
 pub mod layernorm;
 pub mod matmul;
+pub mod softmax;
 pub mod tile;
 
 /// Sum in 16 independent lanes: a plain `iter().sum()` is a serial chain (float addition is
@@ -37,6 +38,23 @@ pub(crate) fn max_lanes(xs: &[f32]) -> f32 {
         }
     }
     acc.iter().copied().fold(rest, f32::max)
+}
+
+/// The instruction set the LayerNorm, softmax and GELU kernels use on this CPU.
+pub fn rowwise_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return "layernorm/softmax/gelu avx512";
+        }
+        if is_x86_feature_detected!("avx2") {
+            return "layernorm/softmax/gelu avx2";
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    return "layernorm/softmax/gelu neon";
+    #[allow(unreachable_code)]
+    "layernorm/softmax/gelu scalar"
 }
 
 /// How many threads a kernel may use. `1` keeps the work on the calling thread.
