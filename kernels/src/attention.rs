@@ -129,15 +129,26 @@ unsafe fn query_block(
     let kt = &keys_t[h * dh * tp..(h + 1) * dh * tp];
     let mr = kernel.mr();
     let mut acc = [0f32; MR_MAX * NR];
+    let mut wide = [0f32; MR_MAX * 2 * NR];
+    // Column groups of 32 where the kernel has a wide tile, else 16.
+    let step = |rest: usize| if kernel.has_wide() && rest >= 2 * NR { 2 * NR } else { NR.min(rest) };
     // scores[r][j] = q[i0 + r] . k[j]
     for r0 in (0..rows).step_by(mr) {
         let rr = mr.min(rows - r0);
         let q = &qkv[(i0 + r0) * 3 * dim + h * dh..];
-        for j0 in (0..tp).step_by(NR) {
-            kernel.run(q, 3 * dim, rr, dh, &kt[j0..], tp, NR, &mut acc);
-            for r in 0..rr {
-                scores[(r0 + r) * tp + j0..][..NR].copy_from_slice(&acc[r * NR..(r + 1) * NR]);
+        let mut j0 = 0;
+        while j0 < tp {
+            let w = step(tp - j0);
+            if w == 2 * NR {
+                kernel.run_wide(q, 3 * dim, rr, dh, &kt[j0..], tp, &mut wide);
+            } else {
+                kernel.run(q, 3 * dim, rr, dh, &kt[j0..], tp, NR, &mut acc);
             }
+            let (res, stride) = if w == 2 * NR { (&wide[..], 2 * NR) } else { (&acc[..], NR) };
+            for r in 0..rr {
+                scores[(r0 + r) * tp + j0..][..w].copy_from_slice(&res[r * stride..r * stride + w]);
+            }
+            j0 += w;
         }
     }
     let scale = 1.0 / (dh as f32).sqrt();
@@ -147,17 +158,24 @@ unsafe fn query_block(
     // out[i0 + r][h*dh + c] = sum_j p[r][j] * v[j][h*dh + c]
     for r0 in (0..rows).step_by(mr) {
         let rr = mr.min(rows - r0);
-        for c0 in (0..dh).step_by(NR) {
-            let cols = NR.min(dh - c0);
+        let mut c0 = 0;
+        while c0 < dh {
+            let cols = step(dh - c0);
             let v = &qkv[2 * dim + h * dh + c0..];
-            kernel.run(&scores[r0 * tp..], tp, rr, t, v, 3 * dim, cols, &mut acc);
+            if cols == 2 * NR {
+                kernel.run_wide(&scores[r0 * tp..], tp, rr, t, v, 3 * dim, &mut wide);
+            } else {
+                kernel.run(&scores[r0 * tp..], tp, rr, t, v, 3 * dim, cols, &mut acc);
+            }
+            let (res, stride) = if cols == 2 * NR { (&wide[..], 2 * NR) } else { (&acc[..], NR) };
             for r in 0..rr {
                 let at = (i0 + r0 + r) * dim + h * dh + c0;
                 // SAFETY: per this function's contract, these `cols` floats of row i0+r0+r
                 // in head h's columns are valid and written by no one else.
                 let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), cols) };
-                dst.copy_from_slice(&acc[r * NR..r * NR + cols]);
+                dst.copy_from_slice(&res[r * stride..r * stride + cols]);
             }
+            c0 += cols;
         }
     }
 }

@@ -45,6 +45,54 @@ unsafe fn avx512_body(
     }
 }
 
+/// 8 rows x 32 columns: two zmm accumulators per row.
+pub(super) fn avx512_wide(
+    a: &[f32],
+    lda: usize,
+    rows: usize,
+    k: usize,
+    b: &[f32],
+    ldb: usize,
+    acc: &mut [f32; MR_MAX * 2 * NR],
+) {
+    let rp: [*const f32; 8] = std::array::from_fn(|r| a[r.min(rows - 1) * lda..].as_ptr());
+    // SAFETY: AVX-512F was detected by the dispatcher; the caller asserted every row of `a`
+    // holds k values and `b` holds k rows of 32 at stride ldb.
+    unsafe { avx512_wide_body(&rp, rows, k, b.as_ptr(), ldb, acc) }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_wide_body(
+    rp: &[*const f32; 8],
+    rows: usize,
+    k: usize,
+    b: *const f32,
+    ldb: usize,
+    acc: &mut [f32; MR_MAX * 2 * NR],
+) {
+    let mut c0 = [_mm512_setzero_ps(); 8];
+    let mut c1 = [_mm512_setzero_ps(); 8];
+    for kk in 0..k {
+        // SAFETY: kk < k: in bounds per the caller's checks.
+        unsafe {
+            let w0 = _mm512_loadu_ps(b.add(kk * ldb));
+            let w1 = _mm512_loadu_ps(b.add(kk * ldb + NR));
+            for r in 0..8 {
+                let x = _mm512_set1_ps(*rp[r].add(kk));
+                c0[r] = _mm512_fmadd_ps(x, w0, c0[r]);
+                c1[r] = _mm512_fmadd_ps(x, w1, c1[r]);
+            }
+        }
+    }
+    for r in 0..rows.min(8) {
+        // SAFETY: r < 8; acc holds 8 rows of 32.
+        unsafe {
+            _mm512_storeu_ps(acc.as_mut_ptr().add(r * 2 * NR), c0[r]);
+            _mm512_storeu_ps(acc.as_mut_ptr().add(r * 2 * NR + NR), c1[r]);
+        }
+    }
+}
+
 pub(super) fn avx2(a: &[f32], lda: usize, rows: usize, k: usize, b: &[f32], ldb: usize, acc: &mut [f32; MR_MAX * NR]) {
     let rp: [*const f32; 6] = std::array::from_fn(|r| a[r.min(rows - 1) * lda..].as_ptr());
     // SAFETY: AVX2 and FMA were detected by the dispatcher; bounds as for `avx512`.
