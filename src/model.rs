@@ -19,7 +19,7 @@ use edgevit_kernels::f16gemm::{f16_gemm, f32_packed_gemm, F16Kernel, PackedF16, 
 use edgevit_kernels::i8gemm::{
     i8_gemm, padded_k, quantize_activation_row, Epilogue, I8Kernel, PackedWeights, QuantRows,
 };
-use edgevit_kernels::layernorm::{layernorm, layernorm_row};
+use edgevit_kernels::layernorm::layernorm_row;
 use edgevit_kernels::tile::TileKernel;
 use edgevit_kernels::Threads;
 
@@ -374,9 +374,9 @@ impl Model {
         let act = a.activation.kernel();
         let shape = attention_shape(a);
         for l in &w.layers {
-            layernorm(x, h, self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
+            let ln = (self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
+            let input = normalize_and_prepare(&l.qkv, x, ln, h, t, q, self.i8_kernel);
             clock.lap(&mut times.layernorm);
-            let input = prepare(&l.qkv, h, t, d, q, self.i8_kernel);
             self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
             clock.lap(&mut times.qkv);
             attention_with(self.tile_kernel, qkv, ctx, scores, shape, threads);
@@ -385,9 +385,9 @@ impl Model {
             self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);
             clock.lap(&mut times.projection);
 
-            layernorm(x, h, self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
+            let ln = (self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
+            let input = normalize_and_prepare(&l.fc1, x, ln, h, t, q, self.i8_kernel);
             clock.lap(&mut times.layernorm);
-            let input = prepare(&l.fc1, h, t, d, q, self.i8_kernel);
             self.linear(&l.fc1, input, t, mlp, inter, Epilogue::Activate(act));
             let input = prepare(&l.fc2, mlp, t, inter, q, self.i8_kernel);
             self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate);
@@ -429,6 +429,35 @@ fn prepare<'a>(
     });
     let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
     LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased: kernel.wants_biased() })
+}
+
+/// LayerNorm of `rows` rows of `x` into `h`, then [`prepare`] for `lin`, row by row in
+/// parallel: an int8 layer quantizes each row as soon as it is normalised, while it is still
+/// in L1, instead of in a second pass over `h`.
+fn normalize_and_prepare<'a>(
+    lin: &LinearWeights,
+    x: &[f32],
+    (gamma, beta, eps): (&[f32], &[f32], f32),
+    h: &'a mut [f32],
+    rows: usize,
+    q: &'a mut QuantBuffer,
+    kernel: I8Kernel,
+) -> LinearInput<'a> {
+    let d = gamma.len();
+    let rows_in = x[..rows * d].par_chunks_exact(d).zip(h[..rows * d].par_chunks_exact_mut(d));
+    if !lin.is_int8() {
+        rows_in.with_min_len(8).for_each(|(x, h)| layernorm_row(x, h, gamma, beta, eps));
+        return LinearInput::F32(&h[..rows * d]);
+    }
+    let (stride, biased) = (padded_k(d), kernel.wants_biased());
+    let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
+    let dst = q.data[..rows * stride].par_chunks_exact_mut(stride);
+    rows_in.zip(dst).zip(params).with_min_len(8).for_each(|(((x, h), dst), (s, z))| {
+        layernorm_row(x, h, gamma, beta, eps);
+        (*s, *z) = quantize_activation_row(h, dst, biased);
+    });
+    let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
+    LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased })
 }
 
 /// Activations quantized per row for int8 layers: data (rows x K padded to 4), scales, offsets.
