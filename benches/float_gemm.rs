@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use edgevit_kernels::f16gemm::{
-    f16_gemm, f32_packed_gemm, pack_k1n16, pack_k1n16_f32, F16Kernel, PackedF16, PackedF32,
+    f16_gemm, f32_gemm_name, f32_packed_gemm, pack_k1n16, pack_k1n16_f32, F16Kernel, PackedF16, PackedF32,
 };
 use edgevit_kernels::i8gemm::Epilogue;
 use edgevit_kernels::matmul::{matmul, MatMut, MatRef};
@@ -48,7 +48,7 @@ fn main() {
     let (tile, f16k) = (TileKernel::best(), F16Kernel::best());
     println!(
         "packed f32 ({}) and f16 ({}) GEMMs vs the gemm crate, M = {m}; medians; {all} cores",
-        tile.name(),
+        f32_gemm_name(tile),
         f16k.name()
     );
     println!(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use edgevit_kernels::attention::{self, attention_with, AttentionShape};
-use edgevit_kernels::f16gemm::{f16_gemm, f32_packed_gemm, F16Kernel, PackedF16, PackedF32};
+use edgevit_kernels::f16gemm::{f16_gemm, f32_gemm_name, f32_packed_gemm, F16Kernel, PackedF16, PackedF32};
 use edgevit_kernels::i8gemm::{
     i8_gemm, padded_k, quantize_activation_row, Epilogue, I8Kernel, PackedWeights, QuantRows,
 };
@@ -234,16 +234,11 @@ impl Model {
             v.push(self.f16_kernel.name());
         }
         if f32 {
-            v.push(match self.tile_kernel {
-                TileKernel::Avx512 => "f32_gemm_8x32_avx512",
-                TileKernel::Avx2 => "f32_gemm_6x16_avx2",
-                TileKernel::Neon => "f32_gemm_4x16_neon",
-                TileKernel::Scalar => "f32_gemm_4x16_scalar",
-            });
+            v.push(f32_gemm_name(self.tile_kernel));
         }
         v.push(edgevit_kernels::rowwise_kernels());
         v.push(match self.tile_kernel {
-            TileKernel::Avx512 => "attention: fused, f32_tile_8x16_avx512",
+            TileKernel::Avx512 => "attention: fused, f32_tile_8x32_avx512",
             TileKernel::Avx2 => "attention: fused, f32_tile_6x16_avx2",
             TileKernel::Neon => "attention: fused, f32_tile_4x16_neon",
             TileKernel::Scalar => "attention: fused, f32_tile_4x16_scalar",

@@ -341,6 +341,16 @@ pub fn pack_k1n16_f32(w: &[f32], n: usize, k: usize) -> Vec<f32> {
     out
 }
 
+/// The name of the f32 packed GEMM that [`f32_packed_gemm`] runs on `kernel`'s tiles.
+pub fn f32_gemm_name(kernel: TileKernel) -> &'static str {
+    match kernel {
+        TileKernel::Avx512 => "f32_gemm_8x32_avx512",
+        TileKernel::Avx2 => "f32_gemm_6x16_avx2",
+        TileKernel::Neon => "f32_gemm_4x16_neon",
+        TileKernel::Scalar => "f32_gemm_4x16_scalar",
+    }
+}
+
 /// [`f16_gemm`] for f32 weights packed k1n16, on the f32 register tiles of [`crate::tile`],
 /// except with AVX-512, which takes two panels per call (8 x 32, see `x86::avx512_f32`).
 #[allow(clippy::too_many_arguments)]
