@@ -2,44 +2,15 @@
 //! shapes (M = 197 tokens), one thread and all threads, in one run. Prints medians of GOP/s
 //! (int8: multiply-adds x 2 per second, epilogue included) and the int8/f32 ratio.
 
-use std::time::Instant;
+mod common;
 
+use common::{median_secs, noise};
 use edgevit_kernels::i8gemm::{
     channel_sums, i8_gemm, pack_k4n16, padded_k, quantize_activation_row, quantize_per_row, Epilogue, I8Kernel,
     PackedWeights, QuantRows,
 };
 use edgevit_kernels::matmul::{matmul, MatMut, MatRef};
 use edgevit_kernels::Threads;
-
-fn noise(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-/// Median seconds of `f` over enough runs to fill about 0.4 s (at least 5).
-fn median_secs(mut f: impl FnMut()) -> f64 {
-    f();
-    let start = Instant::now();
-    f();
-    let once = start.elapsed().as_secs_f64().max(1e-6);
-    let runs = ((0.4 / once) as usize).clamp(5, 200);
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
-}
 
 fn main() {
     let all = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);

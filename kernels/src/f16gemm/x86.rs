@@ -59,21 +59,8 @@ unsafe fn avx512_f32_body(
     p1: *const f32,
     out: OutBlock<'_>,
 ) {
-    let mut c0 = [_mm512_setzero_ps(); 8];
-    let mut c1 = [_mm512_setzero_ps(); 8];
-    for kk in 0..k {
-        // SAFETY: kk < k, so the 16 floats at kk * 16 of each panel and a[r][kk] are in
-        // bounds (see caller).
-        unsafe {
-            let w0 = _mm512_loadu_ps(p0.add(kk * NR));
-            let w1 = _mm512_loadu_ps(p1.add(kk * NR));
-            for r in 0..8 {
-                let x = _mm512_set1_ps(*rp[r].add(kk));
-                c0[r] = _mm512_fmadd_ps(x, w0, c0[r]);
-                c1[r] = _mm512_fmadd_ps(x, w1, c1[r]);
-            }
-        }
-    }
+    // SAFETY: the caller's bounds: k values per row of `a`, k rows of 16 in each panel.
+    let (c0, c1) = unsafe { crate::tile::x86::wide_tile(rp, k, p0, p1, NR) };
     // SAFETY: `out`'s block is in bounds (see caller).
     unsafe { finish_wide(&c0, &c1, rows, out) };
 }

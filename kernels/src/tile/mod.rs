@@ -7,7 +7,7 @@
 #[cfg(target_arch = "aarch64")]
 mod arm;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 /// Columns per tile.
 pub const NR: usize = 16;

@@ -70,20 +70,8 @@ unsafe fn avx512_wide_body(
     ldb: usize,
     acc: &mut [f32; MR_MAX * 2 * NR],
 ) {
-    let mut c0 = [_mm512_setzero_ps(); 8];
-    let mut c1 = [_mm512_setzero_ps(); 8];
-    for kk in 0..k {
-        // SAFETY: kk < k: in bounds per the caller's checks.
-        unsafe {
-            let w0 = _mm512_loadu_ps(b.add(kk * ldb));
-            let w1 = _mm512_loadu_ps(b.add(kk * ldb + NR));
-            for r in 0..8 {
-                let x = _mm512_set1_ps(*rp[r].add(kk));
-                c0[r] = _mm512_fmadd_ps(x, w0, c0[r]);
-                c1[r] = _mm512_fmadd_ps(x, w1, c1[r]);
-            }
-        }
-    }
+    // SAFETY: the caller's bounds: k rows of 32 floats at stride ldb, k values per row of `a`.
+    let (c0, c1) = unsafe { wide_tile(rp, k, b, b.wrapping_add(NR), ldb) };
     for r in 0..rows.min(8) {
         // SAFETY: r < 8; acc holds 8 rows of 32.
         unsafe {
@@ -91,6 +79,37 @@ unsafe fn avx512_wide_body(
             _mm512_storeu_ps(acc.as_mut_ptr().add(r * 2 * NR + NR), c1[r]);
         }
     }
+}
+
+/// The 8 x 32 FMA loop shared with the packed f32 GEMM: `c0[r] = sum_k a[r][k] * b0[k]` and
+/// `c1[r]` likewise with `b1`, where `b0` and `b1` are 16-float rows at stride `ldb`.
+///
+/// # Safety
+/// Each `rp[r]` must address k readable floats, and `b0`, `b1` k rows of 16 at stride `ldb`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn wide_tile(
+    rp: &[*const f32; 8],
+    k: usize,
+    b0: *const f32,
+    b1: *const f32,
+    ldb: usize,
+) -> ([__m512; 8], [__m512; 8]) {
+    let mut c0 = [_mm512_setzero_ps(); 8];
+    let mut c1 = [_mm512_setzero_ps(); 8];
+    for kk in 0..k {
+        // SAFETY: kk < k: in bounds per this function's contract.
+        unsafe {
+            let w0 = _mm512_loadu_ps(b0.add(kk * ldb));
+            let w1 = _mm512_loadu_ps(b1.add(kk * ldb));
+            for r in 0..8 {
+                let x = _mm512_set1_ps(*rp[r].add(kk));
+                c0[r] = _mm512_fmadd_ps(x, w0, c0[r]);
+                c1[r] = _mm512_fmadd_ps(x, w1, c1[r]);
+            }
+        }
+    }
+    (c0, c1)
 }
 
 pub(super) fn avx2(a: &[f32], lda: usize, rows: usize, k: usize, b: &[f32], ldb: usize, acc: &mut [f32; MR_MAX * NR]) {
