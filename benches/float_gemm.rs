@@ -4,22 +4,21 @@
 
 mod common;
 
+use common::baseline::gemm_crate;
 use common::{median_secs, noise};
-use edgevit_kernels::f16gemm::{
-    f16_gemm, f32_gemm_name, f32_packed_gemm, pack_k1n16, pack_k1n16_f32, F16Kernel, PackedF16, PackedF32,
-};
-use edgevit_kernels::i8gemm::Epilogue;
-use edgevit_kernels::matmul::{matmul, MatMut, MatRef};
-use edgevit_kernels::tile::TileKernel;
+use edgevit_kernels::gemm::f16::{f16_gemm, F16Kernel, PackedF16};
+use edgevit_kernels::gemm::f32::{f32_gemm, F32Kernel, PackedF32};
+use edgevit_kernels::gemm::pack::{pack_k1n16_f16, pack_k1n16_f32};
+use edgevit_kernels::gemm::Epilogue;
 use edgevit_kernels::Threads;
 
 fn main() {
     let all = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let m = 197;
-    let (tile, f16k) = (TileKernel::best(), F16Kernel::best());
+    let (f32k, f16k) = (F32Kernel::best(), F16Kernel::best());
     println!(
         "packed f32 ({}) and f16 ({}) GEMMs vs the gemm crate, M = {m}; medians; {all} cores",
-        f32_gemm_name(tile),
+        f32k.name(),
         f16k.name()
     );
     println!(
@@ -31,24 +30,16 @@ fn main() {
         let w = noise(2, n * k);
         let bias = noise(3, n);
         let p32 = pack_k1n16_f32(&w, n, k);
-        let p16 = pack_k1n16(&w, n, k);
+        let p16 = pack_k1n16_f16(&w, n, k);
         let mut out = vec![0f32; m * n];
         let flops = 2.0 * (m * n * k) as f64;
         for threads in [1, all].into_iter().collect::<std::collections::BTreeSet<_>>() {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
             pool.install(|| {
-                let base = median_secs(|| {
-                    matmul(
-                        MatMut::row_major(&mut out, m, n),
-                        MatRef::row_major(&x, m, k),
-                        MatRef::transposed(&w, n, k),
-                        false,
-                        Threads(threads),
-                    )
-                });
+                let base = median_secs(|| gemm_crate(&mut out, &x, &w, m, n, k, threads));
                 let s32 = median_secs(|| {
                     let w = PackedF32 { data: &p32, n, k };
-                    f32_packed_gemm(tile, &x, k, m, w, Some(&bias), &mut out, n, Epilogue::Store, Threads(threads))
+                    f32_gemm(f32k, &x, k, m, w, Some(&bias), &mut out, n, Epilogue::Store, Threads(threads))
                 });
                 let s16 = median_secs(|| {
                     let w = PackedF16 { data: &p16, n, k };

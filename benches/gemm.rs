@@ -4,12 +4,12 @@
 
 mod common;
 
+use common::baseline::gemm_crate;
 use common::{median_secs, noise};
-use edgevit_kernels::i8gemm::{
-    channel_sums, i8_gemm, pack_k4n16, padded_k, quantize_activation_row, quantize_per_row, Epilogue, I8Kernel,
-    PackedWeights, QuantRows,
-};
-use edgevit_kernels::matmul::{matmul, MatMut, MatRef};
+use edgevit_kernels::gemm::i8::{i8_gemm, I8Kernel, PackedI8, QuantRows};
+use edgevit_kernels::gemm::pack::{channel_sums, pack_k4n16, padded_k, quantize_per_row};
+use edgevit_kernels::gemm::Epilogue;
+use edgevit_kernels::rows::quantize::quantize_row;
 use edgevit_kernels::Threads;
 
 fn main() {
@@ -35,20 +35,14 @@ fn main() {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
             pool.install(|| {
                 let f32_s = median_secs(|| {
-                    matmul(
-                        MatMut::row_major(&mut out, m, n),
-                        MatRef::row_major(&x, m, k),
-                        MatRef::transposed(&w, n, k),
-                        false,
-                        Threads(threads),
-                    );
+                    gemm_crate(&mut out, &x, &w, m, n, k, threads);
                 });
                 let flops = 2.0 * (m * n * k) as f64;
                 for kernel in I8Kernel::available().into_iter().filter(|k| *k != I8Kernel::Scalar) {
                     // Includes quantizing the activations per row, as the forward pass does.
                     let s = median_secs(|| {
                         for r in 0..m {
-                            (sa[r], za[r]) = quantize_activation_row(
+                            (sa[r], za[r]) = quantize_row(
                                 &x[r * k..(r + 1) * k],
                                 &mut qa[r * kp..(r + 1) * kp],
                                 kernel.wants_biased(),
@@ -64,7 +58,7 @@ fn main() {
                                 offsets: &za,
                                 biased: kernel.wants_biased(),
                             },
-                            PackedWeights { data: &packed, n, k, scales: &scales, sums: &sums },
+                            PackedI8 { data: &packed, n, k, scales: &scales, sums: &sums },
                             Some(&bias),
                             &mut out,
                             n,

@@ -23,7 +23,7 @@ pub struct BenchReport {
     pub model: String,
     pub storage: String,
     pub threads: usize,
-    pub kernels: Vec<&'static str>,
+    pub kernels: Vec<String>,
     pub model_mb: f64,
     /// Building the random-weight model in memory (`--arch` only).
     #[serde(skip_serializing_if = "Option::is_none")]

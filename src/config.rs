@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use edgevit_kernels::activation::Activation;
+pub use edgevit_kernels::rows::activation::Activation;
 
 /// Upper bounds that keep a hostile header from asking for absurd scratch memory. Generous:
 /// ViT-H/14 at 518 px has 1370 tokens and width 1280.

@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use edgevit_kernels::attention::{self, attention_with, AttentionShape};
-use edgevit_kernels::f16gemm::{f16_gemm, f32_gemm_name, f32_packed_gemm, F16Kernel, PackedF16, PackedF32};
-use edgevit_kernels::i8gemm::{
-    i8_gemm, padded_k, quantize_activation_row, Epilogue, I8Kernel, PackedWeights, QuantRows,
-};
-use edgevit_kernels::layernorm::layernorm_row;
-use edgevit_kernels::tile::TileKernel;
+use edgevit_kernels::attention::{self, attention, AttentionShape};
+use edgevit_kernels::gemm::f16::{f16_gemm, F16Kernel, PackedF16};
+use edgevit_kernels::gemm::f32::{f32_gemm, F32Kernel, PackedF32};
+use edgevit_kernels::gemm::i8::{i8_gemm, I8Kernel, PackedI8, QuantRows};
+use edgevit_kernels::gemm::pack::padded_k;
+use edgevit_kernels::gemm::Epilogue;
+use edgevit_kernels::rows::layernorm::layernorm_row;
+use edgevit_kernels::rows::quantize::quantize_row;
+use edgevit_kernels::rows::RowIsa;
 use edgevit_kernels::Threads;
 
 use crate::config::{Architecture, ModelConfig, WeightDType, WeightStorage};
@@ -142,7 +144,7 @@ pub struct Model {
     weights: Weights,
     i8_kernel: I8Kernel,
     f16_kernel: F16Kernel,
-    tile_kernel: TileKernel,
+    f32_kernel: F32Kernel,
 }
 
 impl Model {
@@ -166,7 +168,7 @@ impl Model {
             weights,
             i8_kernel: I8Kernel::best(),
             f16_kernel: F16Kernel::best(),
-            tile_kernel: TileKernel::best(),
+            f32_kernel: F32Kernel::best(),
         })
     }
 
@@ -212,8 +214,8 @@ impl Model {
         Ok(())
     }
 
-    /// Kernels the forward pass uses, for `info` and `bench`.
-    pub fn kernel_names(&self) -> Vec<&'static str> {
+    /// The GEMM kernels the Linear layers use.
+    fn gemm_kernels(&self) -> Vec<&'static str> {
         let w = &self.weights;
         let mut v = Vec::new();
         let all = std::iter::once(&w.patch)
@@ -234,15 +236,17 @@ impl Model {
             v.push(self.f16_kernel.name());
         }
         if f32 {
-            v.push(f32_gemm_name(self.tile_kernel));
+            v.push(self.f32_kernel.name());
         }
-        v.push(edgevit_kernels::rowwise_kernels());
-        v.push(match self.tile_kernel {
-            TileKernel::Avx512 => "attention: fused, f32_tile_8x32_avx512",
-            TileKernel::Avx2 => "attention: fused, f32_tile_6x16_avx2",
-            TileKernel::Neon => "attention: fused, f32_tile_4x16_neon",
-            TileKernel::Scalar => "attention: fused, f32_tile_4x16_scalar",
-        });
+        v
+    }
+
+    /// Every kernel the forward pass uses, by name, for `info` and `bench`: the GEMM kernel of
+    /// each weight dtype, the f32 kernel (attention runs on it), and the row kernels.
+    pub fn kernel_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.gemm_kernels().into_iter().map(str::to_string).collect();
+        v.push(format!("attention: fused, {}", self.f32_kernel.name()));
+        v.extend(RowIsa::best().kernel_names());
         v
     }
 
@@ -305,25 +309,14 @@ impl Model {
         match (*lin, input) {
             (LinearWeights::F32 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
                 let w = PackedF32 { data: self.f32s(weight), n, k };
-                f32_packed_gemm(
-                    self.tile_kernel,
-                    x,
-                    k,
-                    rows,
-                    w,
-                    bias.map(|b| self.f32s(b)),
-                    out,
-                    ldo,
-                    epilogue,
-                    threads,
-                );
+                f32_gemm(self.f32_kernel, x, k, rows, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
             }
             (LinearWeights::F16 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
                 let w = PackedF16 { data: self.u16s(weight), n, k };
                 f16_gemm(self.f16_kernel, x, k, rows, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
             }
             (LinearWeights::Int8 { weight, scale, sum, bias, out: n, inp: k }, LinearInput::Int8(q)) => {
-                let w = PackedWeights { data: self.i8s(weight), n, k, scales: self.f32s(scale), sums: self.i32s(sum) };
+                let w = PackedI8 { data: self.i8s(weight), n, k, scales: self.f32s(scale), sums: self.i32s(sum) };
                 i8_gemm(self.i8_kernel, q, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
             }
             _ => unreachable!("the caller prepares the input in the layer's dtype"),
@@ -374,7 +367,7 @@ impl Model {
             clock.lap(&mut times.layernorm);
             self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
             clock.lap(&mut times.qkv);
-            attention_with(self.tile_kernel, qkv, ctx, scores, shape, threads);
+            attention(self.f32_kernel, qkv, ctx, scores, shape, threads);
             clock.lap(&mut times.attention);
             let input = prepare(&l.proj, ctx, t, d, q, self.i8_kernel);
             self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);
@@ -420,7 +413,7 @@ fn prepare<'a>(
     let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
     let rows_in = x[..rows * k].par_chunks_exact(k).zip(q.data[..rows * stride].par_chunks_exact_mut(stride));
     rows_in.zip(params).with_min_len(16).for_each(|((src, dst), (s, z))| {
-        (*s, *z) = quantize_activation_row(src, dst, biased);
+        (*s, *z) = quantize_row(src, dst, biased);
     });
     let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
     LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased: kernel.wants_biased() })
@@ -449,7 +442,7 @@ fn normalize_and_prepare<'a>(
     let dst = q.data[..rows * stride].par_chunks_exact_mut(stride);
     rows_in.zip(dst).zip(params).with_min_len(8).for_each(|(((x, h), dst), (s, z))| {
         layernorm_row(x, h, gamma, beta, eps);
-        (*s, *z) = quantize_activation_row(h, dst, biased);
+        (*s, *z) = quantize_row(h, dst, biased);
     });
     let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
     LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased })

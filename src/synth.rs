@@ -5,8 +5,7 @@
 
 use std::str::FromStr;
 
-use edgevit_kernels::f16gemm::{pack_k1n16, pack_k1n16_f32};
-use edgevit_kernels::i8gemm::{channel_sums, pack_k4n16, quantize_per_row};
+use edgevit_kernels::gemm::pack::{channel_sums, pack_k1n16_f16, pack_k1n16_f32, pack_k4n16, quantize_per_row};
 
 use crate::config::{
     ActivationName, Architecture, Filter, ModelConfig, Normalize, Preprocess, Resize, WeightDType, WeightStorage,
@@ -169,7 +168,7 @@ pub fn build_architecture(arch: &Architecture, name: &str, dtype: WeightDType, s
             (DType::F16, Layout::K1n16, _) => {
                 let (n, k) = (spec.shape[0], spec.shape[1]);
                 let w: Vec<f32> = (0..n * k).map(|_| rng.sym(0.05)).collect();
-                dst.copy_from_slice(bytemuck::cast_slice(&pack_k1n16(&w, n, k)));
+                dst.copy_from_slice(bytemuck::cast_slice(&pack_k1n16_f16(&w, n, k)));
             }
             (DType::F32, _, "scale") => dst.copy_from_slice(bytemuck::cast_slice(&scales)),
             (DType::I32, _, "sum") => dst.copy_from_slice(bytemuck::cast_slice(&sums)),

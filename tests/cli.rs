@@ -197,7 +197,7 @@ fn info_reports_int8_storage_and_the_kernel_that_will_run() {
     let out = edgevit(&["info", "-m", tiny_int8().to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
-    let kernel = edgevit_kernels::i8gemm::I8Kernel::best().name();
+    let kernel = edgevit_kernels::gemm::i8::I8Kernel::best().name();
     for needle in ["int8 (per-channel, k4n16 packed); patch_embed, head in f32", kernel] {
         assert!(s.contains(needle), "info should say '{needle}':\n{s}");
     }

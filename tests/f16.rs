@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use edgevit::config::{WeightDType, WeightStorage};
 use edgevit::Model;
-use edgevit_kernels::f16gemm::F16Kernel;
+use edgevit_kernels::gemm::f16::F16Kernel;
 
 const IMAGES: usize = if cfg!(target_arch = "aarch64") { 8 } else { usize::MAX };
 

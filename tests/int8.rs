@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use edgevit::preprocess::{load_image, preprocess, RgbImage};
 use edgevit::Model;
-use edgevit_kernels::i8gemm::I8Kernel;
+use edgevit_kernels::gemm::i8::I8Kernel;
 use edgevit_tools::compare::kl_divergence;
 use edgevit_tools::quantize::StoreDType;
 

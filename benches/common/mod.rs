@@ -1,5 +1,9 @@
 //! Helpers shared by the kernel benchmarks (`mod common;` in each).
 
+#![allow(dead_code)] // each benchmark uses some of them
+
+pub mod baseline;
+
 use std::time::Instant;
 
 /// Deterministic values in [-1, 1) (xorshift), so every run times the same data.

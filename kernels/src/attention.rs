@@ -1,4 +1,4 @@
-//! Multi-head self-attention over a fused QKV buffer, as one kernel per (head, block of
+//! Multi-head self-attention over a fused QKV buffer, as one task per (head, block of
 //! queries): scores for the block against every key, a scaled softmax, and the value product,
 //! in a small per-thread tile of `QUERY_BLOCK x tokens` scores. The heads x tokens x tokens
 //! score matrix never exists; nothing is allocated.
@@ -6,12 +6,14 @@
 //! `qkv` is `tokens x 3*dim` row-major: queries in columns `0..dim`, keys in `dim..2*dim`,
 //! values in `2*dim..3*dim`, and head `h` owns columns `h*head_dim..(h+1)*head_dim` of each.
 //! The keys are first transposed per head (`head_dim x tokens`, padded to a multiple of 16
-//! tokens), so both products run on the same register tiles ([`crate::tile`]).
+//! tokens), so both products run on the f32 GEMM microkernels ([`crate::gemm::f32`]), which
+//! read their right-hand side in place at any stride.
 
 use rayon::prelude::*;
 
-use crate::softmax::scaled_softmax;
-use crate::tile::{TileKernel, MR_MAX, NR};
+use crate::gemm::f32::F32Kernel;
+use crate::gemm::{Epilogue, OutBlock, NR};
+use crate::rows::softmax::scaled_softmax;
 use crate::{OutPtr, Threads};
 
 /// Queries per task: a task's scores are `QUERY_BLOCK x tokens` floats.
@@ -20,16 +22,20 @@ pub const QUERY_BLOCK: usize = 32;
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
+    /// Tokens (rows of qkv).
     pub tokens: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Columns per head.
     pub head_dim: usize,
 }
 
 impl AttentionShape {
+    /// The model width: heads x head_dim.
     pub fn dim(&self) -> usize {
         self.heads * self.head_dim
     }
-    /// Tokens rounded up to whole 16-column tiles.
+    /// Tokens rounded up to whole 16-column groups.
     fn padded_tokens(&self) -> usize {
         self.tokens.div_ceil(NR) * NR
     }
@@ -42,16 +48,11 @@ pub fn scratch_len(shape: AttentionShape, slots: usize) -> usize {
     shape.dim() * tp + slots.max(1) * QUERY_BLOCK * tp
 }
 
-/// Computes `softmax(q k^T / sqrt(head_dim)) v` for every head into `out` (`tokens x dim`).
-/// `scratch` must hold [`scratch_len`]`(shape, 1)` floats or more; extra score tiles let that
-/// many (head, query block) tasks run in parallel, up to `threads`.
-pub fn attention(qkv: &[f32], out: &mut [f32], scratch: &mut [f32], shape: AttentionShape, threads: Threads) {
-    attention_with(TileKernel::best(), qkv, out, scratch, shape, threads)
-}
-
-/// [`attention`] on a chosen tile kernel (to compare kernels).
-pub fn attention_with(
-    kernel: TileKernel,
+/// Computes `softmax(q k^T / sqrt(head_dim)) v` for every head into `out` (`tokens x dim`)
+/// on `kernel`. `scratch` must hold [`scratch_len`]`(shape, 1)` floats or more; extra score
+/// tiles let that many (head, query block) tasks run in parallel, up to `threads`.
+pub fn attention(
+    kernel: F32Kernel,
     qkv: &[f32],
     out: &mut [f32],
     scratch: &mut [f32],
@@ -62,6 +63,7 @@ pub fn attention_with(
     assert_eq!(qkv.len(), t * 3 * dim, "attention: qkv buffer size");
     assert_eq!(out.len(), t * dim, "attention: output size");
     assert!(scratch.len() >= scratch_len(shape, 1), "attention: scratch too small");
+    assert!(kernel.supported(), "this CPU cannot run {}", kernel.name());
     if t == 0 || dim == 0 {
         return;
     }
@@ -113,7 +115,7 @@ pub fn attention_with(
 /// rows of head `h`'s columns during the call.
 #[allow(clippy::too_many_arguments)]
 unsafe fn query_block(
-    kernel: TileKernel,
+    kernel: F32Kernel,
     qkv: &[f32],
     keys_t: &[f32],
     out: OutPtr,
@@ -127,28 +129,19 @@ unsafe fn query_block(
     let i0 = block * QUERY_BLOCK;
     let rows = QUERY_BLOCK.min(t - i0);
     let kt = &keys_t[h * dh * tp..(h + 1) * dh * tp];
-    let mr = kernel.mr();
-    let mut acc = [0f32; MR_MAX * NR];
-    let mut wide = [0f32; MR_MAX * 2 * NR];
-    // Column groups of 32 where the kernel has a wide tile, else 16.
-    let step = |rest: usize| if kernel.has_wide() && rest >= 2 * NR { 2 * NR } else { NR.min(rest) };
-    // scores[r][j] = q[i0 + r] . k[j]
+    let (mr, nr) = kernel.tile();
+    assert!(scores.len() >= rows * tp);
+    // scores[r][j] = q[i0 + r] . k[j], in blocks of mr rows x nr columns.
     for r0 in (0..rows).step_by(mr) {
         let rr = mr.min(rows - r0);
         let q = &qkv[(i0 + r0) * 3 * dim + h * dh..];
-        let mut j0 = 0;
-        while j0 < tp {
-            let w = step(tp - j0);
-            if w == 2 * NR {
-                kernel.run_wide(q, 3 * dim, rr, dh, &kt[j0..], tp, &mut wide);
-            } else {
-                kernel.run(q, 3 * dim, rr, dh, &kt[j0..], tp, NR, &mut acc);
-            }
-            let (res, stride) = if w == 2 * NR { (&wide[..], 2 * NR) } else { (&acc[..], NR) };
-            for r in 0..rr {
-                scores[(r0 + r) * tp + j0..][..w].copy_from_slice(&res[r * stride..r * stride + w]);
-            }
-            j0 += w;
+        for j0 in (0..tp).step_by(nr) {
+            let cols = nr.min(tp - j0);
+            // SAFETY: rows r0..r0+rr, columns j0..j0+cols of the tp-wide scores tile, which
+            // this task owns (checked above).
+            let block =
+                unsafe { OutBlock::new(scores.as_mut_ptr().add(r0 * tp + j0), tp, rr, cols, None, Epilogue::Store) };
+            kernel.run_block(q, 3 * dim, dh, &kt[j0..], tp, NR, cols / NR, block);
         }
     }
     let scale = 1.0 / (dh as f32).sqrt();
@@ -158,31 +151,26 @@ unsafe fn query_block(
     // out[i0 + r][h*dh + c] = sum_j p[r][j] * v[j][h*dh + c]
     for r0 in (0..rows).step_by(mr) {
         let rr = mr.min(rows - r0);
-        let mut c0 = 0;
-        while c0 < dh {
-            let cols = step(dh - c0);
+        for c0 in (0..dh).step_by(nr) {
+            let cols = nr.min(dh - c0);
+            let panels = cols.div_ceil(NR);
             let v = &qkv[2 * dim + h * dh + c0..];
-            if cols == 2 * NR {
-                kernel.run_wide(&scores[r0 * tp..], tp, rr, t, v, 3 * dim, &mut wide);
-            } else {
-                kernel.run(&scores[r0 * tp..], tp, rr, t, v, 3 * dim, cols, &mut acc);
-            }
-            let (res, stride) = if cols == 2 * NR { (&wide[..], 2 * NR) } else { (&acc[..], NR) };
-            for r in 0..rr {
-                let at = (i0 + r0 + r) * dim + h * dh + c0;
-                // SAFETY: per this function's contract, these `cols` floats of row i0+r0+r
-                // in head h's columns are valid and written by no one else.
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), cols) };
-                dst.copy_from_slice(&res[r * stride..r * stride + cols]);
-            }
-            c0 += cols;
+            // A group narrower than its panels would read past the end of the last value row:
+            // the scalar kernel reads only the columns it needs.
+            let fits = v.len() >= (t - 1) * 3 * dim + (panels - 1) * NR + NR;
+            let kernel = if fits { kernel } else { F32Kernel::Scalar };
+            let at = (i0 + r0) * dim + h * dh + c0;
+            // SAFETY: per this function's contract, these rows of head h's columns are valid and
+            // written by no one else.
+            let block = unsafe { OutBlock::new(out.get().add(at), dim, rr, cols, None, Epilogue::Store) };
+            kernel.run_block(&scores[r0 * tp..], tp, t, v, 3 * dim, NR, panels, block);
         }
     }
 }
 
-/// The scalar twin of [`attention`]: materialises each head's full score matrix and
+/// The scalar reference of [`attention`]: materialises each head's full score matrix and
 /// accumulates in f64. The oracle for tests.
-pub fn attention_scalar(qkv: &[f32], out: &mut [f32], shape: AttentionShape) {
+pub fn attention_reference(qkv: &[f32], out: &mut [f32], shape: AttentionShape) {
     let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
     assert_eq!(qkv.len(), t * 3 * dim);
     assert_eq!(out.len(), t * dim);
@@ -206,10 +194,10 @@ pub fn attention_scalar(qkv: &[f32], out: &mut [f32], shape: AttentionShape) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matmul::tests::noise;
+    use crate::testing::noise;
 
     #[test]
-    fn matches_scalar_for_many_head_sizes_and_token_counts() {
+    fn every_kernel_matches_the_reference_and_the_scalar_kernel_bit_for_bit() {
         for &(tokens, heads, head_dim) in
             &[(1, 1, 1), (5, 3, 24), (17, 4, 16), (50, 2, 80), (197, 3, 64), (10, 5, 7), (257, 2, 64), (40, 1, 33)]
         {
@@ -217,20 +205,20 @@ mod tests {
             let qkv: Vec<f32> =
                 noise(tokens as u64 * 31 + heads as u64, tokens * 3 * shape.dim()).iter().map(|x| x * 3.0).collect();
             let mut want = vec![0.0; tokens * shape.dim()];
-            attention_scalar(&qkv, &mut want, shape);
+            attention_reference(&qkv, &mut want, shape);
             let mut first: Option<Vec<f32>> = None;
-            for kernel in TileKernel::available() {
+            for kernel in F32Kernel::available() {
                 for (threads, slots) in [(1, 1), (2, 2), (3, 8)] {
                     let mut got = vec![f32::NAN; tokens * shape.dim()];
                     let mut scratch = vec![f32::NAN; scratch_len(shape, slots)];
-                    attention_with(kernel, &qkv, &mut got, &mut scratch, shape, Threads(threads));
+                    attention(kernel, &qkv, &mut got, &mut scratch, shape, Threads(threads));
                     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                        assert!((a - b).abs() < 1e-5, "{kernel:?} {shape:?} t={threads} [{i}]: {a} vs {b}");
+                        assert!((a - b).abs() < 1e-5, "{} {shape:?} t={threads} [{i}]: {a} vs {b}", kernel.name());
                     }
-                    // Every tile kernel and thread count gives the same bits.
+                    // Every kernel and thread count gives the same bits.
                     match &first {
                         None => first = Some(got),
-                        Some(f) => assert_eq!(f, &got, "{kernel:?} {shape:?} threads {threads}"),
+                        Some(f) => assert_eq!(f, &got, "{} {shape:?} threads {threads}", kernel.name()),
                     }
                 }
             }

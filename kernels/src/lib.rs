@@ -1,67 +1,112 @@
 //! Numeric kernels for edgevit. No I/O and no knowledge of model files: every function takes
-//! slices and shapes, checks them, and computes. Each optimised kernel has a plain scalar twin
-//! here that serves as the oracle in its tests.
+//! slices and shapes, checks them, and computes.
+//!
+//! Where things are:
+//!
+//! - [`gemm`]: the Linear layers. One driver ([`gemm::driver`]) and one epilogue
+//!   ([`gemm::epilogue`]) serve three families of register-tile microkernels, one file per
+//!   variant, named as `edgevit info` prints them: [`gemm::i8`](mod@gemm::i8) (`i8_gemm_4x16c4_neondot.rs`,
+//!   ...), [`gemm::f16`](mod@gemm::f16) and [`gemm::f32`](mod@gemm::f32). The f32 microkernels also run attention's two
+//!   products. [`gemm::pack`] holds the weight layouts the tools write.
+//! - [`attention`]: fused multi-head attention on the f32 microkernels.
+//! - [`rows`]: the row kernels (LayerNorm, softmax, GELU and the other activations, int8
+//!   quantization of activation rows), each in one file with its scalar twin beside the NEON,
+//!   AVX2 and AVX-512 versions.
+//!
+//! Every SIMD kernel has a scalar twin that is its oracle: the tests assert bit-identical
+//! results. A new instruction set is a new file per microkernel plus one line in its family's
+//! table; a new weight dtype is a new family under [`gemm`].
 
-pub mod activation;
+/// Declares a family of microkernels: an enum whose variants each name the module (file) that
+/// implements them, so the name a kernel reports is where its code is. Each module exports
+/// `run` with the family's signature; a variant whose `cfg` is off for this target, or whose
+/// CPU test fails, is not available.
+macro_rules! kernel_family {
+    (
+        $(#[$meta:meta])*
+        pub enum $family:ident: $ukernel:ty {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident = $module:ident { mr: $mr:expr, nr: $nr:expr }
+                    where cfg($cfg:meta), cpu($cpu:expr)
+            ),* $(,)?
+        }
+    ) => {
+        $( #[cfg($cfg)] mod $module; )*
+
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $family {
+            $( $(#[$vmeta])* $variant, )*
+        }
+
+        impl $family {
+            /// Every variant of the family, in table order (best last).
+            pub const ALL: &'static [$family] = &[$($family::$variant),*];
+
+            /// The kernel's name: the name of the file that holds its code.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $family::$variant => stringify!($module), )*
+                }
+            }
+
+            /// Rows and columns of the variant's register tile.
+            pub fn tile(self) -> (usize, usize) {
+                match self {
+                    $( $family::$variant => ($mr, $nr), )*
+                }
+            }
+
+            /// Whether this build and this CPU can run the variant.
+            pub fn supported(self) -> bool {
+                match self {
+                    $(
+                        $family::$variant => {
+                            #[cfg($cfg)]
+                            return $cpu;
+                            #[cfg(not($cfg))]
+                            return false;
+                        }
+                    )*
+                }
+            }
+
+            /// Every variant this CPU can run, in table order (best last).
+            pub fn available() -> Vec<$family> {
+                Self::ALL.iter().copied().filter(|k| k.supported()).collect()
+            }
+
+            /// The variant's entry point, if this build has it.
+            fn ukernel(self) -> Option<$ukernel> {
+                match self {
+                    $(
+                        $family::$variant => {
+                            #[cfg($cfg)]
+                            return Some($module::run);
+                            #[cfg(not($cfg))]
+                            return None;
+                        }
+                    )*
+                }
+            }
+        }
+    };
+}
+
 pub mod attention;
-pub mod f16gemm;
-pub mod i8gemm;
-pub mod layernorm;
-pub mod matmul;
-pub mod softmax;
-pub mod tile;
+pub mod gemm;
+pub mod rows;
 
-/// Sum in 16 independent lanes: a plain `iter().sum()` is a serial chain (float addition is
-/// not reassociated), this vectorises.
-#[inline(always)]
-pub(crate) fn sum_lanes(xs: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let chunks = xs.chunks_exact(16);
-    let rest: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for i in 0..16 {
-            acc[i] += c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + rest
-}
-
-/// Maximum in 16 independent lanes (NaN-free inputs), vectorisable like [`sum_lanes`].
-#[inline(always)]
-pub(crate) fn max_lanes(xs: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 16];
-    let chunks = xs.chunks_exact(16);
-    let rest = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for c in chunks {
-        for i in 0..16 {
-            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
-        }
-    }
-    acc.iter().copied().fold(rest, f32::max)
-}
-
-/// The instruction set the LayerNorm, softmax and GELU kernels use on this CPU.
-pub fn rowwise_kernels() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return "layernorm/softmax/gelu avx512";
-        }
-        if is_x86_feature_detected!("avx2") {
-            return "layernorm/softmax/gelu avx2";
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    return "layernorm/softmax/gelu neon";
-    #[allow(unreachable_code)]
-    "layernorm/softmax/gelu scalar"
-}
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// How many threads a kernel may use. `1` keeps the work on the calling thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Threads(pub usize);
 
 impl Threads {
+    /// The thread count, at least 1.
     pub fn get(self) -> usize {
         self.0.max(1)
     }

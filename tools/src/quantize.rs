@@ -6,8 +6,7 @@ use std::path::Path;
 use edgevit::config::{WeightDType, WeightStorage, KEEPABLE_F32};
 use edgevit::format::{self, DType, Layout, TensorData};
 use edgevit::model::expected_tensors;
-use edgevit_kernels::f16gemm::{pack_k1n16, pack_k1n16_f32};
-use edgevit_kernels::i8gemm::{channel_sums, pack_k4n16, quantize_per_row};
+use edgevit_kernels::gemm::pack::{channel_sums, pack_k1n16_f16, pack_k1n16_f32, pack_k4n16, quantize_per_row};
 
 use crate::hf::Imported;
 
@@ -99,7 +98,7 @@ pub fn convert_with_progress(
                     spec.name.clone(),
                     shape[0],
                     shape[1],
-                    pack_k1n16(w, shape[0], shape[1]),
+                    pack_k1n16_f16(w, shape[0], shape[1]),
                 ));
             }
             _ => {

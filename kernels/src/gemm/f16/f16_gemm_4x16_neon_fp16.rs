@@ -1,76 +1,39 @@
-//! aarch64 f16-weight microkernels (inline asm: the half-precision intrinsics are not stable
-//! Rust). Rows past `rows` repeat the last one and are not stored.
-//! - `neon`: `fcvtl`/`fcvtl2` widen a k-row of the panel to four f32x4, then f32 `fmla` with
-//!   each activation row. Baseline NEON: runs on the Cortex-A72.
-//! - `neon_fp16`: half-precision `fmla` on eight lanes (FEAT_FP16: Cortex-A76 and later), in
-//!   chains of at most `FP16_BLOCK` steps that are then widened into f32 sums.
+//! aarch64 FP16 arithmetic (Cortex-A76 and later), 4 rows x 16 channels: per row two 8-lane
+//! half accumulators (a block's chain of at most [`FP16_BLOCK`] steps) widened into four
+//! f32x4 totals. Inline asm: the half-precision intrinsics are not stable Rust. A tile whose
+//! half arithmetic overflows is computed again with f32 accumulation. The tile is finished in
+//! registers.
 
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{FP16_BLOCK, MR_MAX, NR};
+use super::{operands, OutBlock, FP16_BLOCK, NR};
+use crate::gemm::epilogue::neon::finish_f32;
 
-/// 4 rows x 16 channels, four q accumulators per row.
-pub(super) fn neon(a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut [f32; MR_MAX * NR]) {
-    let rp: [*const f32; 4] = std::array::from_fn(|r| a[r.min(rows - 1) * lda..].as_ptr());
-    // SAFETY: NEON is part of every aarch64 target edgevit supports; the caller asserted that
-    // every row holds k values and the panel k * 16 halves, so all loads are in bounds.
-    unsafe { neon_body(&rp, rows, k, panel.as_ptr(), acc) }
+pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, mut out: OutBlock<'_>) {
+    assert!(std::arch::is_aarch64_feature_detected!("fp16"), "f16_gemm_4x16_neon_fp16 needs FEAT_FP16");
+    let rp = operands::<4>(a, lda, k, w, panels, 1, &out);
+    // SAFETY: FP16 arithmetic was checked above; `operands` checked that every row holds k
+    // values and the panel k * 16 halves.
+    let mut c = unsafe { body(&rp, k, w.as_ptr()) };
+    if !all_finite(&c) {
+        // SAFETY: as above.
+        c = unsafe { super::f16_gemm_4x16_neon_fcvtl::body(&rp, k, w.as_ptr()) };
+    }
+    finish_f32(&c, &mut out);
 }
 
-#[target_feature(enable = "neon")]
-unsafe fn neon_body(rp: &[*const f32; 4], rows: usize, k: usize, panel: *const u16, acc: &mut [f32; MR_MAX * NR]) {
-    let mut c = [[vdupq_n_f32(0.0); 4]; 4];
-    for kk in 0..k {
-        let (w0, w1, w2, w3): (float32x4_t, float32x4_t, float32x4_t, float32x4_t);
-        // SAFETY: reads the 32 bytes of halves at kk * 16 (in bounds, see caller) and writes
-        // only the declared registers.
-        unsafe {
-            asm!(
-                "ldp {h0:q}, {h1:q}, [{p}]",
-                "fcvtl {w0:v}.4s, {h0:v}.4h",
-                "fcvtl2 {w1:v}.4s, {h0:v}.8h",
-                "fcvtl {w2:v}.4s, {h1:v}.4h",
-                "fcvtl2 {w3:v}.4s, {h1:v}.8h",
-                p = in(reg) panel.add(kk * NR),
-                h0 = out(vreg) _,
-                h1 = out(vreg) _,
-                w0 = out(vreg) w0,
-                w1 = out(vreg) w1,
-                w2 = out(vreg) w2,
-                w3 = out(vreg) w3,
-                options(pure, readonly, nostack),
-            );
-        }
-        for r in 0..4 {
-            // SAFETY: kk < k, so a[r][kk] is in bounds (see caller).
-            let x = unsafe { *rp[r].add(kk) };
-            c[r][0] = vfmaq_n_f32(c[r][0], w0, x);
-            c[r][1] = vfmaq_n_f32(c[r][1], w1, x);
-            c[r][2] = vfmaq_n_f32(c[r][2], w2, x);
-            c[r][3] = vfmaq_n_f32(c[r][3], w3, x);
-        }
+fn all_finite(c: &[[float32x4_t; 4]; 4]) -> bool {
+    // SAFETY: NEON is baseline on aarch64; register-only intrinsics.
+    unsafe {
+        let max = c.iter().flatten().fold(vdupq_n_f32(0.0), |m, v| vmaxq_f32(m, vabsq_f32(*v)));
+        // `fmax` and `fmaxv` propagate NaN, which then fails the comparison, as infinity does.
+        vmaxvq_f32(max) <= f32::MAX
     }
-    for (r, row) in c.iter().enumerate().take(rows) {
-        for (j, v) in row.iter().enumerate() {
-            // SAFETY: r < rows <= 4 and acc holds 8 rows of 16.
-            unsafe { vst1q_f32(acc.as_mut_ptr().add(r * NR + 4 * j), *v) };
-        }
-    }
-}
-
-/// 4 rows x 16 channels in half precision: per row two 8-lane half accumulators (a block's
-/// chain) and four f32x4 totals.
-pub(super) fn neon_fp16(a: &[f32], lda: usize, rows: usize, k: usize, panel: &[u16], acc: &mut [f32; MR_MAX * NR]) {
-    assert!(std::arch::is_aarch64_feature_detected!("fp16"), "neon_fp16 needs FEAT_FP16");
-    let rp: [*const f32; 4] = std::array::from_fn(|r| a[r.min(rows - 1) * lda..].as_ptr());
-    // SAFETY: FP16 arithmetic was checked above; the caller asserted that every row holds k
-    // values and the panel k * 16 halves, so all loads are in bounds.
-    unsafe { neon_fp16_body(&rp, rows, k, panel.as_ptr(), acc) }
 }
 
 #[target_feature(enable = "neon,fp16")]
-unsafe fn neon_fp16_body(rp: &[*const f32; 4], rows: usize, k: usize, panel: *const u16, acc: &mut [f32; MR_MAX * NR]) {
+unsafe fn body(rp: &[*const f32; 4], k: usize, panel: *const u16) -> [[float32x4_t; 4]; 4] {
     let mut total = [[vdupq_n_f32(0.0); 4]; 4];
     for k0 in (0..k).step_by(FP16_BLOCK) {
         let end = (k0 + FP16_BLOCK).min(k);
@@ -80,7 +43,7 @@ unsafe fn neon_fp16_body(rp: &[*const f32; 4], rows: usize, k: usize, panel: *co
         // register, used lane by lane.
         while kk + 8 <= end {
             // SAFETY: kk + 8 <= k: eight floats of each row and eight k-rows of the panel are in
-            // bounds (see caller).
+            // bounds (see `run`).
             unsafe {
                 let x: [uint16x8_t; 4] = std::array::from_fn(|r| to_half8(rp[r].add(kk)));
                 let w = |i: usize| (vld1q_u16(panel.add((kk + i) * NR)), vld1q_u16(panel.add((kk + i) * NR + 8)));
@@ -96,7 +59,7 @@ unsafe fn neon_fp16_body(rp: &[*const f32; 4], rows: usize, k: usize, panel: *co
             kk += 8;
         }
         while kk < end {
-            // SAFETY: kk < k: one float of each row and one k-row of the panel (see caller).
+            // SAFETY: kk < k: one float of each row and one k-row of the panel (see `run`).
             unsafe {
                 let x: [uint16x8_t; 4] = std::array::from_fn(|r| to_half1(*rp[r].add(kk)));
                 let w = (vld1q_u16(panel.add(kk * NR)), vld1q_u16(panel.add(kk * NR + 8)));
@@ -112,12 +75,7 @@ unsafe fn neon_fp16_body(rp: &[*const f32; 4], rows: usize, k: usize, panel: *co
             }
         }
     }
-    for (r, row) in total.iter().enumerate().take(rows) {
-        for (j, v) in row.iter().enumerate() {
-            // SAFETY: r < rows <= 4 and acc holds 8 rows of 16.
-            unsafe { vst1q_f32(acc.as_mut_ptr().add(r * NR + 4 * j), *v) };
-        }
-    }
+    total
 }
 
 /// Eight floats rounded to half (`fcvtn`, to nearest even), as eight lanes.

@@ -1,0 +1,50 @@
+//! The scalar twin of the half-precision kernels: each activation rounded to half (to
+//! nearest even); per output and block of [`FP16_BLOCK`] k steps, a half-precision fused
+//! multiply-add chain from zero (each step rounded once, to nearest even, as `fmla` does);
+//! each block's sum then added to an f32 total. A tile whose half arithmetic overflows is
+//! computed again with f32 accumulation, as the SIMD kernels do.
+
+use super::{OutBlock, FP16_BLOCK, NR};
+use crate::gemm::epilogue::finish_f32;
+use crate::gemm::{MR_MAX, NR_MAX};
+use half::f16;
+
+pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, mut out: OutBlock<'_>) {
+    assert!(out.rows <= MR_MAX && panels * NR <= NR_MAX && w.len() >= panels * k * NR);
+    let mut acc = [0f32; MR_MAX * NR_MAX];
+    for r in 0..out.rows {
+        for c in 0..out.cols {
+            let panel = &w[(c / NR) * k * NR..];
+            let mut sum = 0f32;
+            for k0 in (0..k).step_by(FP16_BLOCK) {
+                let mut chain = 0f32;
+                for kk in k0..(k0 + FP16_BLOCK).min(k) {
+                    let x = f16::from_f32(a[r * lda + kk]).to_f32();
+                    chain = fma_half(x, f16::from_bits(panel[kk * NR + c % NR]).to_f32(), chain);
+                }
+                sum += chain;
+            }
+            acc[r * NR_MAX + c] = sum;
+        }
+    }
+    // The SIMD kernels check a whole 4 x 16 tile at once; a 4 x 16 tile here is this block.
+    if !acc.iter().all(|v| v.is_finite()) {
+        return super::f16_gemm_4x16_scalar::run(a, lda, k, w, panels, out);
+    }
+    finish_f32(&acc, NR_MAX, &mut out);
+}
+
+/// `x * w + h` rounded once to half (to nearest even), for half-precision values given as f32.
+/// The product is exact in f32 and the sum exact in f64; rounding that to f32 to odd (keep the
+/// nearest-even result if odd, else step to the odd neighbour on the other side of the exact
+/// value) keeps enough bits that rounding to half afterwards is exact rounding.
+pub(super) fn fma_half(x: f32, w: f32, h: f32) -> f32 {
+    let exact = (x * w) as f64 + h as f64;
+    let mut r = exact as f32;
+    if r as f64 != exact && r.to_bits() & 1 == 0 {
+        // Away from r towards `exact`: in magnitude up if |exact| > |r|, else down.
+        let up = exact.abs() > (r as f64).abs();
+        r = f32::from_bits(if up { r.to_bits() + 1 } else { r.to_bits() - 1 });
+    }
+    f16::from_f32(r).to_f32()
+}

@@ -1,0 +1,22 @@
+//! The scalar f16-weight microkernel with f32 accumulation: the twin of the widening kernels.
+//! Per output, one chain of fused multiply-adds in k order.
+
+use super::{OutBlock, NR};
+use crate::gemm::epilogue::finish_f32;
+use crate::gemm::{MR_MAX, NR_MAX};
+
+pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, mut out: OutBlock<'_>) {
+    assert!(out.rows <= MR_MAX && panels * NR <= NR_MAX && w.len() >= panels * k * NR);
+    let mut acc = [0f32; MR_MAX * NR_MAX];
+    for r in 0..out.rows {
+        for c in 0..out.cols {
+            let panel = &w[(c / NR) * k * NR..];
+            let mut s = 0f32;
+            for kk in 0..k {
+                s = a[r * lda + kk].mul_add(half::f16::from_bits(panel[kk * NR + c % NR]).to_f32(), s);
+            }
+            acc[r * NR_MAX + c] = s;
+        }
+    }
+    finish_f32(&acc, NR_MAX, &mut out);
+}

@@ -1,0 +1,47 @@
+//! x86_64 AVX2, 4 rows x 16 channels: `a * w = |a| * (w * sign(a))` through `vpmaddubsw`
+//! (unsigned x signed bytes to int16 pairs) and `vpmaddwd` (pairs to int32).
+
+use std::arch::x86_64::*;
+
+use super::{operands, Dequant, OutBlock};
+use crate::gemm::epilogue::finish_i32;
+use crate::gemm::{MR_MAX, NR_MAX};
+
+pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant<'_>, mut out: OutBlock<'_>) {
+    assert!(is_x86_feature_detected!("avx2"));
+    let (rp, groups) = operands::<4>(a, stride, w, panels, 1, &out);
+    let mut acc = [0i32; MR_MAX * NR_MAX];
+    // SAFETY: AVX2 is present (checked above); `operands` checked that every row pointer
+    // addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
+    unsafe { body(rp, groups, w.as_ptr(), &mut acc) };
+    finish_i32(&acc, NR_MAX, dq, &mut out);
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn body(rp: [*const i8; 4], groups: usize, w: *const i8, acc: &mut [i32; MR_MAX * NR_MAX]) {
+    let ones = _mm256_set1_epi16(1);
+    let mut c = [[_mm256_setzero_si256(); 2]; 4];
+    for g in 0..groups {
+        // SAFETY: g < groups: in bounds (see `run`).
+        let (w0, w1) = unsafe {
+            (_mm256_loadu_si256(w.add(g * 64) as *const __m256i), _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i))
+        };
+        for (r, c) in c.iter_mut().enumerate() {
+            // SAFETY: g < groups: in bounds (see `run`).
+            let av = _mm256_set1_epi32(unsafe { (rp[r].add(g * 4) as *const i32).read_unaligned() });
+            // |a| <= 127, so each int16 pair sum is at most 2 * 127 * 127 = 32258: no saturation.
+            let aa = _mm256_abs_epi8(av);
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av)), ones);
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av)), ones);
+            c[0] = _mm256_add_epi32(c[0], p0);
+            c[1] = _mm256_add_epi32(c[1], p1);
+        }
+    }
+    for (r, c) in c.iter().enumerate() {
+        // SAFETY: acc holds MR_MAX rows of NR_MAX.
+        unsafe {
+            _mm256_storeu_si256(acc.as_mut_ptr().add(r * NR_MAX) as *mut __m256i, c[0]);
+            _mm256_storeu_si256(acc.as_mut_ptr().add(r * NR_MAX + 8) as *mut __m256i, c[1]);
+        }
+    }
+}

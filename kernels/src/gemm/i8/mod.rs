@@ -1,0 +1,161 @@
+//! int8 GEMM: `out[m, n] = dequant(sum_k qa[m, k] * qw[n, k]) + bias[n]`, then stored,
+//! activated or added (see [`super::epilogue`]).
+//!
+//! Weights are quantized per output channel and packed k4n16 ([`super::pack`]) by the tools.
+//! Activations are quantized per row at run time ([`crate::rows::quantize`]) to [-127, 127]:
+//! both operands avoid -128, which keeps the 16-bit intermediate sums of the `smlal` and
+//! `vpmaddubsw` kernels exact. Every kernel's int32 sums are exact, and the epilogue is the
+//! same everywhere, so all kernels agree with the scalar twin bit for bit.
+
+use super::driver::{drive, Problem};
+use super::epilogue::Dequant;
+use super::pack::{k4n16_len, padded_k, KG, NR};
+use super::{Epilogue, OutBlock};
+use crate::Threads;
+
+/// The signature every int8 microkernel shares: `out.rows` activation rows of `stride` bytes
+/// (K padded to whole groups) times `panels` consecutive k4n16 weight panels, finished
+/// through `dq` into `out`.
+pub(crate) type Ukernel = fn(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant<'_>, out: OutBlock<'_>);
+
+kernel_family! {
+    /// The int8 microkernels, named `i8_gemm_{MR}x{NR}c{K per step}_{isa}`.
+    pub enum I8Kernel: Ukernel {
+        /// Portable Rust: the twin every SIMD kernel is tested against.
+        Scalar = i8_gemm_4x16c4_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true),
+        /// x86_64 AVX2: `vpsignb`/`vpmaddubsw`/`vpmaddwd`.
+        Avx2 = i8_gemm_4x16c4_avx2 { mr: 4, nr: 16 }
+            where cfg(target_arch = "x86_64"), cpu(is_x86_feature_detected!("avx2")),
+        /// x86_64 AVX-VNNI: 256-bit `vpdpbusd` on activations stored as `q + 128`.
+        AvxVnni = i8_gemm_4x16c4_avxvnni { mr: 4, nr: 16 }
+            where cfg(target_arch = "x86_64"),
+            cpu(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni")),
+        /// x86_64 AVX-512 VNNI: 512-bit `vpdpbusd`, two panels per call.
+        Avx512Vnni = i8_gemm_8x32c4_avx512vnni { mr: 8, nr: 32 }
+            where cfg(target_arch = "x86_64"),
+            cpu(is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")),
+        /// aarch64 baseline NEON (Cortex-A72): `smull`/`smlal`/`sadalp`.
+        Neon = i8_gemm_2x16c4_neon { mr: 2, nr: 16 } where cfg(target_arch = "aarch64"), cpu(true),
+        /// aarch64 dot product (Cortex-A76): `sdot`.
+        NeonDot = i8_gemm_4x16c4_neondot { mr: 4, nr: 16 }
+            where cfg(target_arch = "aarch64"), cpu(std::arch::is_aarch64_feature_detected!("dotprod")),
+        /// aarch64 int8 matrix multiply (Armv8.6 i8mm): `smmla` on 2 x 8 blocks.
+        NeonI8mm = i8_gemm_4x16c8_neoni8mm { mr: 4, nr: 16 }
+            where cfg(target_arch = "aarch64"), cpu(std::arch::is_aarch64_feature_detected!("i8mm")),
+    }
+}
+
+impl I8Kernel {
+    /// The fastest kernel this CPU can run.
+    pub fn best() -> I8Kernel {
+        *Self::available().last().expect("the scalar kernel always runs")
+    }
+
+    /// Whether the kernel reads activations stored as `q + 128` (the unsigned operand of
+    /// `vpdpbusd`) rather than signed `q`.
+    pub fn wants_biased(self) -> bool {
+        matches!(self, I8Kernel::AvxVnni | I8Kernel::Avx512Vnni)
+    }
+}
+
+/// Activations quantized per row: `rows x stride` int8 (stride = K padded to whole groups,
+/// zero-filled), standing for `scales[r] * q + offsets[r]`; stored as `q + 128` when `biased`
+/// (see [`I8Kernel::wants_biased`]).
+#[derive(Clone, Copy, Debug)]
+pub struct QuantRows<'a> {
+    /// The quantized rows.
+    pub data: &'a [i8],
+    /// Number of rows.
+    pub rows: usize,
+    /// Bytes per row.
+    pub stride: usize,
+    /// Scale per row.
+    pub scales: &'a [f32],
+    /// Offset per row.
+    pub offsets: &'a [f32],
+    /// Whether bytes hold `q + 128`.
+    pub biased: bool,
+}
+
+/// A k4n16-packed int8 weight matrix (`n` output channels of `k` inputs) with its
+/// per-channel scales and sums of quantized weights.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedI8<'a> {
+    /// The packed weights ([`super::pack::pack_k4n16`]).
+    pub data: &'a [i8],
+    /// Output channels.
+    pub n: usize,
+    /// Inputs per channel.
+    pub k: usize,
+    /// Scale per channel.
+    pub scales: &'a [f32],
+    /// Sum of the quantized weights per channel ([`super::pack::channel_sums`]).
+    pub sums: &'a [i32],
+}
+
+/// `out` (`a.rows x ldo`, row-major) receives the `a.rows x w.n` result per `epilogue`.
+#[allow(clippy::too_many_arguments)]
+pub fn i8_gemm(
+    kernel: I8Kernel,
+    a: QuantRows<'_>,
+    w: PackedI8<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    ldo: usize,
+    epilogue: Epilogue,
+    threads: Threads,
+) {
+    let (m, n, stride) = (a.rows, w.n, a.stride);
+    assert_eq!(stride, padded_k(w.k), "i8_gemm: activation stride must be K padded to 4");
+    assert_eq!(a.biased, kernel.wants_biased(), "i8_gemm: activations must be biased exactly when the kernel wants it");
+    assert!(
+        a.data.len() >= m * stride && a.scales.len() >= m && a.offsets.len() >= m,
+        "i8_gemm: activations too short"
+    );
+    assert!(
+        w.data.len() >= k4n16_len(n, w.k) && w.scales.len() >= n && w.sums.len() >= n,
+        "i8_gemm: weights too short"
+    );
+    let ukernel =
+        kernel.ukernel().unwrap_or_else(|| panic!("{} is not built for this CPU architecture", kernel.name()));
+    assert!(kernel.supported(), "this CPU cannot run {}", kernel.name());
+    let (mr, nr) = kernel.tile();
+    let panel_len = stride * NR;
+    let micro = |p0: usize, panels: usize, m0: usize, out: OutBlock<'_>| {
+        let (rows, cols, col0) = (out.rows, out.cols, p0 * NR);
+        let dq = Dequant {
+            w_scale: &w.scales[col0..col0 + cols],
+            w_sum: &w.sums[col0..col0 + cols],
+            a_scale: &a.scales[m0..m0 + rows],
+            a_offset: &a.offsets[m0..m0 + rows],
+        };
+        let rows_a = &a.data[m0 * stride..(m0 + rows) * stride];
+        ukernel(rows_a, stride, &w.data[p0 * panel_len..(p0 + panels) * panel_len], panels, &dq, out);
+    };
+    let problem = Problem { m, n, k: w.k, mr, np: nr / NR };
+    drive(problem, out, ldo, bias, epilogue, threads, micro);
+}
+
+/// Checks one microkernel call's operands and returns `MR` row pointers (rows past
+/// `out.rows` repeat the last one: computed, never stored, so kernel bodies need no
+/// ragged-row branches) and the number of K groups.
+#[allow(dead_code)] // used by the SIMD kernels of whichever architecture this is built for
+fn operands<const MR: usize>(
+    a: &[i8],
+    stride: usize,
+    w: &[i8],
+    panels: usize,
+    max_panels: usize,
+    out: &OutBlock<'_>,
+) -> ([*const i8; MR], usize) {
+    let rows = out.rows;
+    assert!(rows >= 1 && rows <= MR && a.len() >= rows * stride && stride.is_multiple_of(KG));
+    assert!(panels >= 1 && panels <= max_panels && w.len() >= panels * stride * NR);
+    assert!(out.cols <= panels * NR);
+    (std::array::from_fn(|r| a[r.min(rows - 1) * stride..].as_ptr()), stride / KG)
+}
+
+#[cfg(test)]
+mod tests;

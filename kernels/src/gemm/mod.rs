@@ -1,0 +1,81 @@
+//! GEMMs for the Linear layers: `out[m, n] = sum_k a[m, k] * w[n, k] + bias[n]`, then stored,
+//! activated or added to `out` (the residual), for int8, f16 and f32 weights.
+//!
+//! As in BLIS, one [`driver`] owns the loops around the register tile (column panels split
+//! across threads, `MR` rows per call) and one [`epilogue`] owns what happens to a finished
+//! tile (dequantization, bias, activation, residual add). A microkernel owns only its tile:
+//! each variant is one file, named as `edgevit info` prints it, in the family of its weight
+//! dtype:
+//!
+//! - [`i8`](mod@i8): int8 weights and activations quantized per row, int32 accumulation (`sdot`,
+//!   `smmla`, `smull`/`smlal`, `vpdpbusd`, `vpmaddubsw`);
+//! - [`f16`](mod@f16): half-precision weights widened to f32, or half-precision arithmetic (Cortex-A76);
+//! - [`f32`](mod@f32): f32 weights; the same microkernels run attention's products.
+//!
+//! Weights are packed once, by the tools, in the layouts of [`pack`]: column panels of
+//! [`NR`] = 16 output channels.
+
+pub mod driver;
+pub mod epilogue;
+pub mod f16;
+pub mod f32;
+pub mod i8;
+pub mod pack;
+
+pub use epilogue::Epilogue;
+pub use pack::NR;
+
+/// The most rows any microkernel computes at once.
+pub const MR_MAX: usize = 8;
+/// The most columns any microkernel computes at once: two panels.
+pub const NR_MAX: usize = 2 * NR;
+
+/// Where one microkernel call's `rows x cols` results go (row `r` at `dst + r * ldo`), and
+/// what happens to them on the way. Only the driver makes one, for a block that it checked is
+/// in bounds and that no other task writes.
+#[derive(Clone, Copy)]
+pub struct OutBlock<'a> {
+    dst: *mut f32,
+    /// Row stride of the output.
+    pub ldo: usize,
+    /// Rows of the block (at most the kernel's MR).
+    pub rows: usize,
+    /// Columns of the block (at most the kernel's NR).
+    pub cols: usize,
+    /// The block's `cols` biases.
+    pub bias: Option<&'a [f32]>,
+    /// Store, activate or accumulate.
+    pub epilogue: Epilogue,
+}
+
+impl<'a> OutBlock<'a> {
+    /// # Safety
+    /// `dst` must address `rows` rows of `cols` writable floats at stride `ldo`, which no one
+    /// else reads or writes while the block lives.
+    pub(crate) unsafe fn new(
+        dst: *mut f32,
+        ldo: usize,
+        rows: usize,
+        cols: usize,
+        bias: Option<&'a [f32]>,
+        epilogue: Epilogue,
+    ) -> Self {
+        assert!((1..=MR_MAX).contains(&rows) && (1..=NR_MAX).contains(&cols) && (rows == 1 || ldo >= cols));
+        assert!(bias.is_none_or(|b| b.len() >= cols), "gemm: bias too short for its block");
+        OutBlock { dst, ldo, rows, cols, bias, epilogue }
+    }
+
+    /// Row `r` of the block.
+    pub fn row(&mut self, r: usize) -> &mut [f32] {
+        assert!(r < self.rows);
+        // SAFETY: in bounds and exclusive by the constructor's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.dst.add(r * self.ldo), self.cols) }
+    }
+
+    /// The first element of row `r`, for SIMD stores of whole rows.
+    #[allow(dead_code)] // used by the SIMD epilogues of whichever architecture this is built for
+    pub(crate) fn row_ptr(&self, r: usize) -> *mut f32 {
+        assert!(r < self.rows);
+        self.dst.wrapping_add(r * self.ldo)
+    }
+}

@@ -1,0 +1,479 @@
+//! Element-wise activations of the MLP, and the `exp` that softmax shares.
+//!
+//! `Gelu` is the exact-erf form that Hugging Face's `hidden_act = "gelu"` means, computed
+//! without a division: `erf(z) = z P(z^2) / Q(z^2)` (degree 5 over 5, fitted to erf on
+//! [-4, 4]; |z| is clamped there, where erf is 1 to float precision), with `1 / Q` from an
+//! integer first guess and three Newton steps. [`gelu`] is the scalar twin; the NEON, AVX2 and
+//! AVX-512 kernels perform the same operations in the same order, fused multiply-adds where
+//! it uses `mul_add`, and so agree with it bit for bit. [`Activation::apply`] (libm's erf) is
+//! the reference they are all tested against.
+
+/// The activation of the MLP's first layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// x * Phi(x) with the exact erf ("gelu").
+    Gelu,
+    /// The tanh approximation ("gelu_new", "gelu_pytorch_tanh", "gelu_fast").
+    GeluTanh,
+    /// x * sigmoid(1.702 x) ("quick_gelu").
+    QuickGelu,
+    /// max(x, 0).
+    Relu,
+    /// x * sigmoid(x) ("silu", "swish").
+    Silu,
+}
+
+impl Activation {
+    /// The activation of one value, from libm: the reference.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Gelu => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+            Activation::GeluTanh => {
+                let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+            }
+            Activation::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
+            Activation::Relu => x.max(0.0),
+            Activation::Silu => x / (1.0 + (-x).exp()),
+        }
+    }
+
+    /// Applies the activation in place: GELU on the best kernel this CPU has, the others
+    /// through [`Activation::apply`].
+    pub fn apply_slice(self, xs: &mut [f32]) {
+        if self == Activation::Gelu {
+            return gelu_slice(xs);
+        }
+        for x in xs {
+            *x = self.apply(*x);
+        }
+    }
+}
+
+/// `0.5 x (1 + erf(x / sqrt 2))` in place, on the best kernel this CPU has.
+pub fn gelu_slice(xs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return gelu_avx512(xs);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return gelu_avx2(xs);
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    return gelu_neon(xs);
+    #[allow(unreachable_code)]
+    gelu_scalar(xs)
+}
+
+/// The scalar twin of the GELU kernels, over a slice.
+pub fn gelu_scalar(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = gelu(*x));
+}
+
+// Coefficients of erf(z) = z P(z^2) / Q(z^2) on [-4, 4] (fitted by reweighted least squares;
+// worst error with float arithmetic 3.3e-7), P[0] first; Q[0] = 1.
+const ERF_CLAMP: f32 = 4.0;
+// P[0] is near 2 / sqrt(pi), erf's slope at 0, but it is a fitted value, not that constant.
+#[allow(clippy::approx_constant)]
+const ERF_P: [f32; 6] = [1.128_379, 0.196_229_37, 0.053_464_13, 0.004_002_528_7, 0.000_287_969_86, 1.974_422_7e-6];
+const ERF_Q: [f32; 6] = [1.0, 0.507_234_93, 0.116_467_6, 0.015_442_318, 0.001_215_996_5, 3.747_278e-5];
+/// First guess for `1 / d` as bits: within 12% for every positive normal `d`; three Newton
+/// steps take that below 1e-7.
+const RECIP_MAGIC: u32 = 0x7EF3_11C3;
+
+// Constants of [`exp_fast`]. Adding `EXP_MAGIC` (1.5 * 2^23 + 127) rounds `x log2 e` to an
+// integer n and leaves n + 127 in the low mantissa bits, which a shift by 23 turns into the
+// exponent field of 2^n.
+const EXP_MAGIC: f32 = 12_583_039.0;
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+// e^r on [-ln2/2, ln2/2] as 1 + r (c1 + r (c2 + ...)), c1 first (fitted: relative error
+// 1.5e-7 with float arithmetic).
+const EXP_POLY: [f32; 5] = [0.999_999_7, 0.499_991_5, 0.166_676_36, 0.041_897_923, 0.008_290_303];
+
+/// Exact-erf GELU of one value: the scalar twin of the SIMD kernels.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    let z = (x * std::f32::consts::FRAC_1_SQRT_2).clamp(-ERF_CLAMP, ERF_CLAMP);
+    let u = z * z;
+    let mut p = ERF_P[5];
+    let mut q = ERF_Q[5];
+    for i in (0..5).rev() {
+        p = p.mul_add(u, ERF_P[i]);
+        q = q.mul_add(u, ERF_Q[i]);
+    }
+    let erf = (z * p) * recip(q);
+    let h = 0.5 * x;
+    h.mul_add(erf, h)
+}
+
+/// `1 / d` for positive normal `d`, to within about 1e-7, without a division.
+#[inline(always)]
+fn recip(d: f32) -> f32 {
+    let mut r = f32::from_bits(RECIP_MAGIC.wrapping_sub(d.to_bits()));
+    for _ in 0..3 {
+        let e = (-d).mul_add(r, 1.0);
+        r = r.mul_add(e, r);
+    }
+    r
+}
+
+/// exp(x) without branches or division: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by a
+/// degree-5 polynomial, 2^n by building the float's exponent. Relative error about 2e-7 for x
+/// in [-87, 88]; x is clamped to that range. The scalar twin of the SIMD `exp`s.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let t = x.mul_add(std::f32::consts::LOG2_E, EXP_MAGIC);
+    let n = t - EXP_MAGIC;
+    let r = n.mul_add(-LN2_HI, x);
+    let r = n.mul_add(-LN2_LO, r);
+    let mut p = EXP_POLY[4];
+    for i in (0..4).rev() {
+        p = p.mul_add(r, EXP_POLY[i]);
+    }
+    let p = p.mul_add(r, 1.0);
+    p * f32::from_bits(t.to_bits() << 23)
+}
+
+#[cfg(target_arch = "aarch64")]
+pub use neon::{exp_f32x4, gelu_f32x4, gelu_neon};
+
+/// NEON versions: [`gelu`] and [`exp_fast`] step for step on four lanes.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::*;
+    use std::arch::aarch64::*;
+
+    /// GELU in place, four vectors per step.
+    pub fn gelu_neon(xs: &mut [f32]) {
+        let mut chunks = xs.chunks_exact_mut(16);
+        for c in &mut chunks {
+            let p = c.as_mut_ptr();
+            // SAFETY: NEON is baseline on aarch64; c holds exactly 16 floats.
+            unsafe {
+                let v: [float32x4_t; 4] = std::array::from_fn(|j| vld1q_f32(p.add(4 * j)));
+                let v = v.map(gelu_f32x4);
+                v.iter().enumerate().for_each(|(j, v)| vst1q_f32(p.add(4 * j), *v));
+            }
+        }
+        let mut rest = chunks.into_remainder().chunks_exact_mut(4);
+        for c in &mut rest {
+            // SAFETY: c holds exactly 4 floats.
+            unsafe { vst1q_f32(c.as_mut_ptr(), gelu_f32x4(vld1q_f32(c.as_ptr()))) };
+        }
+        rest.into_remainder().iter_mut().for_each(|x| *x = gelu(*x));
+    }
+
+    /// GELU of four lanes.
+    #[inline(always)]
+    pub fn gelu_f32x4(x: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64; the intrinsics below only touch registers.
+        unsafe {
+            let s = vdupq_n_f32;
+            let z = vminq_f32(vmaxq_f32(vmulq_n_f32(x, std::f32::consts::FRAC_1_SQRT_2), s(-ERF_CLAMP)), s(ERF_CLAMP));
+            let u = vmulq_f32(z, z);
+            let mut p = s(ERF_P[5]);
+            let mut q = s(ERF_Q[5]);
+            for i in (0..5).rev() {
+                p = vfmaq_f32(s(ERF_P[i]), p, u);
+                q = vfmaq_f32(s(ERF_Q[i]), q, u);
+            }
+            let erf = vmulq_f32(vmulq_f32(z, p), recip(q));
+            let h = vmulq_n_f32(x, 0.5);
+            vfmaq_f32(h, h, erf)
+        }
+    }
+
+    #[inline(always)]
+    fn recip(d: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64; the intrinsics below only touch registers.
+        unsafe {
+            let guess = vsubq_u32(vdupq_n_u32(RECIP_MAGIC), vreinterpretq_u32_f32(d));
+            let mut r = vreinterpretq_f32_u32(guess);
+            for _ in 0..3 {
+                let e = vfmsq_f32(vdupq_n_f32(1.0), d, r);
+                r = vfmaq_f32(r, r, e);
+            }
+            r
+        }
+    }
+
+    /// [`exp_fast`] of four lanes.
+    #[inline(always)]
+    pub fn exp_f32x4(x: float32x4_t) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64; the intrinsics below only touch registers.
+        unsafe {
+            let s = vdupq_n_f32;
+            let x = vminq_f32(vmaxq_f32(x, s(-87.0)), s(88.0));
+            let t = vfmaq_f32(s(EXP_MAGIC), x, s(std::f32::consts::LOG2_E));
+            let n = vsubq_f32(t, s(EXP_MAGIC));
+            let r = vfmsq_f32(x, n, s(LN2_HI));
+            let r = vfmsq_f32(r, n, s(LN2_LO));
+            let mut p = s(EXP_POLY[4]);
+            for i in (0..4).rev() {
+                p = vfmaq_f32(s(EXP_POLY[i]), p, r);
+            }
+            let p = vfmaq_f32(s(1.0), p, r);
+            vmulq_f32(p, vreinterpretq_f32_u32(vshlq_n_u32::<23>(vreinterpretq_u32_f32(t))))
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::{exp_f32x16, exp_f32x8, gelu_avx2, gelu_avx512, gelu_f32x16, gelu_f32x8};
+
+/// AVX2 and AVX-512 versions: [`gelu`] and [`exp_fast`] step for step on 8 and 16 lanes.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// GELU in place with AVX-512F, two vectors per step.
+    pub fn gelu_avx512(xs: &mut [f32]) {
+        assert!(is_x86_feature_detected!("avx512f"));
+        // SAFETY: AVX-512F is present (asserted above).
+        unsafe { gelu_avx512_body(xs) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn gelu_avx512_body(xs: &mut [f32]) {
+        let mut chunks = xs.chunks_exact_mut(32);
+        for c in &mut chunks {
+            let p = c.as_mut_ptr();
+            // SAFETY: c holds exactly 32 floats.
+            unsafe {
+                let (a, b) = (gelu_f32x16(_mm512_loadu_ps(p)), gelu_f32x16(_mm512_loadu_ps(p.add(16))));
+                _mm512_storeu_ps(p, a);
+                _mm512_storeu_ps(p.add(16), b);
+            }
+        }
+        let mut rest = chunks.into_remainder().chunks_exact_mut(16);
+        for c in &mut rest {
+            // SAFETY: c holds exactly 16 floats.
+            unsafe { _mm512_storeu_ps(c.as_mut_ptr(), gelu_f32x16(_mm512_loadu_ps(c.as_ptr()))) };
+        }
+        rest.into_remainder().iter_mut().for_each(|x| *x = gelu(*x));
+    }
+
+    /// GELU of 16 lanes.
+    ///
+    /// # Safety
+    /// Callers outside `#[target_feature]` code must check that the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn gelu_f32x16(x: __m512) -> __m512 {
+        let s = _mm512_set1_ps;
+        let z = _mm512_mul_ps(x, s(std::f32::consts::FRAC_1_SQRT_2));
+        let z = _mm512_min_ps(_mm512_max_ps(z, s(-ERF_CLAMP)), s(ERF_CLAMP));
+        let u = _mm512_mul_ps(z, z);
+        let mut p = s(ERF_P[5]);
+        let mut q = s(ERF_Q[5]);
+        for i in (0..5).rev() {
+            p = _mm512_fmadd_ps(p, u, s(ERF_P[i]));
+            q = _mm512_fmadd_ps(q, u, s(ERF_Q[i]));
+        }
+        let mut r =
+            _mm512_castsi512_ps(_mm512_sub_epi32(_mm512_set1_epi32(RECIP_MAGIC as i32), _mm512_castps_si512(q)));
+        for _ in 0..3 {
+            let e = _mm512_fnmadd_ps(q, r, s(1.0));
+            r = _mm512_fmadd_ps(r, e, r);
+        }
+        let erf = _mm512_mul_ps(_mm512_mul_ps(z, p), r);
+        let h = _mm512_mul_ps(x, s(0.5));
+        _mm512_fmadd_ps(h, erf, h)
+    }
+
+    /// [`exp_fast`] of 16 lanes.
+    ///
+    /// # Safety
+    /// Callers outside `#[target_feature]` code must check that the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn exp_f32x16(x: __m512) -> __m512 {
+        let s = _mm512_set1_ps;
+        let x = _mm512_min_ps(_mm512_max_ps(x, s(-87.0)), s(88.0));
+        let t = _mm512_fmadd_ps(x, s(std::f32::consts::LOG2_E), s(EXP_MAGIC));
+        let n = _mm512_sub_ps(t, s(EXP_MAGIC));
+        let r = _mm512_fnmadd_ps(n, s(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, s(LN2_LO), r);
+        let mut p = s(EXP_POLY[4]);
+        for i in (0..4).rev() {
+            p = _mm512_fmadd_ps(p, r, s(EXP_POLY[i]));
+        }
+        let p = _mm512_fmadd_ps(p, r, s(1.0));
+        _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_castps_si512(t))))
+    }
+
+    /// GELU in place with AVX2 and FMA, two vectors per step.
+    pub fn gelu_avx2(xs: &mut [f32]) {
+        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+        // SAFETY: AVX2 and FMA are present (asserted above).
+        unsafe { gelu_avx2_body(xs) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn gelu_avx2_body(xs: &mut [f32]) {
+        let mut chunks = xs.chunks_exact_mut(16);
+        for c in &mut chunks {
+            let p = c.as_mut_ptr();
+            // SAFETY: c holds exactly 16 floats.
+            unsafe {
+                let (a, b) = (gelu_f32x8(_mm256_loadu_ps(p)), gelu_f32x8(_mm256_loadu_ps(p.add(8))));
+                _mm256_storeu_ps(p, a);
+                _mm256_storeu_ps(p.add(8), b);
+            }
+        }
+        let mut rest = chunks.into_remainder().chunks_exact_mut(8);
+        for c in &mut rest {
+            // SAFETY: c holds exactly 8 floats.
+            unsafe { _mm256_storeu_ps(c.as_mut_ptr(), gelu_f32x8(_mm256_loadu_ps(c.as_ptr()))) };
+        }
+        rest.into_remainder().iter_mut().for_each(|x| *x = gelu(*x));
+    }
+
+    /// GELU of 8 lanes.
+    ///
+    /// # Safety
+    /// Callers outside `#[target_feature]` code must check that the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn gelu_f32x8(x: __m256) -> __m256 {
+        let s = _mm256_set1_ps;
+        let z = _mm256_mul_ps(x, s(std::f32::consts::FRAC_1_SQRT_2));
+        let z = _mm256_min_ps(_mm256_max_ps(z, s(-ERF_CLAMP)), s(ERF_CLAMP));
+        let u = _mm256_mul_ps(z, z);
+        let mut p = s(ERF_P[5]);
+        let mut q = s(ERF_Q[5]);
+        for i in (0..5).rev() {
+            p = _mm256_fmadd_ps(p, u, s(ERF_P[i]));
+            q = _mm256_fmadd_ps(q, u, s(ERF_Q[i]));
+        }
+        let mut r =
+            _mm256_castsi256_ps(_mm256_sub_epi32(_mm256_set1_epi32(RECIP_MAGIC as i32), _mm256_castps_si256(q)));
+        for _ in 0..3 {
+            let e = _mm256_fnmadd_ps(q, r, s(1.0));
+            r = _mm256_fmadd_ps(r, e, r);
+        }
+        let erf = _mm256_mul_ps(_mm256_mul_ps(z, p), r);
+        let h = _mm256_mul_ps(x, s(0.5));
+        _mm256_fmadd_ps(h, erf, h)
+    }
+
+    /// [`exp_fast`] of 8 lanes.
+    ///
+    /// # Safety
+    /// Callers outside `#[target_feature]` code must check that the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn exp_f32x8(x: __m256) -> __m256 {
+        let s = _mm256_set1_ps;
+        let x = _mm256_min_ps(_mm256_max_ps(x, s(-87.0)), s(88.0));
+        let t = _mm256_fmadd_ps(x, s(std::f32::consts::LOG2_E), s(EXP_MAGIC));
+        let n = _mm256_sub_ps(t, s(EXP_MAGIC));
+        let r = _mm256_fnmadd_ps(n, s(LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, s(LN2_LO), r);
+        let mut p = s(EXP_POLY[4]);
+        for i in (0..4).rev() {
+            p = _mm256_fmadd_ps(p, r, s(EXP_POLY[i]));
+        }
+        let p = _mm256_fmadd_ps(p, r, s(1.0));
+        _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rows::RowIsa;
+
+    /// Every GELU kernel this CPU can run, scalar twin first.
+    type Kernel = (RowIsa, fn(&mut [f32]));
+
+    fn gelu_kernels() -> Vec<Kernel> {
+        let mut v: Vec<Kernel> = vec![(RowIsa::Scalar, gelu_scalar)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if RowIsa::Avx2.supported() {
+                v.push((RowIsa::Avx2, gelu_avx2));
+            }
+            if RowIsa::Avx512.supported() {
+                v.push((RowIsa::Avx512, gelu_avx512));
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        v.push((RowIsa::Neon, gelu_neon));
+        v
+    }
+
+    #[test]
+    fn every_gelu_kernel_matches_the_scalar_twin_bit_for_bit() {
+        let mut xs: Vec<f32> = (-120_000..=120_000).map(|i| i as f32 * 1e-4).collect();
+        let edges = [0.0, -0.0, 1e-30, -1e-30, f32::MIN_POSITIVE, 1e-42, 5.65, 5.66, -5.66, 200.0, -200.0, 1e10, -1e10];
+        xs.extend(edges.iter().chain(&[3.4e38, -3.4e38]));
+        let want: Vec<u32> = xs.iter().map(|&x| gelu(x).to_bits()).collect();
+        for (isa, kernel) in gelu_kernels() {
+            // Every length up to 70 (all ragged tails), then the whole sweep.
+            for len in 0..70 {
+                let mut part = xs[1000..1000 + len].to_vec();
+                kernel(&mut part);
+                assert!(
+                    part.iter().map(|v| v.to_bits()).eq(want[1000..1000 + len].iter().copied()),
+                    "{isa:?} len {len}"
+                );
+            }
+            let mut got = xs.clone();
+            kernel(&mut got);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), *w, "{isa:?} at x = {}: {g} vs {}", xs[i], f32::from_bits(*w));
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_and_exp_match_libm() {
+        let mut worst_gelu = 0f64;
+        let mut worst_exp = 0f32;
+        for i in -400_000..=400_000 {
+            let x = i as f32 * 5e-5; // -20 .. 20
+            let exact = 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2));
+            worst_gelu = worst_gelu.max((gelu(x) as f64 - exact).abs() / (x.abs() as f64).max(1.0));
+            if x <= 10.0 {
+                let e = (exp_fast(x) - libm::expf(x)).abs() / libm::expf(x);
+                worst_exp = worst_exp.max(e);
+            }
+        }
+        // erf to 3.3e-7 absolute: GELU = x/2 (1 + erf) to 2e-7 of |x| (plus rounding).
+        assert!(worst_gelu <= 4e-7, "gelu error {worst_gelu} of max(|x|, 1)");
+        assert!(worst_exp <= 4e-7, "exp relative error {worst_exp}");
+        for x in [-87.0f32, -50.0, -1e-3, 0.0, 1e-3, 10.0, 88.0] {
+            let e = (exp_fast(x) as f64 - (x as f64).exp()).abs() / (x as f64).exp();
+            assert!(e <= 4e-7, "exp({x}): {e}");
+        }
+    }
+
+    #[test]
+    fn reciprocal_is_within_float_precision() {
+        for i in 0..100_000 {
+            let d = 1.0 + i as f32 * 1e-3; // Q's range: 1 .. 101
+            let r = recip(d) as f64;
+            assert!((r * d as f64 - 1.0).abs() <= 2.5e-7, "1/{d}: {r}");
+        }
+    }
+
+    #[test]
+    fn gelu_known_values() {
+        // GELU(1) = Phi(1) = 0.8413447460685429.
+        assert!((gelu(1.0) - 0.841_344_7).abs() < 3e-7);
+        assert!((gelu(-1.0) + 0.158_655_25).abs() < 3e-7);
+        assert_eq!(gelu(0.0), 0.0);
+        // Beyond the clamp erf is 1 to within 6e-8, so GELU is x (or 0) to within 3e-8 |x|.
+        assert!((gelu(100.0) - 100.0).abs() <= 3e-6 && gelu(-100.0).abs() <= 3e-6);
+        assert!((Activation::Gelu.apply(1.0) - 0.841_344_8).abs() < 1e-6);
+        assert_eq!(Activation::Relu.apply(-3.0), 0.0);
+        assert!((Activation::Silu.apply(1.0) - 0.731_058_6).abs() < 1e-6);
+        assert!((Activation::GeluTanh.apply(1.0) - 0.841_192).abs() < 1e-5);
+    }
+}
