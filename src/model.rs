@@ -20,8 +20,9 @@ use edgevit_kernels::gemm::f32::{f32_gemm, F32Kernel, PackedF32};
 use edgevit_kernels::gemm::i8::{i8_gemm, I8Kernel, PackedI8, QuantRows};
 use edgevit_kernels::gemm::pack::padded_k;
 use edgevit_kernels::gemm::Epilogue;
+use edgevit_kernels::rows::activation::Activation;
 use edgevit_kernels::rows::layernorm::layernorm_row;
-use edgevit_kernels::rows::quantize::quantize_row;
+use edgevit_kernels::rows::quantize::{gelu_quantize_row, quantize_row};
 use edgevit_kernels::rows::RowIsa;
 use edgevit_kernels::Threads;
 
@@ -376,8 +377,16 @@ impl Model {
             let ln = (self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
             let input = normalize_and_prepare(&l.fc1, x, ln, h, t, q, self.i8_kernel);
             clock.lap(&mut times.layernorm);
-            self.linear(&l.fc1, input, t, mlp, inter, Epilogue::Activate(act));
-            let input = prepare(&l.fc2, mlp, t, inter, q, self.i8_kernel);
+            // An int8 fc2 takes GELU in the row pass that quantizes its input; otherwise fc1's
+            // epilogue applies the activation.
+            let gelu_in_quantize = l.fc2.is_int8() && act == Activation::Gelu;
+            let fc1_epilogue = if gelu_in_quantize { Epilogue::Store } else { Epilogue::Activate(act) };
+            self.linear(&l.fc1, input, t, mlp, inter, fc1_epilogue);
+            let input = if gelu_in_quantize {
+                prepare_gelu(mlp, t, inter, q, self.i8_kernel)
+            } else {
+                prepare(&l.fc2, mlp, t, inter, q, self.i8_kernel)
+            };
             self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate);
             clock.lap(&mut times.mlp);
         }
@@ -417,6 +426,26 @@ fn prepare<'a>(
     });
     let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
     LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased: kernel.wants_biased() })
+}
+
+/// GELU of `rows` rows of `x` in place, quantized per row into `q` for an int8 layer, in one
+/// row pass ([`gelu_quantize_row`]).
+fn prepare_gelu<'a>(
+    x: &'a mut [f32],
+    rows: usize,
+    k: usize,
+    q: &'a mut QuantBuffer,
+    kernel: I8Kernel,
+) -> LinearInput<'a> {
+    let stride = padded_k(k);
+    let biased = kernel.wants_biased();
+    let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
+    let rows_in = x[..rows * k].par_chunks_exact_mut(k).zip(q.data[..rows * stride].par_chunks_exact_mut(stride));
+    rows_in.zip(params).with_min_len(16).for_each(|((src, dst), (s, z))| {
+        (*s, *z) = gelu_quantize_row(src, dst, biased);
+    });
+    let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
+    LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased })
 }
 
 /// LayerNorm of `rows` rows of `x` into `h`, then [`prepare`] for `lin`, row by row in

@@ -12,8 +12,8 @@
 use rayon::prelude::*;
 
 use crate::gemm::f32::F32Kernel;
-use crate::gemm::{Epilogue, OutBlock, NR};
-use crate::rows::softmax::scaled_softmax;
+use crate::gemm::{Columns, Epilogue, OutBlock, NR};
+use crate::rows::softmax::softmax_exp;
 use crate::{OutPtr, Threads};
 
 /// Queries per task: a task's scores are `QUERY_BLOCK x tokens` floats.
@@ -139,16 +139,18 @@ unsafe fn query_block(
             let cols = nr.min(tp - j0);
             // SAFETY: rows r0..r0+rr, columns j0..j0+cols of the tp-wide scores tile, which
             // this task owns (checked above).
-            let block =
-                unsafe { OutBlock::new(scores.as_mut_ptr().add(r0 * tp + j0), tp, rr, cols, None, Epilogue::Store) };
-            kernel.run_block(q, 3 * dim, dh, &kt[j0..], tp, NR, cols / NR, block);
+            let block = unsafe { OutBlock::new(scores.as_mut_ptr().add(r0 * tp + j0), tp, rr, cols, Epilogue::Store) };
+            kernel.run_block(q, 3 * dim, dh, &kt[j0..], tp, NR, cols / NR, &Columns::PLAIN, block);
         }
     }
+    // Unnormalised probabilities; each output row is scaled by 1 / sum instead (dh values
+    // rather than t).
     let scale = 1.0 / (dh as f32).sqrt();
-    for row in scores.chunks_mut(tp).take(rows) {
-        scaled_softmax(&mut row[..t], scale);
+    let mut inv = [0f32; QUERY_BLOCK];
+    for (r, row) in scores.chunks_mut(tp).take(rows).enumerate() {
+        inv[r] = softmax_exp(&mut row[..t], scale);
     }
-    // out[i0 + r][h*dh + c] = sum_j p[r][j] * v[j][h*dh + c]
+    // out[i0 + r][h*dh + c] = inv[r] * sum_j e[r][j] * v[j][h*dh + c]
     for r0 in (0..rows).step_by(mr) {
         let rr = mr.min(rows - r0);
         for c0 in (0..dh).step_by(nr) {
@@ -162,8 +164,14 @@ unsafe fn query_block(
             let at = (i0 + r0) * dim + h * dh + c0;
             // SAFETY: per this function's contract, these rows of head h's columns are valid and
             // written by no one else.
-            let block = unsafe { OutBlock::new(out.get().add(at), dim, rr, cols, None, Epilogue::Store) };
-            kernel.run_block(&scores[r0 * tp..], tp, t, v, 3 * dim, NR, panels, block);
+            let block = unsafe { OutBlock::new(out.get().add(at), dim, rr, cols, Epilogue::Store) };
+            kernel.run_block(&scores[r0 * tp..], tp, t, v, 3 * dim, NR, panels, &Columns::PLAIN, block);
+        }
+        for r in 0..rr {
+            // SAFETY: as for the blocks above: row i0+r0+r of head h's columns.
+            let row = unsafe { std::slice::from_raw_parts_mut(out.get().add((i0 + r0 + r) * dim + h * dh), dh) };
+            let f = inv[r0 + r];
+            row.iter_mut().for_each(|x| *x *= f);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! group, the microkernel walks down the rows `mr` at a time while the group's panels stay in
 //! L1. The microkernel finishes each block itself through the [`super::epilogue`].
 
-use super::{Epilogue, OutBlock, NR};
+use super::{Columns, Epilogue, OutBlock, NR};
 use crate::{OutPtr, Threads};
 
 /// Below this many multiply-adds a GEMM runs on the calling thread: splitting costs more.
@@ -22,21 +22,21 @@ pub(crate) struct Problem {
     pub np: usize,
 }
 
-/// Runs `micro(first_panel, panels, first_row, block)` over the whole `m x n` output (row
-/// stride `ldo`). A group at the right edge may have fewer than `np` panels, and the block
-/// fewer columns than its panels hold; the last block of a group fewer than `mr` rows.
-#[allow(clippy::too_many_arguments)]
+/// Runs `micro(first_panel, panels, columns, first_row, block)` over the whole `m x n` output
+/// (row stride `ldo`), where `columns(first_column, cols)` gives a column group's epilogue
+/// factors, made once per group. A group at the right edge may have fewer than `np` panels,
+/// and the block fewer columns than its panels hold; the last block of a group fewer than
+/// `mr` rows.
 pub(crate) fn drive(
     p: Problem,
     out: &mut [f32],
     ldo: usize,
-    bias: Option<&[f32]>,
     epilogue: Epilogue,
     threads: Threads,
-    micro: impl Fn(usize, usize, usize, OutBlock<'_>) + Sync,
+    columns: impl Fn(usize, usize) -> Columns + Sync,
+    micro: impl Fn(usize, usize, &Columns, usize, OutBlock<'_>) + Sync,
 ) {
     let Problem { m, n, k, mr, np } = p;
-    assert!(bias.is_none_or(|b| b.len() >= n), "gemm: bias too short");
     assert!(ldo >= n && (m == 0 || out.len() >= (m - 1) * ldo + n), "gemm: output too small");
     assert!((1..=2).contains(&np) && mr >= 1);
     if m == 0 || n == 0 {
@@ -51,14 +51,14 @@ pub(crate) fn drive(
             let group_panels = np.min(panels - p0);
             let col0 = p0 * NR;
             let cols = (group_panels * NR).min(n - col0);
-            let b = bias.map(|b| &b[col0..col0 + cols]);
+            let factors = columns(col0, cols);
             for m0 in (0..m).step_by(mr) {
                 let rows = mr.min(m - m0);
                 // SAFETY: rows m0..m0+rows and columns col0..col0+cols lie inside `out` (checked
                 // above: out holds (m - 1) * ldo + n floats); this task is the only one that
                 // writes columns col0..col0+cols, and `out` is exclusively borrowed for the call.
-                let block = unsafe { OutBlock::new(out_ptr.get().add(m0 * ldo + col0), ldo, rows, cols, b, epilogue) };
-                micro(p0, group_panels, m0, block);
+                let block = unsafe { OutBlock::new(out_ptr.get().add(m0 * ldo + col0), ldo, rows, cols, epilogue) };
+                micro(p0, group_panels, &factors, m0, block);
             }
         }
     };

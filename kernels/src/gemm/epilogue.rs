@@ -26,59 +26,91 @@ pub enum Epilogue {
     Accumulate,
 }
 
-/// The factors that turn a block's int32 sums into floats: per column (output channel) the
-/// weight scale and the sum of its quantized weights, per row the activation scale and offset.
+/// Per-column factors of one column group (up to [`NR_MAX`] columns), set up once by the
+/// driver and shared by every row tile of the group: zero past the group's columns, so SIMD
+/// epilogues load them whole.
 #[derive(Clone, Copy, Debug)]
-pub struct Dequant<'a> {
-    /// Weight scale per column of the block.
-    pub w_scale: &'a [f32],
-    /// Sum of the quantized weights per column of the block.
-    pub w_sum: &'a [i32],
-    /// Activation scale per row of the block.
-    pub a_scale: &'a [f32],
-    /// Activation offset per row of the block.
-    pub a_offset: &'a [f32],
+pub struct Columns {
+    /// Columns in the group.
+    pub cols: usize,
+    /// The bias per column (zero without one).
+    pub bias: [f32; NR_MAX],
+    /// int8: the weight scale per column.
+    pub w_scale: [f32; NR_MAX],
+    /// int8: `w_scale * sum of the column's quantized weights`, the weight of a row's offset.
+    pub w_offset: [f32; NR_MAX],
+    /// int8: the sum of the column's quantized weights (the `vpdpbusd` kernels subtract
+    /// 128 times it).
+    pub w_sum: [i32; NR_MAX],
 }
 
-/// `ws * wsum` for one column: the weight of the row's offset.
-#[inline(always)]
-pub(crate) fn offset_weight(w_scale: f32, w_sum: i32) -> f32 {
-    w_scale * w_sum as f32
-}
+impl Columns {
+    /// No bias, no dequantization: for products without an epilogue of their own
+    /// (attention's).
+    pub const PLAIN: Columns = Columns {
+        cols: NR_MAX,
+        bias: [0.0; NR_MAX],
+        w_scale: [0.0; NR_MAX],
+        w_offset: [0.0; NR_MAX],
+        w_sum: [0; NR_MAX],
+    };
 
-/// The twin for f32 tiles: `acc[r * stride + c]` plus the bias, then the epilogue.
-pub(crate) fn finish_f32(acc: &[f32], stride: usize, out: &mut OutBlock<'_>) {
-    let cols = out.cols;
-    for r in 0..out.rows {
-        let mut v = [0f32; NR_MAX];
-        let v = &mut v[..cols];
-        v.copy_from_slice(&acc[r * stride..r * stride + cols]);
-        if let Some(b) = out.bias {
-            v.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+    /// The factors of a float GEMM's columns: only the bias.
+    pub fn float(bias: Option<&[f32]>, cols: usize) -> Columns {
+        let mut c = Columns { cols, ..Columns::PLAIN };
+        if let Some(b) = bias {
+            c.bias[..cols].copy_from_slice(&b[..cols]);
         }
-        let epilogue = out.epilogue;
-        apply(v, epilogue, out.row(r));
+        c
+    }
+
+    /// The factors of an int8 GEMM's columns.
+    pub fn int8(bias: Option<&[f32]>, w_scale: &[f32], w_sum: &[i32], cols: usize) -> Columns {
+        let mut c = Columns::float(bias, cols);
+        for i in 0..cols {
+            c.w_scale[i] = w_scale[i];
+            c.w_offset[i] = w_scale[i] * w_sum[i] as f32;
+            c.w_sum[i] = w_sum[i];
+        }
+        c
     }
 }
 
-/// The twin for int32 tiles: `acc[r * stride + c]` dequantized (the bias folded in), then
-/// the epilogue.
-pub(crate) fn finish_i32(acc: &[i32], stride: usize, dq: &Dequant<'_>, out: &mut OutBlock<'_>) {
-    let cols = out.cols;
+/// Per-row factors of an int8 block: activation scale and offset.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    /// Activation scale per row of the block.
+    pub scale: &'a [f32],
+    /// Activation offset per row of the block.
+    pub offset: &'a [f32],
+}
+
+/// The twin for f32 tiles: `acc[r * stride + c]` plus the bias, then the epilogue.
+pub(crate) fn finish_f32(acc: &[f32], stride: usize, cols: &Columns, out: &mut OutBlock<'_>) {
+    let n = out.cols;
     for r in 0..out.rows {
-        let (sa, za) = (dq.a_scale[r], dq.a_offset[r]);
         let mut v = [0f32; NR_MAX];
-        for c in 0..cols {
-            let wa = sa * dq.w_scale[c];
-            let ow = offset_weight(dq.w_scale[c], dq.w_sum[c]);
-            let zb = match out.bias {
-                Some(b) => za.mul_add(ow, b[c]),
-                None => za * ow,
-            };
-            v[c] = (acc[r * stride + c] as f32).mul_add(wa, zb);
+        for c in 0..n {
+            v[c] = acc[r * stride + c] + cols.bias[c];
         }
         let epilogue = out.epilogue;
-        apply(&mut v[..cols], epilogue, out.row(r));
+        apply(&mut v[..n], epilogue, out.row(r));
+    }
+}
+
+/// The twin for int32 tiles: `acc[r * stride + c]` dequantized with the bias folded in
+/// (`acc * (sa * ws) + (za * ow + bias)`), then the epilogue.
+pub(crate) fn finish_i32(acc: &[i32], stride: usize, rows: &Rows<'_>, cols: &Columns, out: &mut OutBlock<'_>) {
+    let n = out.cols;
+    for r in 0..out.rows {
+        let (sa, za) = (rows.scale[r], rows.offset[r]);
+        let mut v = [0f32; NR_MAX];
+        for c in 0..n {
+            let zb = za.mul_add(cols.w_offset[c], cols.bias[c]);
+            v[c] = (acc[r * stride + c] as f32).mul_add(sa * cols.w_scale[c], zb);
+        }
+        let epilogue = out.epilogue;
+        apply(&mut v[..n], epilogue, out.row(r));
     }
 }
 
@@ -100,102 +132,94 @@ fn apply(v: &mut [f32], epilogue: Epilogue, dst: &mut [f32]) {
 pub(crate) mod neon {
     use std::arch::aarch64::*;
 
-    use super::{Dequant, Epilogue, OutBlock};
+    use super::{Columns, Epilogue, OutBlock, Rows};
     use crate::rows::activation::{gelu_f32x4, Activation};
 
-    /// Finishes the tile `c[r][j]` (row r, columns 4j..4j+4) of f32 sums: bias, epilogue, store
-    /// of the block's rows and columns.
+    /// The first 16 values of a column factor as four f32x4.
     #[inline(always)]
-    pub(crate) fn finish_f32<const MR: usize>(c: &[[float32x4_t; 4]; MR], out: &mut OutBlock<'_>) {
-        // SAFETY: NEON is baseline on aarch64; the intrinsics below only touch registers.
-        unsafe {
-            let bias = load_cols(out.bias, out.cols);
-            for (r, row) in c.iter().enumerate().take(out.rows) {
-                let mut v = *row;
-                if let Some(b) = bias {
-                    v = std::array::from_fn(|j| vaddq_f32(v[j], b[j]));
-                }
-                finish_row(v, r, out);
-            }
-        }
+    fn load(v: &[f32; 32]) -> [float32x4_t; 4] {
+        // SAFETY: `v` holds 32 floats; NEON is baseline on aarch64.
+        std::array::from_fn(|j| unsafe { vld1q_f32(v.as_ptr().add(4 * j)) })
+    }
+
+    /// Finishes the tile `c[r][j]` (row r, columns 4j..4j+4) of f32 sums: bias, epilogue,
+    /// store of the block's rows and columns.
+    #[inline(always)]
+    pub(crate) fn finish_f32<const MR: usize>(c: &[[float32x4_t; 4]; MR], cols: &Columns, out: &mut OutBlock<'_>) {
+        let b = load(&cols.bias);
+        // SAFETY: NEON is baseline on aarch64; register-only.
+        let value = |r: usize| std::array::from_fn(|j| unsafe { vaddq_f32(c[r][j], b[j]) });
+        finish(value, out);
     }
 
     /// Finishes the tile `c[r][j]` of int32 sums: dequantized as [`super::finish_i32`] does,
     /// then the epilogue.
     #[inline(always)]
-    pub(crate) fn finish_i32<const MR: usize>(c: &[[int32x4_t; 4]; MR], dq: &Dequant<'_>, out: &mut OutBlock<'_>) {
-        // SAFETY: NEON is baseline on aarch64; the intrinsics below touch registers, except the
-        // loads of `sums`, which holds 16 values.
-        unsafe {
-            let cols = out.cols;
-            let ws = load_cols(Some(dq.w_scale), cols).expect("scales");
-            let mut sums = [0i32; 16];
-            sums[..cols].copy_from_slice(&dq.w_sum[..cols]);
-            let ow: [float32x4_t; 4] =
-                std::array::from_fn(|j| vmulq_f32(ws[j], vcvtq_f32_s32(vld1q_s32(sums.as_ptr().add(4 * j)))));
-            let bias = load_cols(out.bias, cols);
-            for (r, row) in c.iter().enumerate().take(out.rows) {
-                let (sa, za) = (dq.a_scale[r], dq.a_offset[r]);
-                let v = std::array::from_fn(|j| {
-                    let wa = vmulq_n_f32(ws[j], sa);
-                    let zb = match bias {
-                        Some(b) => vfmaq_n_f32(b[j], ow[j], za),
-                        None => vmulq_n_f32(ow[j], za),
-                    };
-                    vfmaq_f32(zb, vcvtq_f32_s32(row[j]), wa)
-                });
-                finish_row(v, r, out);
-            }
-        }
-    }
-
-    /// Up to 16 per-column values as four f32x4, zero past `cols`.
-    #[inline(always)]
-    fn load_cols(v: Option<&[f32]>, cols: usize) -> Option<[float32x4_t; 4]> {
-        let v = v?;
-        let mut buf = [0f32; 16];
-        let src: &[f32] = if cols == 16 {
-            &v[..16]
-        } else {
-            buf[..cols].copy_from_slice(&v[..cols]);
-            &buf
+    pub(crate) fn finish_i32<const MR: usize>(
+        c: &[[int32x4_t; 4]; MR],
+        rows: &Rows<'_>,
+        cols: &Columns,
+        out: &mut OutBlock<'_>,
+    ) {
+        let (ws, ow, b) = (load(&cols.w_scale), load(&cols.w_offset), load(&cols.bias));
+        let value = |r: usize| {
+            let (sa, za) = (rows.scale[r], rows.offset[r]);
+            // SAFETY: NEON is baseline on aarch64; register-only.
+            std::array::from_fn(|j| unsafe {
+                let zb = vfmaq_n_f32(b[j], ow[j], za);
+                vfmaq_f32(zb, vcvtq_f32_s32(c[r][j]), vmulq_n_f32(ws[j], sa))
+            })
         };
-        // SAFETY: `src` holds 16 floats.
-        Some(std::array::from_fn(|j| unsafe { vld1q_f32(src.as_ptr().add(4 * j)) }))
+        finish(value, out);
     }
 
-    /// Stores, activates or accumulates row `r` of the block (16 values, `out.cols` kept).
+    /// The epilogue for every row of the block, `value(r)` giving row r's 16 values: one loop
+    /// per kind of epilogue, so the row loop has no branches and GELU's constants stay out of
+    /// the loops that do not need them.
     #[inline(always)]
-    fn finish_row(mut v: [float32x4_t; 4], r: usize, out: &mut OutBlock<'_>) {
-        if out.epilogue == Epilogue::Activate(Activation::Gelu) {
-            v = v.map(gelu_f32x4);
-        }
-        let cols = out.cols;
-        let dst = out.row_ptr(r);
-        if cols == 16 {
-            // SAFETY: the block's row r holds 16 writable floats (OutBlock's contract).
-            unsafe {
-                for (j, v) in v.iter().enumerate() {
-                    let p = dst.add(4 * j);
-                    let x = if out.epilogue == Epilogue::Accumulate { vaddq_f32(vld1q_f32(p), *v) } else { *v };
-                    vst1q_f32(p, x);
+    fn finish(value: impl Fn(usize) -> [float32x4_t; 4], out: &mut OutBlock<'_>) {
+        const STORE: u8 = 0;
+        const ACCUMULATE: u8 = 1;
+        const GELU: u8 = 2;
+        match out.epilogue {
+            Epilogue::Store => rows::<STORE>(value, out),
+            Epilogue::Accumulate => rows::<ACCUMULATE>(value, out),
+            Epilogue::Activate(Activation::Gelu) => rows::<GELU>(value, out),
+            Epilogue::Activate(act) => {
+                rows::<STORE>(value, out);
+                for r in 0..out.rows {
+                    act.apply_slice(out.row(r));
                 }
             }
-        } else {
-            let mut buf = [0f32; 16];
-            // SAFETY: `buf` holds 16 floats.
-            v.iter().enumerate().for_each(|(j, v)| unsafe { vst1q_f32(buf.as_mut_ptr().add(4 * j), *v) });
-            let accumulate = out.epilogue == Epilogue::Accumulate;
-            let row = out.row(r);
-            if accumulate {
-                row.iter_mut().zip(&buf).for_each(|(d, v)| *d += v);
-            } else {
-                row.copy_from_slice(&buf[..cols]);
-            }
         }
-        if let Epilogue::Activate(act) = out.epilogue {
-            if act != Activation::Gelu {
-                act.apply_slice(out.row(r));
+
+        #[inline(always)]
+        fn rows<const KIND: u8>(value: impl Fn(usize) -> [float32x4_t; 4], out: &mut OutBlock<'_>) {
+            for r in 0..out.rows {
+                let mut v = value(r);
+                if KIND == GELU {
+                    v = v.map(gelu_f32x4);
+                }
+                let dst = out.row_ptr(r);
+                if out.cols == 16 {
+                    // SAFETY: the block's row r holds 16 writable floats (OutBlock's contract).
+                    unsafe {
+                        for (j, v) in v.iter().enumerate() {
+                            let p = dst.add(4 * j);
+                            vst1q_f32(p, if KIND == ACCUMULATE { vaddq_f32(vld1q_f32(p), *v) } else { *v });
+                        }
+                    }
+                } else {
+                    let mut buf = [0f32; 16];
+                    // SAFETY: `buf` holds 16 floats.
+                    v.iter().enumerate().for_each(|(j, v)| unsafe { vst1q_f32(buf.as_mut_ptr().add(4 * j), *v) });
+                    let row = out.row(r);
+                    if KIND == ACCUMULATE {
+                        row.iter_mut().zip(&buf).for_each(|(d, v)| *d += v);
+                    } else {
+                        row.copy_from_slice(&buf[..row.len()]);
+                    }
+                }
             }
         }
     }
@@ -206,61 +230,49 @@ pub(crate) mod neon {
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Dequant, Epilogue, OutBlock};
+    use super::{Columns, Epilogue, OutBlock, Rows};
     use crate::rows::activation::{gelu_f32x16, Activation};
 
-    fn masks(cols: usize) -> (u16, u16) {
-        let mask = |n: usize| if n >= 16 { u16::MAX } else { (1u16 << n) - 1 };
-        (mask(cols), mask(cols.saturating_sub(16)))
+    #[target_feature(enable = "avx512f")]
+    fn load(v: &[f32; 32]) -> (__m512, __m512) {
+        // SAFETY: `v` holds 32 floats.
+        unsafe { (_mm512_loadu_ps(v.as_ptr()), _mm512_loadu_ps(v.as_ptr().add(16))) }
     }
 
     /// Finishes rows of f32 sums `c0[r]` (columns 0..16) and `c1[r]` (16..32): bias,
     /// epilogue, masked store of the block's rows and columns.
     #[target_feature(enable = "avx512f")]
-    pub(crate) fn finish_f32(c0: &[__m512; 8], c1: &[__m512; 8], out: &mut OutBlock<'_>) {
-        let (m0, m1) = masks(out.cols);
-        // SAFETY: masked loads touch only the `cols` biases.
-        let bias = out.bias.map(|b| unsafe {
-            (_mm512_maskz_loadu_ps(m0, b.as_ptr()), _mm512_maskz_loadu_ps(m1, b.as_ptr().wrapping_add(16)))
-        });
+    pub(crate) fn finish_f32(c0: &[__m512; 8], c1: &[__m512; 8], cols: &Columns, out: &mut OutBlock<'_>) {
+        let (b0, b1) = load(&cols.bias);
         for r in 0..out.rows.min(8) {
-            let (mut v0, mut v1) = (c0[r], c1[r]);
-            if let Some((b0, b1)) = bias {
-                (v0, v1) = (_mm512_add_ps(v0, b0), _mm512_add_ps(v1, b1));
-            }
-            finish_row(v0, v1, r, out);
+            finish_row(_mm512_add_ps(c0[r], b0), _mm512_add_ps(c1[r], b1), r, out);
         }
     }
 
     /// Finishes rows of int32 sums as [`super::finish_i32`] does, then the epilogue.
     #[target_feature(enable = "avx512f")]
-    pub(crate) fn finish_i32(c0: &[__m512i; 8], c1: &[__m512i; 8], dq: &Dequant<'_>, out: &mut OutBlock<'_>) {
-        let (m0, m1) = masks(out.cols);
-        // SAFETY: masked loads touch only the block's `cols` columns of each slice.
-        let (ws, ow, bias) = unsafe {
-            let col = |p: *const f32| (_mm512_maskz_loadu_ps(m0, p), _mm512_maskz_loadu_ps(m1, p.wrapping_add(16)));
-            let ws = col(dq.w_scale.as_ptr());
-            let sum = |m, p: *const i32| _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, p));
-            let s = dq.w_sum.as_ptr();
-            let ow = (_mm512_mul_ps(ws.0, sum(m0, s)), _mm512_mul_ps(ws.1, sum(m1, s.wrapping_add(16))));
-            (ws, ow, out.bias.map(|b| col(b.as_ptr())))
-        };
+    pub(crate) fn finish_i32(
+        c0: &[__m512i; 8],
+        c1: &[__m512i; 8],
+        rows: &Rows<'_>,
+        cols: &Columns,
+        out: &mut OutBlock<'_>,
+    ) {
+        let (ws, ow, b) = (load(&cols.w_scale), load(&cols.w_offset), load(&cols.bias));
         for r in 0..out.rows.min(8) {
-            let (sa, za) = (_mm512_set1_ps(dq.a_scale[r]), _mm512_set1_ps(dq.a_offset[r]));
-            let zb = |ow: __m512, b: Option<__m512>| match b {
-                Some(b) => _mm512_fmadd_ps(za, ow, b),
-                None => _mm512_mul_ps(za, ow),
-            };
-            let (z0, z1) = (zb(ow.0, bias.map(|b| b.0)), zb(ow.1, bias.map(|b| b.1)));
-            let v0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0[r]), _mm512_mul_ps(sa, ws.0), z0);
-            let v1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1[r]), _mm512_mul_ps(sa, ws.1), z1);
+            let (sa, za) = (_mm512_set1_ps(rows.scale[r]), _mm512_set1_ps(rows.offset[r]));
+            let v0 =
+                _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0[r]), _mm512_mul_ps(sa, ws.0), _mm512_fmadd_ps(za, ow.0, b.0));
+            let v1 =
+                _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1[r]), _mm512_mul_ps(sa, ws.1), _mm512_fmadd_ps(za, ow.1, b.1));
             finish_row(v0, v1, r, out);
         }
     }
 
     #[target_feature(enable = "avx512f")]
     fn finish_row(mut v0: __m512, mut v1: __m512, r: usize, out: &mut OutBlock<'_>) {
-        let (m0, m1) = masks(out.cols);
+        let mask = |n: usize| if n >= 16 { u16::MAX } else { (1u16 << n) - 1 };
+        let (m0, m1) = (mask(out.cols), mask(out.cols.saturating_sub(16)));
         let d = out.row_ptr(r);
         // SAFETY: masked loads and stores touch only the row's `cols` outputs (OutBlock's
         // contract).

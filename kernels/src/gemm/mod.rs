@@ -22,7 +22,7 @@ pub mod f32;
 pub mod i8;
 pub mod pack;
 
-pub use epilogue::Epilogue;
+pub use epilogue::{Columns, Epilogue, Rows};
 pub use pack::NR;
 
 /// The most rows any microkernel computes at once.
@@ -42,27 +42,18 @@ pub struct OutBlock<'a> {
     pub rows: usize,
     /// Columns of the block (at most the kernel's NR).
     pub cols: usize,
-    /// The block's `cols` biases.
-    pub bias: Option<&'a [f32]>,
     /// Store, activate or accumulate.
     pub epilogue: Epilogue,
+    _rows: std::marker::PhantomData<&'a mut [f32]>,
 }
 
 impl<'a> OutBlock<'a> {
     /// # Safety
     /// `dst` must address `rows` rows of `cols` writable floats at stride `ldo`, which no one
     /// else reads or writes while the block lives.
-    pub(crate) unsafe fn new(
-        dst: *mut f32,
-        ldo: usize,
-        rows: usize,
-        cols: usize,
-        bias: Option<&'a [f32]>,
-        epilogue: Epilogue,
-    ) -> Self {
+    pub(crate) unsafe fn new(dst: *mut f32, ldo: usize, rows: usize, cols: usize, epilogue: Epilogue) -> Self {
         assert!((1..=MR_MAX).contains(&rows) && (1..=NR_MAX).contains(&cols) && (rows == 1 || ldo >= cols));
-        assert!(bias.is_none_or(|b| b.len() >= cols), "gemm: bias too short for its block");
-        OutBlock { dst, ldo, rows, cols, bias, epilogue }
+        OutBlock { dst, ldo, rows, cols, epilogue, _rows: std::marker::PhantomData }
     }
 
     /// Row `r` of the block.

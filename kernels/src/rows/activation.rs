@@ -2,8 +2,9 @@
 //!
 //! `Gelu` is the exact-erf form that Hugging Face's `hidden_act = "gelu"` means, computed
 //! without a division: `erf(z) = z P(z^2) / Q(z^2)` (degree 5 over 5, fitted to erf on
-//! [-4, 4]; |z| is clamped there, where erf is 1 to float precision), with `1 / Q` from an
-//! integer first guess and three Newton steps. [`gelu`] is the scalar twin; the NEON, AVX2 and
+//! [-4, 4]; |z| is clamped there, where erf is 1 to float precision; all coefficients
+//! positive, summed in the power basis), with `1 / Q` from an integer first guess and three
+//! Newton steps. [`gelu`] is the scalar twin; the NEON, AVX2 and
 //! AVX-512 kernels perform the same operations in the same order, fused multiply-adds where
 //! it uses `mul_add`, and so agree with it bit for bit. [`Activation::apply`] (libm's erf) is
 //! the reference they are all tested against.
@@ -98,18 +99,23 @@ const EXP_POLY: [f32; 5] = [0.999_999_7, 0.499_991_5, 0.166_676_36, 0.041_897_92
 pub fn gelu(x: f32) -> f32 {
     let z = (x * std::f32::consts::FRAC_1_SQRT_2).clamp(-ERF_CLAMP, ERF_CLAMP);
     let u = z * z;
-    let mut p = ERF_P[5];
-    let mut q = ERF_Q[5];
-    for i in (0..5).rev() {
-        p = p.mul_add(u, ERF_P[i]);
-        q = q.mul_add(u, ERF_Q[i]);
+    // The powers of u once for both polynomials; every term is positive, so summing them in
+    // the power basis loses nothing to cancellation, and it needs no copies of constants
+    // (NEON multiplies by a constant's lane).
+    let pow = [u, u * u, u * u * u, (u * u) * (u * u), ((u * u) * (u * u)) * u];
+    let (mut p, mut q) = (ERF_P[0], ERF_Q[0]);
+    for i in 0..5 {
+        p = pow[i].mul_add(ERF_P[i + 1], p);
+        q = pow[i].mul_add(ERF_Q[i + 1], q);
     }
     let erf = (z * p) * recip(q);
     let h = 0.5 * x;
     h.mul_add(erf, h)
 }
 
-/// `1 / d` for positive normal `d`, to within about 1e-7, without a division.
+/// `1 / d` for positive normal `d`, to within about 1e-7, without a division: Newton steps
+/// `r + r (1 - d r)`, both fused. (`r (2 - d r)` with NEON's `frecps` saves a register copy
+/// per step but rounds once more; the fused form keeps the reciprocal within half an ulp.)
 #[inline(always)]
 fn recip(d: f32) -> f32 {
     let mut r = f32::from_bits(RECIP_MAGIC.wrapping_sub(d.to_bits()));
@@ -175,12 +181,21 @@ mod neon {
             let s = vdupq_n_f32;
             let z = vminq_f32(vmaxq_f32(vmulq_n_f32(x, std::f32::consts::FRAC_1_SQRT_2), s(-ERF_CLAMP)), s(ERF_CLAMP));
             let u = vmulq_f32(z, z);
-            let mut p = s(ERF_P[5]);
-            let mut q = s(ERF_Q[5]);
-            for i in (0..5).rev() {
-                p = vfmaq_f32(s(ERF_P[i]), p, u);
-                q = vfmaq_f32(s(ERF_Q[i]), q, u);
-            }
+            let u2 = vmulq_f32(u, u);
+            let u4 = vmulq_f32(u2, u2);
+            let pow = [u, u2, vmulq_f32(u2, u), u4, vmulq_f32(u4, u)];
+            // The coefficients past the first, four to a register, used by lane.
+            let (cp, cq) = (vld1q_f32(ERF_P[1..].as_ptr()), vld1q_f32(ERF_Q[1..].as_ptr()));
+            let mut p = vfmaq_laneq_f32::<0>(s(ERF_P[0]), pow[0], cp);
+            let mut q = vfmaq_laneq_f32::<0>(s(ERF_Q[0]), pow[0], cq);
+            p = vfmaq_laneq_f32::<1>(p, pow[1], cp);
+            q = vfmaq_laneq_f32::<1>(q, pow[1], cq);
+            p = vfmaq_laneq_f32::<2>(p, pow[2], cp);
+            q = vfmaq_laneq_f32::<2>(q, pow[2], cq);
+            p = vfmaq_laneq_f32::<3>(p, pow[3], cp);
+            q = vfmaq_laneq_f32::<3>(q, pow[3], cq);
+            p = vfmaq_n_f32(p, pow[4], ERF_P[5]);
+            q = vfmaq_n_f32(q, pow[4], ERF_Q[5]);
             let erf = vmulq_f32(vmulq_f32(z, p), recip(q));
             let h = vmulq_n_f32(x, 0.5);
             vfmaq_f32(h, h, erf)
@@ -269,11 +284,13 @@ mod x86 {
         let z = _mm512_mul_ps(x, s(std::f32::consts::FRAC_1_SQRT_2));
         let z = _mm512_min_ps(_mm512_max_ps(z, s(-ERF_CLAMP)), s(ERF_CLAMP));
         let u = _mm512_mul_ps(z, z);
-        let mut p = s(ERF_P[5]);
-        let mut q = s(ERF_Q[5]);
-        for i in (0..5).rev() {
-            p = _mm512_fmadd_ps(p, u, s(ERF_P[i]));
-            q = _mm512_fmadd_ps(q, u, s(ERF_Q[i]));
+        let u2 = _mm512_mul_ps(u, u);
+        let u4 = _mm512_mul_ps(u2, u2);
+        let pow = [u, u2, _mm512_mul_ps(u2, u), u4, _mm512_mul_ps(u4, u)];
+        let (mut p, mut q) = (s(ERF_P[0]), s(ERF_Q[0]));
+        for i in 0..5 {
+            p = _mm512_fmadd_ps(pow[i], s(ERF_P[i + 1]), p);
+            q = _mm512_fmadd_ps(pow[i], s(ERF_Q[i + 1]), q);
         }
         let mut r =
             _mm512_castsi512_ps(_mm512_sub_epi32(_mm512_set1_epi32(RECIP_MAGIC as i32), _mm512_castps_si512(q)));
@@ -345,11 +362,13 @@ mod x86 {
         let z = _mm256_mul_ps(x, s(std::f32::consts::FRAC_1_SQRT_2));
         let z = _mm256_min_ps(_mm256_max_ps(z, s(-ERF_CLAMP)), s(ERF_CLAMP));
         let u = _mm256_mul_ps(z, z);
-        let mut p = s(ERF_P[5]);
-        let mut q = s(ERF_Q[5]);
-        for i in (0..5).rev() {
-            p = _mm256_fmadd_ps(p, u, s(ERF_P[i]));
-            q = _mm256_fmadd_ps(q, u, s(ERF_Q[i]));
+        let u2 = _mm256_mul_ps(u, u);
+        let u4 = _mm256_mul_ps(u2, u2);
+        let pow = [u, u2, _mm256_mul_ps(u2, u), u4, _mm256_mul_ps(u4, u)];
+        let (mut p, mut q) = (s(ERF_P[0]), s(ERF_Q[0]));
+        for i in 0..5 {
+            p = _mm256_fmadd_ps(pow[i], s(ERF_P[i + 1]), p);
+            q = _mm256_fmadd_ps(pow[i], s(ERF_Q[i + 1]), q);
         }
         let mut r =
             _mm256_castsi256_ps(_mm256_sub_epi32(_mm256_set1_epi32(RECIP_MAGIC as i32), _mm256_castps_si256(q)));

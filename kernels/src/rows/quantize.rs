@@ -31,6 +31,26 @@ pub fn quantize_row(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
     quantize_row_scalar(src, dst, biased)
 }
 
+/// [`quantize_row`] of `gelu(src)`: GELU in place in the pass that finds the row's range,
+/// then the quantization. This is how GELU reaches an int8 layer: fused into the row pass the
+/// quantization needs anyway, it runs with its constants in registers and four vectors in
+/// flight, where inside a GEMM epilogue they would compete with the accumulators.
+pub fn gelu_quantize_row(src: &mut [f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
+    #[cfg(target_arch = "aarch64")]
+    return gelu_quantize_row_neon(src, dst, biased);
+    #[allow(unreachable_code)]
+    {
+        super::activation::gelu_slice(src);
+        quantize_row(src, dst, biased)
+    }
+}
+
+/// The scalar twin of [`gelu_quantize_row`].
+pub fn gelu_quantize_row_scalar(src: &mut [f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
+    super::activation::gelu_scalar(src);
+    quantize_row_scalar(src, dst, biased)
+}
+
 /// The row's parameters: `(scale, offset, inv)` with `q = (x - offset) * inv`, or `None` for
 /// a constant (or empty, or non-finite) row, whose every value is the offset.
 #[inline(always)]
@@ -71,33 +91,84 @@ fn quantize_tail(src: &[f32], dst: &mut [i8], offset: f32, inv: f32, flip: i8, f
 }
 
 #[cfg(target_arch = "aarch64")]
-pub use neon::quantize_row_neon;
+pub use neon::{gelu_quantize_row_neon, quantize_row_neon};
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
+    use super::super::activation::{gelu, gelu_f32x4};
     use super::*;
     use std::arch::aarch64::*;
 
     /// Four q registers in flight for the range and for the conversion of 16 values at a time.
     pub fn quantize_row_neon(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
         assert!(dst.len() >= src.len(), "quantize_row: destination too short");
+        // SAFETY: `range` only reads `src`.
+        let (l, h) = unsafe { range(src.as_ptr() as *mut f32, src.len(), false) };
+        quantize(src, dst, biased, l, h)
+    }
+
+    /// [`super::gelu_quantize_row`]: GELU of four vectors at a time, stored back while the
+    /// range is taken, then the quantization.
+    pub fn gelu_quantize_row_neon(src: &mut [f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
+        assert!(dst.len() >= src.len(), "quantize_row: destination too short");
+        // SAFETY: `src` is exclusively borrowed, so `range` may write GELU into it.
+        let (l, h) = unsafe { range(src.as_mut_ptr(), src.len(), true) };
+        quantize(src, dst, biased, l, h)
+    }
+
+    /// The minimum and maximum of `len` floats at `p`, first replacing each by its GELU when
+    /// `gelu_first` is set (two vectors at a time then: GELU's constants and two chains fill
+    /// the registers; four would spill).
+    ///
+    /// # Safety
+    /// `p` must address `len` readable floats, writable too when `gelu_first` is set.
+    #[inline(always)]
+    unsafe fn range(p: *mut f32, len: usize, gelu_first: bool) -> (f32, f32) {
+        let step = if gelu_first { 8 } else { 16 };
+        let whole = len / step * step;
+        // SAFETY (every load and store below): NEON is baseline on aarch64; each index
+        // i + step <= whole <= len, or i < len.
+        unsafe {
+            let (mut lo, mut hi) = ([vdupq_n_f32(f32::INFINITY); 4], [vdupq_n_f32(f32::NEG_INFINITY); 4]);
+            if gelu_first {
+                for i in (0..whole).step_by(8) {
+                    let v = [gelu_f32x4(vld1q_f32(p.add(i))), gelu_f32x4(vld1q_f32(p.add(i + 4)))];
+                    for (j, v) in v.iter().enumerate() {
+                        vst1q_f32(p.add(i + 4 * j), *v);
+                        lo[j] = vminq_f32(lo[j], *v);
+                        hi[j] = vmaxq_f32(hi[j], *v);
+                    }
+                }
+            } else {
+                for i in (0..whole).step_by(16) {
+                    for j in 0..4 {
+                        let v = vld1q_f32(p.add(i + 4 * j));
+                        lo[j] = vminq_f32(lo[j], v);
+                        hi[j] = vmaxq_f32(hi[j], v);
+                    }
+                }
+            }
+            let mut l = vminvq_f32(vminq_f32(vminq_f32(lo[0], lo[1]), vminq_f32(lo[2], lo[3])));
+            let mut h = vmaxvq_f32(vmaxq_f32(vmaxq_f32(hi[0], hi[1]), vmaxq_f32(hi[2], hi[3])));
+            for i in whole..len {
+                if gelu_first {
+                    *p.add(i) = gelu(*p.add(i));
+                }
+                (l, h) = (l.min(*p.add(i)), h.max(*p.add(i)));
+            }
+            (l, h)
+        }
+    }
+
+    /// The quantization pass, once the row's range is known.
+    #[inline(always)]
+    fn quantize(src: &[f32], dst: &mut [i8], biased: bool, l: f32, h: f32) -> (f32, f32) {
         let (len, whole) = (src.len(), src.len() / 16 * 16);
         let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
         let flip = if biased { -128i8 } else { 0 };
         // SAFETY (every load and store below): NEON is baseline on aarch64; each index
-        // i + 16 <= whole <= len <= dst.len().
+        // i + 16 <= whole <= len <= dst.len() (checked by the callers).
         unsafe {
-            let (mut lo, mut hi) = ([vdupq_n_f32(f32::INFINITY); 4], [vdupq_n_f32(f32::NEG_INFINITY); 4]);
-            for i in (0..whole).step_by(16) {
-                for j in 0..4 {
-                    let v = vld1q_f32(sp.add(i + 4 * j));
-                    lo[j] = vminq_f32(lo[j], v);
-                    hi[j] = vmaxq_f32(hi[j], v);
-                }
-            }
-            let l = vminvq_f32(vminq_f32(vminq_f32(lo[0], lo[1]), vminq_f32(lo[2], lo[3])));
-            let h = vmaxvq_f32(vmaxq_f32(vmaxq_f32(hi[0], hi[1]), vmaxq_f32(hi[2], hi[3])));
-            let (l, h) = src[whole..].iter().fold((l, h), |(l, h), &v| (l.min(v), h.max(v)));
             let Some((scale, offset, inv)) = params(l, h) else { return constant(dst, l, flip) };
             let (vi, vo) = (vdupq_n_f32(inv), vdupq_n_f32(offset));
             let (min, max) = (vdupq_n_f32(-127.0), vdupq_n_f32(127.0));
@@ -238,6 +309,27 @@ mod tests {
         #[cfg(target_arch = "aarch64")]
         v.push((RowIsa::Neon, quantize_row_neon));
         v
+    }
+
+    #[test]
+    fn gelu_then_quantize_matches_the_twin_bit_for_bit() {
+        type Fused = fn(&mut [f32], &mut [i8], bool) -> (f32, f32);
+        #[cfg(not(target_arch = "aarch64"))]
+        let fused: Vec<(&str, Fused)> = vec![("dispatch", gelu_quantize_row)];
+        #[cfg(target_arch = "aarch64")]
+        let fused: Vec<(&str, Fused)> = vec![("dispatch", gelu_quantize_row), ("neon", gelu_quantize_row_neon)];
+        for len in (0..40).chain([197, 768, 3072]) {
+            let x: Vec<f32> = noise(len as u64 + 17, len).iter().map(|v| v * 6.0 - 0.5).collect();
+            let (mut want_x, mut want) = (x.clone(), vec![3i8; len + 4]);
+            let wp = gelu_quantize_row_scalar(&mut want_x, &mut want, false);
+            for (name, kernel) in &fused {
+                let (mut got_x, mut got) = (x.clone(), vec![3i8; len + 4]);
+                let gp = kernel(&mut got_x, &mut got, false);
+                assert_eq!((gp.0.to_bits(), gp.1.to_bits()), (wp.0.to_bits(), wp.1.to_bits()), "{name} len {len}");
+                assert_eq!(got, want, "{name} len {len}");
+                assert!(got_x.iter().zip(&want_x).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} len {len}");
+            }
+        }
     }
 
     #[test]

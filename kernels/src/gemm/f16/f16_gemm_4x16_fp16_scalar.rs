@@ -4,12 +4,12 @@
 //! each block's sum then added to an f32 total. A tile whose half arithmetic overflows is
 //! computed again with f32 accumulation, as the SIMD kernels do.
 
-use super::{OutBlock, FP16_BLOCK, NR};
+use super::{Columns, OutBlock, FP16_BLOCK, NR};
 use crate::gemm::epilogue::finish_f32;
 use crate::gemm::{MR_MAX, NR_MAX};
 use half::f16;
 
-pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, mut out: OutBlock<'_>) {
+pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(out.rows <= MR_MAX && panels * NR <= NR_MAX && w.len() >= panels * k * NR);
     let mut acc = [0f32; MR_MAX * NR_MAX];
     for r in 0..out.rows {
@@ -29,9 +29,9 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, mut
     }
     // The SIMD kernels check a whole 4 x 16 tile at once; a 4 x 16 tile here is this block.
     if !acc.iter().all(|v| v.is_finite()) {
-        return super::f16_gemm_4x16_scalar::run(a, lda, k, w, panels, out);
+        return super::f16_gemm_4x16_scalar::run(a, lda, k, w, panels, cols, out);
     }
-    finish_f32(&acc, NR_MAX, &mut out);
+    finish_f32(&acc, NR_MAX, cols, &mut out);
 }
 
 /// `x * w + h` rounded once to half (to nearest even), for half-precision values given as f32.

@@ -7,10 +7,10 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{operands, OutBlock, FP16_BLOCK, NR};
+use super::{Columns, operands, OutBlock, FP16_BLOCK, NR};
 use crate::gemm::epilogue::neon::finish_f32;
 
-pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, mut out: OutBlock<'_>) {
+pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(std::arch::is_aarch64_feature_detected!("fp16"), "f16_gemm_4x16_neon_fp16 needs FEAT_FP16");
     let rp = operands::<4>(a, lda, k, w, panels, 1, &out);
     // SAFETY: FP16 arithmetic was checked above; `operands` checked that every row holds k
@@ -20,7 +20,7 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, mut
         // SAFETY: as above.
         c = unsafe { super::f16_gemm_4x16_neon_fcvtl::body(&rp, k, w.as_ptr()) };
     }
-    finish_f32(&c, &mut out);
+    finish_f32(&c, cols, &mut out);
 }
 
 fn all_finite(c: &[[float32x4_t; 4]; 4]) -> bool {

@@ -1,11 +1,11 @@
 //! The scalar f16-weight microkernel with f32 accumulation: the twin of the widening kernels.
 //! Per output, one chain of fused multiply-adds in k order.
 
-use super::{OutBlock, NR};
+use super::{Columns, OutBlock, NR};
 use crate::gemm::epilogue::finish_f32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
-pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, mut out: OutBlock<'_>) {
+pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(out.rows <= MR_MAX && panels * NR <= NR_MAX && w.len() >= panels * k * NR);
     let mut acc = [0f32; MR_MAX * NR_MAX];
     for r in 0..out.rows {
@@ -18,5 +18,5 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, mut
             acc[r * NR_MAX + c] = s;
         }
     }
-    finish_f32(&acc, NR_MAX, &mut out);
+    finish_f32(&acc, NR_MAX, cols, &mut out);
 }

@@ -9,13 +9,14 @@
 
 use super::driver::{drive, Problem};
 use super::pack::{k1n16_len, NR};
-use super::{Epilogue, OutBlock};
+use super::{Columns, Epilogue, OutBlock};
 use crate::Threads;
 
 /// The signature every f16 microkernel shares: `out.rows` rows of `a` (row stride `lda`, `k`
-/// values each) times `panels` consecutive k1n16 panels of `w` (`16 k` halves each), finished
-/// into `out`.
-pub(crate) type Ukernel = fn(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, out: OutBlock<'_>);
+/// values each) times `panels` consecutive k1n16 panels of `w` (`16 k` halves each), plus the
+/// columns' bias, finished into `out`.
+pub(crate) type Ukernel =
+    fn(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, out: OutBlock<'_>);
 
 /// Steps of k that the half-precision kernels accumulate before widening the chain into f32.
 /// Bounding the half-precision chain to 16 terms is what keeps their error small (see
@@ -116,10 +117,12 @@ pub fn f16_gemm(
         kernel.ukernel().unwrap_or_else(|| panic!("{} is not built for this CPU architecture", kernel.name()));
     assert!(kernel.supported(), "this CPU cannot run {}", kernel.name());
     let (mr, nr) = kernel.tile();
-    let micro = |p0: usize, panels: usize, m0: usize, out: OutBlock<'_>| {
-        ukernel(&a[m0 * lda..], lda, k, &w.data[p0 * k * NR..(p0 + panels) * k * NR], panels, out);
+    assert!(bias.is_none_or(|b| b.len() >= n), "f16_gemm: bias too short");
+    let columns = |col0: usize, cols: usize| Columns::float(bias.map(|b| &b[col0..]), cols);
+    let micro = |p0: usize, panels: usize, cols: &Columns, m0: usize, out: OutBlock<'_>| {
+        ukernel(&a[m0 * lda..], lda, k, &w.data[p0 * k * NR..(p0 + panels) * k * NR], panels, cols, out);
     };
-    drive(Problem { m, n, k, mr, np: nr / NR }, out, ldo, bias, epilogue, threads, micro);
+    drive(Problem { m, n, k, mr, np: nr / NR }, out, ldo, epilogue, threads, columns, micro);
 }
 
 /// Checks one microkernel call's operands and returns `MR` row pointers (rows past

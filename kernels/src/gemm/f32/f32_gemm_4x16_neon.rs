@@ -3,7 +3,7 @@
 
 use std::arch::aarch64::*;
 
-use super::{operands, OutBlock};
+use super::{Columns, operands, OutBlock};
 use crate::gemm::epilogue::neon::finish_f32;
 
 #[allow(clippy::too_many_arguments)]
@@ -15,13 +15,14 @@ pub(super) fn run(
     ldb: usize,
     panel_stride: usize,
     panels: usize,
+    cols: &Columns,
     mut out: OutBlock<'_>,
 ) {
     let rp = operands::<4>(a, lda, k, b, ldb, panel_stride, panels, 1, &out);
     // SAFETY: NEON is baseline on aarch64; `operands` checked that every row of `a` holds k
     // values and `b` k rows of 16 at stride ldb.
     let c = unsafe { body(&rp, k, b.as_ptr(), ldb) };
-    finish_f32(&c, &mut out);
+    finish_f32(&c, cols, &mut out);
 }
 
 /// The 4 x 16 sums, also attention's inner loop.

@@ -1,7 +1,7 @@
 //! The scalar f32 microkernel: the twin every SIMD kernel is tested against. Per output, one
 //! chain of fused multiply-adds in k order.
 
-use super::{OutBlock, NR};
+use super::{Columns, OutBlock, NR};
 use crate::gemm::epilogue::finish_f32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
@@ -14,13 +14,14 @@ pub(super) fn run(
     ldb: usize,
     panel_stride: usize,
     panels: usize,
+    cols: &Columns,
     mut out: OutBlock<'_>,
 ) {
     // Unlike the SIMD kernels, it reads only the block's columns: attention runs it on
     // column groups narrower than 16 at the right edge of a buffer.
-    let (rows, cols) = (out.rows, out.cols);
-    assert!(rows <= MR_MAX && cols <= NR_MAX && cols <= panels * NR);
-    let last_col = ((cols - 1) / NR) * panel_stride + (cols - 1) % NR;
+    let (rows, n) = (out.rows, out.cols);
+    assert!(rows <= MR_MAX && n <= NR_MAX && n <= panels * NR);
+    let last_col = ((n - 1) / NR) * panel_stride + (n - 1) % NR;
     assert!(k == 0 || (a.len() >= (rows - 1) * lda + k && b.len() > (k - 1) * ldb + last_col), "f32 gemm: operands too short");
     let mut acc = [0f32; MR_MAX * NR_MAX];
     for r in 0..out.rows {
@@ -33,5 +34,5 @@ pub(super) fn run(
             acc[r * NR_MAX + c] = s;
         }
     }
-    finish_f32(&acc, NR_MAX, &mut out);
+    finish_f32(&acc, NR_MAX, cols, &mut out);
 }

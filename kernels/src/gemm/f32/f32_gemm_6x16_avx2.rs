@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{operands, OutBlock};
+use super::{Columns, operands, OutBlock};
 use crate::gemm::epilogue::finish_f32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
@@ -16,6 +16,7 @@ pub(super) fn run(
     ldb: usize,
     panel_stride: usize,
     panels: usize,
+    cols: &Columns,
     mut out: OutBlock<'_>,
 ) {
     assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
@@ -24,7 +25,7 @@ pub(super) fn run(
     // SAFETY: AVX2 and FMA are present (checked above); `operands` checked that every row of
     // `a` holds k values and `b` k rows of 16 at stride ldb.
     unsafe { body(&rp, k, b.as_ptr(), ldb, &mut acc) };
-    finish_f32(&acc, NR_MAX, &mut out);
+    finish_f32(&acc, NR_MAX, cols, &mut out);
 }
 
 #[target_feature(enable = "avx2,fma")]

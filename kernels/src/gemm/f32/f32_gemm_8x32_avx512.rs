@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{operands, OutBlock};
+use super::{Columns, operands, OutBlock};
 use crate::gemm::epilogue::avx512::finish_f32;
 
 #[allow(clippy::too_many_arguments)]
@@ -17,6 +17,7 @@ pub(super) fn run(
     ldb: usize,
     panel_stride: usize,
     panels: usize,
+    cols: &Columns,
     mut out: OutBlock<'_>,
 ) {
     assert!(is_x86_feature_detected!("avx512f"));
@@ -29,7 +30,7 @@ pub(super) fn run(
         } else {
             body::<1>(&rp, k, b.as_ptr(), b.as_ptr(), ldb)
         };
-        finish_f32(&c.0, &c.1, &mut out);
+        finish_f32(&c.0, &c.1, cols, &mut out);
     }
 }
 

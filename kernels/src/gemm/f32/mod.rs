@@ -8,14 +8,23 @@
 
 use super::driver::{drive, Problem};
 use super::pack::{k1n16_len, NR};
-use super::{Epilogue, OutBlock};
+use super::{Columns, Epilogue, OutBlock};
 use crate::Threads;
 
 /// The signature every f32 microkernel shares: `out.rows` rows of `a` (row stride `lda`, `k`
 /// values each) times `panels` groups of 16 columns of `b`, group `j` at `b[j * panel_stride]`
-/// with row stride `ldb`, finished into `out`.
-pub(crate) type Ukernel =
-    fn(a: &[f32], lda: usize, k: usize, b: &[f32], ldb: usize, panel_stride: usize, panels: usize, out: OutBlock<'_>);
+/// with row stride `ldb`, plus the columns' bias, finished into `out`.
+pub(crate) type Ukernel = fn(
+    a: &[f32],
+    lda: usize,
+    k: usize,
+    b: &[f32],
+    ldb: usize,
+    panel_stride: usize,
+    panels: usize,
+    cols: &Columns,
+    out: OutBlock<'_>,
+);
 
 kernel_family! {
     /// The f32 microkernels, named `f32_gemm_{MR}x{NR}_{isa}`.
@@ -40,8 +49,8 @@ impl F32Kernel {
         *Self::available().last().expect("the scalar kernel always runs")
     }
 
-    /// Computes one block: `out.rows x out.cols` of `a * b` (layout as [`Ukernel`]), finished
-    /// into `out`.
+    /// Computes one block: `out.rows x out.cols` of `a * b` (layout as [`Ukernel`]) plus the
+    /// columns' bias, finished into `out`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_block(
         self,
@@ -52,12 +61,13 @@ impl F32Kernel {
         ldb: usize,
         panel_stride: usize,
         panels: usize,
+        cols: &Columns,
         out: OutBlock<'_>,
     ) {
         let ukernel =
             self.ukernel().unwrap_or_else(|| panic!("{} is not built for this CPU architecture", self.name()));
         assert!(self.supported(), "this CPU cannot run {}", self.name());
-        ukernel(a, lda, k, b, ldb, panel_stride, panels, out)
+        ukernel(a, lda, k, b, ldb, panel_stride, panels, cols, out)
     }
 }
 
@@ -91,11 +101,13 @@ pub fn f32_gemm(
     assert!(lda >= k && (m == 0 || a.len() >= (m - 1) * lda + k), "f32_gemm: activations too short");
     assert!(w.data.len() >= k1n16_len(n, k), "f32_gemm: weights too short");
     let (mr, nr) = kernel.tile();
-    let micro = |p0: usize, panels: usize, m0: usize, out: OutBlock<'_>| {
+    assert!(bias.is_none_or(|b| b.len() >= n), "f32_gemm: bias too short");
+    let columns = |col0: usize, cols: usize| Columns::float(bias.map(|b| &b[col0..]), cols);
+    let micro = |p0: usize, panels: usize, cols: &Columns, m0: usize, out: OutBlock<'_>| {
         let b = &w.data[p0 * k * NR..(p0 + panels) * k * NR];
-        kernel.run_block(&a[m0 * lda..], lda, k, b, NR, k * NR, panels, out);
+        kernel.run_block(&a[m0 * lda..], lda, k, b, NR, k * NR, panels, cols, out);
     };
-    drive(Problem { m, n, k, mr, np: nr / NR }, out, ldo, bias, epilogue, threads, micro);
+    drive(Problem { m, n, k, mr, np: nr / NR }, out, ldo, epilogue, threads, columns, micro);
 }
 
 /// Checks one microkernel call's operands and returns `MR` row pointers (rows past

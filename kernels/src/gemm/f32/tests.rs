@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::gemm::pack::pack_k1n16_f32;
+use crate::gemm::Columns;
 use crate::rows::activation::Activation;
 use crate::testing::{noise, runs_here};
 
@@ -36,8 +37,8 @@ fn strided(kernel: F32Kernel, rows: usize, k: usize, ldb: usize, panel_stride: u
     let cols = panels * NR;
     let mut out = vec![f32::NAN; rows * (cols + 1)];
     // SAFETY: `out` holds `rows` rows of `cols` at stride cols + 1, used only here.
-    let block = unsafe { OutBlock::new(out.as_mut_ptr(), cols + 1, rows, cols, None, Epilogue::Store) };
-    kernel.run_block(&a, lda, k, &b, ldb, panel_stride, panels, block);
+    let block = unsafe { OutBlock::new(out.as_mut_ptr(), cols + 1, rows, cols, Epilogue::Store) };
+    kernel.run_block(&a, lda, k, &b, ldb, panel_stride, panels, &Columns::PLAIN, block);
     out
 }
 

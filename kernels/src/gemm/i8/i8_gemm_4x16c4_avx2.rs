@@ -3,18 +3,26 @@
 
 use std::arch::x86_64::*;
 
-use super::{operands, Dequant, OutBlock};
+use super::{Columns, Rows, operands, OutBlock};
 use crate::gemm::epilogue::finish_i32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
-pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant<'_>, mut out: OutBlock<'_>) {
+pub(super) fn run(
+    a: &[i8],
+    stride: usize,
+    w: &[i8],
+    panels: usize,
+    rows: &Rows<'_>,
+    cols: &Columns,
+    mut out: OutBlock<'_>,
+) {
     assert!(is_x86_feature_detected!("avx2"));
     let (rp, groups) = operands::<4>(a, stride, w, panels, 1, &out);
     let mut acc = [0i32; MR_MAX * NR_MAX];
     // SAFETY: AVX2 is present (checked above); `operands` checked that every row pointer
     // addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
     unsafe { body(rp, groups, w.as_ptr(), &mut acc) };
-    finish_i32(&acc, NR_MAX, dq, &mut out);
+    finish_i32(&acc, NR_MAX, rows, cols, &mut out);
 }
 
 #[target_feature(enable = "avx2")]

@@ -3,19 +3,26 @@
 
 use std::arch::x86_64::*;
 
-use super::{operands, Dequant, OutBlock};
+use super::{Columns, Rows, operands, OutBlock};
 use crate::gemm::epilogue::finish_i32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
-pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant<'_>, mut out: OutBlock<'_>) {
+pub(super) fn run(
+    a: &[i8],
+    stride: usize,
+    w: &[i8],
+    panels: usize,
+    rows: &Rows<'_>,
+    cols: &Columns,
+    mut out: OutBlock<'_>,
+) {
     assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni"));
     let (rp, groups) = operands::<4>(a, stride, w, panels, 1, &out);
-    let mut sums = [0i32; 16];
-    sums[..out.cols].copy_from_slice(&dq.w_sum[..out.cols]);
+    let sums: &[i32; 16] = cols.w_sum.first_chunk().expect("32 sums");
     let mut acc = [0i32; MR_MAX * NR_MAX];
     // SAFETY: AVX2 and AVX-VNNI are present (checked above); memory as checked by `operands`.
-    unsafe { body(rp, groups, w.as_ptr(), &sums, &mut acc) };
-    finish_i32(&acc, NR_MAX, dq, &mut out);
+    unsafe { body(rp, groups, w.as_ptr(), sums, &mut acc) };
+    finish_i32(&acc, NR_MAX, rows, cols, &mut out);
 }
 
 #[target_feature(enable = "avx2,avxvnni")]

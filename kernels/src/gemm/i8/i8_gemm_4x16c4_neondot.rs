@@ -6,16 +6,24 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{operands, Dequant, OutBlock, KG};
+use super::{Columns, Rows, operands, OutBlock, KG};
 use crate::gemm::epilogue::neon::finish_i32;
 
-pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant<'_>, mut out: OutBlock<'_>) {
+pub(super) fn run(
+    a: &[i8],
+    stride: usize,
+    w: &[i8],
+    panels: usize,
+    rows: &Rows<'_>,
+    cols: &Columns,
+    mut out: OutBlock<'_>,
+) {
     assert!(std::arch::is_aarch64_feature_detected!("dotprod"));
     let (rp, groups) = operands::<4>(a, stride, w, panels, 1, &out);
     // SAFETY: the dot-product extension is present (checked above); memory as checked by
     // `operands`.
     let c = unsafe { body(rp, groups, w.as_ptr()) };
-    finish_i32(&c, dq, &mut out);
+    finish_i32(&c, rows, cols, &mut out);
 }
 
 /// `acc.4s += w.16b . a.4b[LANE]`: each channel's 4 weights times one row's 4 activations.

@@ -1,10 +1,18 @@
 //! The scalar int8 microkernel: the twin every SIMD kernel is tested against.
 
-use super::{Dequant, OutBlock, KG, NR};
+use super::{Columns, Rows, OutBlock, KG, NR};
 use crate::gemm::epilogue::finish_i32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
-pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant<'_>, mut out: OutBlock<'_>) {
+pub(super) fn run(
+    a: &[i8],
+    stride: usize,
+    w: &[i8],
+    panels: usize,
+    rows: &Rows<'_>,
+    cols: &Columns,
+    mut out: OutBlock<'_>,
+) {
     assert!(out.rows <= MR_MAX && panels * NR <= NR_MAX && a.len() >= out.rows * stride);
     let groups = stride / KG;
     let panel_len = stride * NR;
@@ -22,5 +30,5 @@ pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant
             acc[r * NR_MAX + c] = s;
         }
     }
-    finish_i32(&acc, NR_MAX, dq, &mut out);
+    finish_i32(&acc, NR_MAX, rows, cols, &mut out);
 }

@@ -5,10 +5,18 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{operands, Dequant, OutBlock, KG};
+use super::{Columns, Rows, operands, OutBlock, KG};
 use crate::gemm::epilogue::neon::finish_i32;
 
-pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant<'_>, mut out: OutBlock<'_>) {
+pub(super) fn run(
+    a: &[i8],
+    stride: usize,
+    w: &[i8],
+    panels: usize,
+    rows: &Rows<'_>,
+    cols: &Columns,
+    mut out: OutBlock<'_>,
+) {
     assert!(std::arch::is_aarch64_feature_detected!("i8mm"));
     let (rp, groups) = operands::<4>(a, stride, w, panels, 1, &out);
     // SAFETY: the i8mm extension is present (checked above); memory as checked by `operands`.
@@ -16,7 +24,7 @@ pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant
     // c[p][q]: rows 2p, 2p+1 x channels 2q, 2q+1 as [r0c0, r0c1, r1c0, r1c1]; rows of four
     // channels are the low (even row) or high (odd row) halves of two neighbours.
     // SAFETY: NEON is baseline on aarch64; register-only intrinsics.
-    let rows: [[int32x4_t; 4]; 4] = unsafe {
+    let tile: [[int32x4_t; 4]; 4] = unsafe {
         let s64 = |v| vreinterpretq_s64_s32(v);
         std::array::from_fn(|r| {
             std::array::from_fn(|j| {
@@ -25,7 +33,7 @@ pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant
             })
         })
     };
-    finish_i32(&rows, dq, &mut out);
+    finish_i32(&tile, rows, cols, &mut out);
 }
 
 /// `acc.4s += a.16b (2 rows x 8) * w.16b (2 channels x 8)^T` = [r0c0, r0c1, r1c0, r1c1].

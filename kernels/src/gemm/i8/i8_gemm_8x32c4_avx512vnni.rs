@@ -4,10 +4,18 @@
 
 use std::arch::x86_64::*;
 
-use super::{operands, Dequant, OutBlock, NR};
+use super::{Columns, Rows, operands, OutBlock, NR};
 use crate::gemm::epilogue::avx512::finish_i32;
 
-pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant<'_>, mut out: OutBlock<'_>) {
+pub(super) fn run(
+    a: &[i8],
+    stride: usize,
+    w: &[i8],
+    panels: usize,
+    rows: &Rows<'_>,
+    cols: &Columns,
+    mut out: OutBlock<'_>,
+) {
     assert!(
         is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
@@ -17,13 +25,13 @@ pub(super) fn run(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant
     // SAFETY: AVX-512F/BW/VNNI are present (checked above); memory as checked by `operands`.
     let (c0, c1) = unsafe {
         if panels == 2 {
-            body::<2>(rp, groups, w.as_ptr(), dq)
+            body::<2>(rp, groups, w.as_ptr(), &cols.w_sum)
         } else {
-            body::<1>(rp, groups, w.as_ptr(), dq)
+            body::<1>(rp, groups, w.as_ptr(), &cols.w_sum)
         }
     };
     // SAFETY: AVX-512F is present (checked above).
-    unsafe { finish_i32(&c0, &c1, dq, &mut out) };
+    unsafe { finish_i32(&c0, &c1, rows, cols, &mut out) };
 }
 
 /// 8 rows x NP panels: per group NP weight loads, 8 broadcasts and 8 x NP dot products.
@@ -32,7 +40,7 @@ unsafe fn body<const NP: usize>(
     rp: [*const i8; 8],
     groups: usize,
     w: *const i8,
-    dq: &Dequant<'_>,
+    sums: &[i32; 32],
 ) -> ([__m512i; 8], [__m512i; 8]) {
     let panel_len = groups * NR * 4;
     let mut c = [[_mm512_setzero_si512(); NP]; 8];
@@ -48,9 +56,6 @@ unsafe fn body<const NP: usize>(
             }
         }
     }
-    let cols = dq.w_sum.len().min(NP * NR);
-    let mut sums = [0i32; 32];
-    sums[..cols].copy_from_slice(&dq.w_sum[..cols]);
     // SAFETY: sums holds 32 values.
     let s: [__m512i; 2] =
         std::array::from_fn(|p| _mm512_slli_epi32(unsafe { _mm512_loadu_si512(sums.as_ptr().add(p * NR) as *const _) }, 7));

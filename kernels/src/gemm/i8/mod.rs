@@ -8,15 +8,15 @@
 //! same everywhere, so all kernels agree with the scalar twin bit for bit.
 
 use super::driver::{drive, Problem};
-use super::epilogue::Dequant;
 use super::pack::{k4n16_len, padded_k, KG, NR};
-use super::{Epilogue, OutBlock};
+use super::{Columns, Epilogue, OutBlock, Rows};
 use crate::Threads;
 
 /// The signature every int8 microkernel shares: `out.rows` activation rows of `stride` bytes
-/// (K padded to whole groups) times `panels` consecutive k4n16 weight panels, finished
-/// through `dq` into `out`.
-pub(crate) type Ukernel = fn(a: &[i8], stride: usize, w: &[i8], panels: usize, dq: &Dequant<'_>, out: OutBlock<'_>);
+/// (K padded to whole groups) times `panels` consecutive k4n16 weight panels, dequantized
+/// with the block's `rows` and `cols` factors and finished into `out`.
+pub(crate) type Ukernel =
+    fn(a: &[i8], stride: usize, w: &[i8], panels: usize, rows: &Rows<'_>, cols: &Columns, out: OutBlock<'_>);
 
 kernel_family! {
     /// The int8 microkernels, named `i8_gemm_{MR}x{NR}c{K per step}_{isa}`.
@@ -123,19 +123,17 @@ pub fn i8_gemm(
     assert!(kernel.supported(), "this CPU cannot run {}", kernel.name());
     let (mr, nr) = kernel.tile();
     let panel_len = stride * NR;
-    let micro = |p0: usize, panels: usize, m0: usize, out: OutBlock<'_>| {
-        let (rows, cols, col0) = (out.rows, out.cols, p0 * NR);
-        let dq = Dequant {
-            w_scale: &w.scales[col0..col0 + cols],
-            w_sum: &w.sums[col0..col0 + cols],
-            a_scale: &a.scales[m0..m0 + rows],
-            a_offset: &a.offsets[m0..m0 + rows],
-        };
-        let rows_a = &a.data[m0 * stride..(m0 + rows) * stride];
-        ukernel(rows_a, stride, &w.data[p0 * panel_len..(p0 + panels) * panel_len], panels, &dq, out);
+    assert!(bias.is_none_or(|b| b.len() >= n), "i8_gemm: bias too short");
+    let columns =
+        |col0: usize, cols: usize| Columns::int8(bias.map(|b| &b[col0..]), &w.scales[col0..], &w.sums[col0..], cols);
+    let micro = |p0: usize, panels: usize, cols: &Columns, m0: usize, out: OutBlock<'_>| {
+        let m1 = m0 + out.rows;
+        let rows = Rows { scale: &a.scales[m0..m1], offset: &a.offsets[m0..m1] };
+        let w = &w.data[p0 * panel_len..(p0 + panels) * panel_len];
+        ukernel(&a.data[m0 * stride..m1 * stride], stride, w, panels, &rows, cols, out);
     };
     let problem = Problem { m, n, k: w.k, mr, np: nr / NR };
-    drive(problem, out, ldo, bias, epilogue, threads, micro);
+    drive(problem, out, ldo, epilogue, threads, columns, micro);
 }
 
 /// Checks one microkernel call's operands and returns `MR` row pointers (rows past
