@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use edgevit_kernels::attention::{self, attention, AttentionShape};
+use edgevit_kernels::attention::{attention, AttentionKernels, AttentionScratch, AttentionShape};
 use edgevit_kernels::gemm::f16::{f16_gemm, F16Kernel, PackedF16};
 use edgevit_kernels::gemm::f32::{f32_gemm, F32Kernel, PackedF32};
 use edgevit_kernels::gemm::i8::{i8_gemm, I8Kernel, PackedI8, QuantRows};
@@ -242,11 +242,22 @@ impl Model {
         v
     }
 
+    /// The kernels of attention's two products: int8 scores (and half-precision values where
+    /// the CPU computes in half) for int8 models, f32 otherwise.
+    pub fn attention_kernels(&self) -> AttentionKernels {
+        if self.config().weights.dtype == WeightDType::Int8 {
+            AttentionKernels::int8(self.i8_kernel, self.f16_kernel, self.f32_kernel)
+        } else {
+            AttentionKernels::f32(self.f32_kernel)
+        }
+    }
+
     /// Every kernel the forward pass uses, by name, for `info` and `bench`: the GEMM kernel of
-    /// each weight dtype, the f32 kernel (attention runs on it), and the row kernels.
+    /// each weight dtype, attention's two, and the row kernels.
     pub fn kernel_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.gemm_kernels().into_iter().map(str::to_string).collect();
-        v.push(format!("attention: fused, {}", self.f32_kernel.name()));
+        let [scores, values] = self.attention_kernels().names();
+        v.push(format!("attention: scores {scores}, values {values}"));
         v.extend(RowIsa::best().kernel_names());
         v
     }
@@ -362,13 +373,14 @@ impl Model {
         let eps = a.layer_norm_eps;
         let act = a.activation.kernel();
         let shape = attention_shape(a);
+        let attn = self.attention_kernels();
         for l in &w.layers {
             let ln = (self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
             let input = normalize_and_prepare(&l.qkv, x, ln, h, t, q, self.i8_kernel);
             clock.lap(&mut times.layernorm);
             self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
             clock.lap(&mut times.qkv);
-            attention(self.f32_kernel, qkv, ctx, scores, shape, threads);
+            attention(attn, qkv, ctx, scores, shape, threads);
             clock.lap(&mut times.attention);
             let input = prepare(&l.proj, ctx, t, d, q, self.i8_kernel);
             self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);
@@ -587,7 +599,7 @@ pub struct Session {
     qkv: Vec<f32>,
     ctx: Vec<f32>,
     mlp: Vec<f32>,
-    scores: Vec<f32>,
+    scores: AttentionScratch,
     logits: Vec<f32>,
     q: QuantBuffer,
     times: OpTimes,
@@ -662,9 +674,8 @@ impl Session {
             qkv: vec![0.0; t * 3 * d],
             ctx: vec![0.0; t * d],
             mlp: vec![0.0; t * a.intermediate_size],
-            // One tokens x tokens block per head that may run at once (threads, at most heads).
-            // Transposed keys plus one score tile per thread.
-            scores: vec![0.0; attention::scratch_len(attention_shape(a), rayon::current_num_threads())],
+            // Keys and values in each kernel's form, and one score tile per thread.
+            scores: AttentionScratch::new(attention_shape(a), rayon::current_num_threads()),
             logits: vec![0.0; a.num_labels],
             q: QuantBuffer { data: vec![0; t * widest], scales: vec![0.0; t], offsets: vec![0.0; t] },
             times: OpTimes::default(),

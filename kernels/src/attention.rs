@@ -1,18 +1,32 @@
 //! Multi-head self-attention over a fused QKV buffer, as one task per (head, block of
-//! queries): scores for the block against every key, a scaled softmax, and the value product,
-//! in a small per-thread tile of `QUERY_BLOCK x tokens` scores. The heads x tokens x tokens
-//! score matrix never exists; nothing is allocated.
+//! queries): scores for the block against every key, a softmax, and the value product, in a
+//! small per-thread tile of `QUERY_BLOCK x tokens` scores. The heads x tokens x tokens score
+//! matrix never exists; nothing is allocated after the [`AttentionScratch`] is made.
 //!
 //! `qkv` is `tokens x 3*dim` row-major: queries in columns `0..dim`, keys in `dim..2*dim`,
 //! values in `2*dim..3*dim`, and head `h` owns columns `h*head_dim..(h+1)*head_dim` of each.
-//! The keys are first transposed per head (`head_dim x tokens`, padded to a multiple of 16
-//! tokens), so both products run on the f32 GEMM microkernels ([`crate::gemm::f32`]), which
-//! read their right-hand side in place at any stride.
+//!
+//! Both products run on the GEMM microkernels, in the precision [`AttentionKernels`] names:
+//!
+//! - scores `q k^T` in f32 ([`crate::gemm::f32`], on the keys transposed per head), or in int8
+//!   ([`crate::gemm::i8`]): queries and keys quantized symmetrically per token and head, the
+//!   keys packed k4n16 like weights, `1 / sqrt(head_dim)` folded into the queries' scales. On
+//!   the real ViT-Tiny int8 this moves the mean KL divergence from f32 by 3%
+//!   (docs/quantization.md); the probabilities stay f32 (quantizing them to 8 bits costs 45%).
+//! - values `p v` in f32, or in half precision ([`crate::gemm::f16`], values converted to
+//!   k1n16 halves once per call) on CPUs that compute in half.
+//!
+//! Softmax leaves the probabilities unnormalised; each output row is scaled by `1 / sum`.
 
 use rayon::prelude::*;
 
+use crate::gemm::f16::F16Kernel;
 use crate::gemm::f32::F32Kernel;
-use crate::gemm::{Columns, Epilogue, OutBlock, NR};
+use crate::gemm::i8::I8Kernel;
+use crate::gemm::pack::{padded_k, KG};
+use crate::gemm::{Columns, Epilogue, OutBlock, Rows, NR};
+use crate::rows::convert::to_halves;
+use crate::rows::quantize::quantize_symmetric_row as quantize_symmetric;
 use crate::rows::softmax::softmax_exp;
 use crate::{OutPtr, Threads};
 
@@ -20,7 +34,7 @@ use crate::{OutPtr, Threads};
 pub const QUERY_BLOCK: usize = 32;
 
 /// Shape of one attention call.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
     /// Tokens (rows of qkv).
     pub tokens: usize,
@@ -35,137 +49,388 @@ impl AttentionShape {
     pub fn dim(&self) -> usize {
         self.heads * self.head_dim
     }
-    /// Tokens rounded up to whole 16-column groups.
+    /// Tokens rounded up to whole 16-column panels.
     fn padded_tokens(&self) -> usize {
         self.tokens.div_ceil(NR) * NR
     }
 }
 
-/// Scratch floats [`attention`] needs to run `slots` tasks at once: the transposed keys, and
-/// one score tile per slot.
-pub fn scratch_len(shape: AttentionShape, slots: usize) -> usize {
-    let tp = shape.padded_tokens();
-    shape.dim() * tp + slots.max(1) * QUERY_BLOCK * tp
+/// The precision and kernel of the scores `q k^T`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scores {
+    /// f32 on the transposed keys.
+    F32(F32Kernel),
+    /// int8 queries and keys, quantized per token.
+    Int8(I8Kernel),
 }
 
-/// Computes `softmax(q k^T / sqrt(head_dim)) v` for every head into `out` (`tokens x dim`)
-/// on `kernel`. `scratch` must hold [`scratch_len`]`(shape, 1)` floats or more; extra score
-/// tiles let that many (head, query block) tasks run in parallel, up to `threads`.
+/// The precision and kernel of the value product `p v`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Values {
+    /// f32, values read in place.
+    F32(F32Kernel),
+    /// Values as halves; the kernel's arithmetic (f32 or half) as [`F16Kernel`] says.
+    F16(F16Kernel),
+}
+
+/// The kernels of both products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionKernels {
+    /// Scores.
+    pub scores: Scores,
+    /// Value product.
+    pub values: Values,
+}
+
+impl AttentionKernels {
+    /// Both products in f32: the reference path, for f32 and f16 models.
+    pub fn f32(kernel: F32Kernel) -> Self {
+        AttentionKernels { scores: Scores::F32(kernel), values: Values::F32(kernel) }
+    }
+
+    /// For int8 models: int8 scores on `i8`; values in half precision where `f16` computes in
+    /// half (Cortex-A76), else in f32 on `f32`.
+    pub fn int8(i8: I8Kernel, f16: F16Kernel, f32: F32Kernel) -> Self {
+        let values = if f16.half_arithmetic() { Values::F16(f16) } else { Values::F32(f32) };
+        AttentionKernels { scores: Scores::Int8(i8), values }
+    }
+
+    /// The kernels' names, scores first.
+    pub fn names(&self) -> [&'static str; 2] {
+        let scores = match self.scores {
+            Scores::F32(k) => k.name(),
+            Scores::Int8(k) => k.name(),
+        };
+        let values = match self.values {
+            Values::F32(k) => k.name(),
+            Values::F16(k) => k.name(),
+        };
+        [scores, values]
+    }
+}
+
+/// Every buffer attention needs, for any [`AttentionKernels`]: made once, reused by every call.
+pub struct AttentionScratch {
+    shape: AttentionShape,
+    slots: usize,
+    /// f32 scores: keys transposed per head, `head_dim x padded tokens`.
+    keys_t: Vec<f32>,
+    /// One `QUERY_BLOCK x padded tokens` score tile per slot.
+    scores: Vec<f32>,
+    /// int8 scores: keys per head packed k4n16 (`padded tokens x padded head_dim`), their
+    /// scales and sums, and each column group's epilogue factors.
+    keys_i8: Vec<i8>,
+    key_scales: Vec<f32>,
+    key_sums: Vec<i32>,
+    key_columns: Vec<Columns>,
+    /// int8 scores: one block of quantized queries and their scales per slot.
+    queries_i8: Vec<i8>,
+    query_scales: Vec<f32>,
+    /// Half-precision values: per head, k1n16 panels of 16 channels x tokens.
+    values_f16: Vec<u16>,
+    /// Half-precision values: one block of probabilities as halves per slot.
+    probs_f16: Vec<u16>,
+}
+
+impl AttentionScratch {
+    /// Scratch for `shape`, letting up to `slots` (head, query block) tasks run at once.
+    pub fn new(shape: AttentionShape, slots: usize) -> Self {
+        let slots = slots.max(1);
+        let (tp, dhp, heads) = (shape.padded_tokens(), padded_k(shape.head_dim), shape.heads);
+        let value_panels = shape.head_dim.div_ceil(NR);
+        AttentionScratch {
+            shape,
+            slots,
+            keys_t: vec![0.0; shape.dim() * tp],
+            scores: vec![0.0; slots * QUERY_BLOCK * tp],
+            keys_i8: vec![0; heads * tp * dhp],
+            key_scales: vec![0.0; heads * tp],
+            key_sums: vec![0; heads * tp],
+            key_columns: vec![Columns::PLAIN; heads * tp / NR],
+            queries_i8: vec![0; slots * QUERY_BLOCK * dhp],
+            query_scales: vec![0.0; slots * QUERY_BLOCK],
+            values_f16: vec![0; heads * value_panels * shape.tokens * NR],
+            probs_f16: vec![0; slots * QUERY_BLOCK * tp],
+        }
+    }
+}
+
+/// Computes `softmax(q k^T / sqrt(head_dim)) v` for every head into `out` (`tokens x dim`) on
+/// `kernels`, running up to `threads` (head, query block) tasks at once (at most the
+/// scratch's slots).
 pub fn attention(
-    kernel: F32Kernel,
+    kernels: AttentionKernels,
     qkv: &[f32],
     out: &mut [f32],
-    scratch: &mut [f32],
+    scratch: &mut AttentionScratch,
     shape: AttentionShape,
     threads: Threads,
 ) {
-    let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
+    let (t, dim) = (shape.tokens, shape.dim());
     assert_eq!(qkv.len(), t * 3 * dim, "attention: qkv buffer size");
     assert_eq!(out.len(), t * dim, "attention: output size");
-    assert!(scratch.len() >= scratch_len(shape, 1), "attention: scratch too small");
-    assert!(kernel.supported(), "this CPU cannot run {}", kernel.name());
+    assert_eq!(scratch.shape, shape, "attention: scratch made for another shape");
     if t == 0 || dim == 0 {
         return;
     }
-    let tp = shape.padded_tokens();
-    let (keys_t, tiles) = scratch.split_at_mut(dim * tp);
     let parallel = threads.get() > 1 && t * t * dim >= 1 << 16;
-
-    // Keys transposed per head: keys_t[h][d][j] = k[j][h*dh + d], zero past the last token.
-    let transpose = |(h, kt): (usize, &mut [f32])| {
-        for (d, row) in kt.chunks_exact_mut(tp).enumerate() {
-            for (j, v) in row[..t].iter_mut().enumerate() {
-                *v = qkv[j * 3 * dim + dim + h * dh + d];
-            }
-            row[t..].fill(0.0);
-        }
-    };
-    if parallel {
-        keys_t.par_chunks_mut(dh * tp).enumerate().for_each(transpose);
-    } else {
-        keys_t.chunks_mut(dh * tp).enumerate().for_each(transpose);
+    prepare_keys(kernels.scores, qkv, scratch, parallel);
+    if let Values::F16(_) = kernels.values {
+        prepare_values(qkv, scratch, parallel);
     }
 
     let blocks = t.div_ceil(QUERY_BLOCK);
     let tasks = shape.heads * blocks;
-    let tile_len = QUERY_BLOCK * tp;
-    let slots = (tiles.len() / tile_len).min(if parallel { threads.get() } else { 1 }).min(tasks).max(1);
+    let slots = scratch.slots.min(if parallel { threads.get() } else { 1 }).min(tasks);
     let per_slot = tasks.div_ceil(slots);
     let out_ptr = OutPtr(out.as_mut_ptr());
-    let keys_t = &*keys_t;
-    let run = |(slot, scores): (usize, &mut [f32])| {
+    let tp = shape.padded_tokens();
+    let dhp = padded_k(shape.head_dim);
+    let AttentionScratch { keys_t, scores, keys_i8, key_columns, queries_i8, query_scales, values_f16, probs_f16, .. } =
+        scratch;
+    let shared = Shared { qkv, keys_t, keys_i8, key_columns, values_f16, shape, kernels };
+    type Slot<'a> = (usize, (((&'a mut [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [u16]));
+    let run = |(slot, (((scores, queries), scales), halves)): Slot<'_>| {
         for task in slot * per_slot..((slot + 1) * per_slot).min(tasks) {
             let (h, block) = (task / blocks, task % blocks);
+            let mut tile = Tile { scores, queries, scales, halves };
             // SAFETY: each task writes only rows block*QUERY_BLOCK.. of head h's columns of
             // `out`, and every (head, block) task runs exactly once.
-            unsafe { query_block(kernel, qkv, keys_t, out_ptr, scores, shape, h, block) };
+            unsafe { query_block(&shared, &mut tile, out_ptr, h, block) };
         }
     };
+    let (scores, queries, scales, halves) = (
+        &mut scores[..slots * QUERY_BLOCK * tp],
+        &mut queries_i8[..slots * QUERY_BLOCK * dhp],
+        &mut query_scales[..slots * QUERY_BLOCK],
+        &mut probs_f16[..slots * QUERY_BLOCK * tp],
+    );
     if slots > 1 {
-        tiles[..slots * tile_len].par_chunks_mut(tile_len).enumerate().for_each(run);
+        let bufs = scores.par_chunks_mut(QUERY_BLOCK * tp).zip(queries.par_chunks_mut(QUERY_BLOCK * dhp));
+        let bufs = bufs.zip(scales.par_chunks_mut(QUERY_BLOCK)).zip(halves.par_chunks_mut(QUERY_BLOCK * tp));
+        bufs.enumerate().for_each(run);
     } else {
-        run((0, &mut tiles[..tile_len]));
+        run((0, (((scores, queries), scales), halves)));
     }
 }
 
-/// One head, one block of queries: scores against every key, scaled softmax, value product.
+/// What every task reads.
+struct Shared<'a> {
+    qkv: &'a [f32],
+    keys_t: &'a [f32],
+    keys_i8: &'a [i8],
+    key_columns: &'a [Columns],
+    values_f16: &'a [u16],
+    shape: AttentionShape,
+    kernels: AttentionKernels,
+}
+
+/// One task slot's buffers.
+struct Tile<'a> {
+    scores: &'a mut [f32],
+    queries: &'a mut [i8],
+    scales: &'a mut [f32],
+    halves: &'a mut [u16],
+}
+
+/// The keys in the form the scores kernel reads: transposed per head (f32), or quantized per
+/// token and packed k4n16 per head (int8), with each 16-token panel's epilogue factors.
+fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
+    let shape = s.shape;
+    let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
+    let (tp, dhp) = (shape.padded_tokens(), padded_k(dh));
+    let key = |j: usize, h: usize| &qkv[j * 3 * dim + dim + h * dh..][..dh];
+    match scores {
+        Scores::F32(_) => {
+            // keys_t[h][d][j] = k[j][h*dh + d], zero past the last token; a task per (head, d).
+            let transpose = |(hd, row): (usize, &mut [f32])| {
+                let (h, d) = (hd / dh, hd % dh);
+                for (j, v) in row[..t].iter_mut().enumerate() {
+                    *v = key(j, h)[d];
+                }
+                row[t..].fill(0.0);
+            };
+            if parallel {
+                s.keys_t.par_chunks_mut(tp).enumerate().for_each(transpose);
+            } else {
+                s.keys_t.chunks_mut(tp).enumerate().for_each(transpose);
+            }
+        }
+        Scores::Int8(_) => {
+            // A task per (head, panel of 16 tokens): quantize each key, pack it, and make the
+            // panel's epilogue factors.
+            let panel_len = NR * dhp;
+            let pack = |(i, (((panel, scales), sums), columns)): (usize, (((&mut [i8], &mut [f32]), &mut [i32]), &mut Columns))| {
+                let (h, p) = (i / (tp / NR), i % (tp / NR));
+                let mut q = [0i8; 1024];
+                for c in 0..NR {
+                    let j = p * NR + c;
+                    let (scale, sum) = if j < t { quantize_symmetric(key(j, h), &mut q[..dh]) } else { (1.0, 0) };
+                    if j >= t {
+                        q[..dh].fill(0);
+                    }
+                    (scales[c], sums[c]) = (scale, sum);
+                    // Token c of the panel: its K groups of 4 at 64-byte steps (k4n16).
+                    for (g, group) in q[..dhp].chunks_exact(KG).enumerate() {
+                        panel[g * NR * KG + c * KG..][..KG].copy_from_slice(group);
+                    }
+                }
+                *columns = Columns::int8(None, scales, sums, NR);
+            };
+            assert!(dhp <= 1024, "attention: int8 scores take head_dim up to 1024");
+            if parallel {
+                let tasks = s.keys_i8.par_chunks_mut(panel_len).zip(s.key_scales.par_chunks_mut(NR));
+                let tasks = tasks.zip(s.key_sums.par_chunks_mut(NR)).zip(s.key_columns.par_iter_mut());
+                tasks.enumerate().for_each(pack);
+            } else {
+                let tasks = s.keys_i8.chunks_mut(panel_len).zip(s.key_scales.chunks_mut(NR));
+                let tasks = tasks.zip(s.key_sums.chunks_mut(NR)).zip(s.key_columns.iter_mut());
+                tasks.enumerate().for_each(pack);
+            }
+        }
+    }
+}
+
+/// The values as k1n16 halves per head: panel (h, c) holds channels 16c.. of head h, for each
+/// token 16 halves; channels past head_dim are zero.
+fn prepare_values(qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
+    let shape = s.shape;
+    let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
+    let panels = dh.div_ceil(NR);
+    let convert = |(i, panel): (usize, &mut [u16])| {
+        let (h, c0) = (i / panels, (i % panels) * NR);
+        let cols = NR.min(dh - c0);
+        for (j, row) in panel.chunks_exact_mut(NR).enumerate() {
+            to_halves(&qkv[j * 3 * dim + 2 * dim + h * dh + c0..][..cols], &mut row[..cols]);
+            row[cols..].fill(0);
+        }
+    };
+    if parallel {
+        s.values_f16.par_chunks_mut(t * NR).enumerate().for_each(convert);
+    } else {
+        s.values_f16.chunks_mut(t * NR).enumerate().for_each(convert);
+    }
+}
+
+const ZEROS: [f32; QUERY_BLOCK] = [0.0; QUERY_BLOCK];
+
+/// One head, one block of queries: scores against every key, softmax, value product.
 ///
 /// # Safety
 /// `out` must point to `tokens x dim` floats that no one else reads or writes in the block's
 /// rows of head `h`'s columns during the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn query_block(
-    kernel: F32Kernel,
-    qkv: &[f32],
-    keys_t: &[f32],
-    out: OutPtr,
-    scores: &mut [f32],
-    shape: AttentionShape,
-    h: usize,
-    block: usize,
-) {
+unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize, block: usize) {
+    let shape = s.shape;
     let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
-    let tp = shape.padded_tokens();
+    let (tp, dhp) = (shape.padded_tokens(), padded_k(dh));
     let i0 = block * QUERY_BLOCK;
     let rows = QUERY_BLOCK.min(t - i0);
-    let kt = &keys_t[h * dh * tp..(h + 1) * dh * tp];
-    let (mr, nr) = kernel.tile();
+    let scale = 1.0 / (dh as f32).sqrt();
+    let scores = &mut *tile.scores;
     assert!(scores.len() >= rows * tp);
-    // scores[r][j] = q[i0 + r] . k[j], in blocks of mr rows x nr columns.
-    for r0 in (0..rows).step_by(mr) {
-        let rr = mr.min(rows - r0);
-        let q = &qkv[(i0 + r0) * 3 * dim + h * dh..];
-        for j0 in (0..tp).step_by(nr) {
-            let cols = nr.min(tp - j0);
-            // SAFETY: rows r0..r0+rr, columns j0..j0+cols of the tp-wide scores tile, which
-            // this task owns (checked above).
-            let block = unsafe { OutBlock::new(scores.as_mut_ptr().add(r0 * tp + j0), tp, rr, cols, Epilogue::Store) };
-            kernel.run_block(q, 3 * dim, dh, &kt[j0..], tp, NR, cols / NR, &Columns::PLAIN, block);
+    let score_block = |scores: &mut [f32], r0: usize, rr: usize, j0: usize, cols: usize| {
+        // SAFETY: rows r0..r0+rr, columns j0..j0+cols of the tp-wide scores tile, which this
+        // task owns (checked above).
+        unsafe { OutBlock::new(scores.as_mut_ptr().add(r0 * tp + j0), tp, rr, cols, Epilogue::Store) }
+    };
+    // scores[r][j] = q[i0 + r] . k[j] / sqrt(dh)
+    match s.kernels.scores {
+        Scores::F32(kernel) => {
+            let (mr, nr) = kernel.tile();
+            let kt = &s.keys_t[h * dh * tp..(h + 1) * dh * tp];
+            for r0 in (0..rows).step_by(mr) {
+                let rr = mr.min(rows - r0);
+                let q = &s.qkv[(i0 + r0) * 3 * dim + h * dh..];
+                for j0 in (0..tp).step_by(nr) {
+                    let cols = nr.min(tp - j0);
+                    let block = score_block(scores, r0, rr, j0, cols);
+                    kernel.run_block(q, 3 * dim, dh, &kt[j0..], tp, NR, cols / NR, &Columns::PLAIN, block);
+                }
+            }
+        }
+        Scores::Int8(kernel) => {
+            let (mr, nr) = kernel.tile();
+            let flip = if kernel.wants_biased() { -128i8 } else { 0 };
+            for r in 0..rows {
+                let q = &mut tile.queries[r * dhp..(r + 1) * dhp];
+                let (s_q, _) = quantize_symmetric(&s.qkv[(i0 + r) * 3 * dim + h * dh..][..dh], q);
+                q[dh..].fill(0);
+                q.iter_mut().for_each(|v| *v ^= flip);
+                tile.scales[r] = s_q * scale;
+            }
+            let keys = &s.keys_i8[h * tp * dhp..(h + 1) * tp * dhp];
+            let columns = &s.key_columns[h * tp / NR..(h + 1) * tp / NR];
+            for r0 in (0..rows).step_by(mr) {
+                let rr = mr.min(rows - r0);
+                let factors = Rows { scale: &tile.scales[r0..r0 + rr], offset: &ZEROS[..rr] };
+                for j0 in (0..tp).step_by(nr) {
+                    let cols = nr.min(tp - j0);
+                    let panels = cols / NR;
+                    // The group's factors: one panel's, or two panels' joined.
+                    let joined;
+                    let group = if panels == 1 {
+                        &columns[j0 / NR]
+                    } else {
+                        joined = join(&columns[j0 / NR], &columns[j0 / NR + 1]);
+                        &joined
+                    };
+                    let block = score_block(scores, r0, rr, j0, cols);
+                    let q = &tile.queries[r0 * dhp..(r0 + rr) * dhp];
+                    kernel.run_block(q, dhp, &keys[j0 * dhp..(j0 + cols) * dhp], panels, &factors, group, block);
+                }
+            }
         }
     }
     // Unnormalised probabilities; each output row is scaled by 1 / sum instead (dh values
     // rather than t).
-    let scale = 1.0 / (dh as f32).sqrt();
+    // int8 scores have the scale folded into the queries'.
+    let softmax_scale = if let Scores::F32(_) = s.kernels.scores { scale } else { 1.0 };
     let mut inv = [0f32; QUERY_BLOCK];
     for (r, row) in scores.chunks_mut(tp).take(rows).enumerate() {
-        inv[r] = softmax_exp(&mut row[..t], scale);
+        inv[r] = softmax_exp(&mut row[..t], softmax_scale);
+    }
+    // Half-precision kernels read the probabilities as halves: convert them once, not once per
+    // panel of values.
+    let halves_in = matches!(s.kernels.values, Values::F16(k) if k.half_arithmetic());
+    if halves_in {
+        for (p, h16) in scores.chunks(tp).zip(tile.halves.chunks_mut(tp)).take(rows) {
+            to_halves(&p[..t], &mut h16[..t]);
+        }
     }
     // out[i0 + r][h*dh + c] = inv[r] * sum_j e[r][j] * v[j][h*dh + c]
+    let (mr, nr) = match s.kernels.values {
+        Values::F32(k) => k.tile(),
+        Values::F16(k) => k.tile(),
+    };
     for r0 in (0..rows).step_by(mr) {
         let rr = mr.min(rows - r0);
         for c0 in (0..dh).step_by(nr) {
             let cols = nr.min(dh - c0);
             let panels = cols.div_ceil(NR);
-            let v = &qkv[2 * dim + h * dh + c0..];
-            // A group narrower than its panels would read past the end of the last value row:
-            // the scalar kernel reads only the columns it needs.
-            let fits = v.len() >= (t - 1) * 3 * dim + (panels - 1) * NR + NR;
-            let kernel = if fits { kernel } else { F32Kernel::Scalar };
             let at = (i0 + r0) * dim + h * dh + c0;
             // SAFETY: per this function's contract, these rows of head h's columns are valid and
             // written by no one else.
             let block = unsafe { OutBlock::new(out.get().add(at), dim, rr, cols, Epilogue::Store) };
-            kernel.run_block(&scores[r0 * tp..], tp, t, v, 3 * dim, NR, panels, &Columns::PLAIN, block);
+            let p = &scores[r0 * tp..];
+            match s.kernels.values {
+                Values::F32(kernel) => {
+                    let v = &s.qkv[2 * dim + h * dh + c0..];
+                    // A group narrower than its panels would read past the end of the last value
+                    // row: the scalar kernel reads only the columns it needs.
+                    let fits = v.len() >= (t - 1) * 3 * dim + panels * NR;
+                    let kernel = if fits { kernel } else { F32Kernel::Scalar };
+                    kernel.run_block(p, tp, t, v, 3 * dim, NR, panels, &Columns::PLAIN, block);
+                }
+                Values::F16(kernel) => {
+                    let first = h * dh.div_ceil(NR) + c0 / NR;
+                    let v = &s.values_f16[first * t * NR..(first + panels) * t * NR];
+                    if halves_in {
+                        kernel.run_block_halves(&tile.halves[r0 * tp..], tp, t, v, &Columns::PLAIN, block);
+                    } else {
+                        kernel.run_block(p, tp, t, v, panels, &Columns::PLAIN, block);
+                    }
+                }
+            }
         }
         for r in 0..rr {
             // SAFETY: as for the blocks above: row i0+r0+r of head h's columns.
@@ -174,6 +439,16 @@ unsafe fn query_block(
             row.iter_mut().for_each(|x| *x *= f);
         }
     }
+}
+
+/// The factors of two neighbouring 16-column panels as one 32-column group.
+fn join(a: &Columns, b: &Columns) -> Columns {
+    let mut c = *a;
+    c.cols = a.cols + b.cols;
+    c.w_scale[NR..].copy_from_slice(&b.w_scale[..NR]);
+    c.w_offset[NR..].copy_from_slice(&b.w_offset[..NR]);
+    c.w_sum[NR..].copy_from_slice(&b.w_sum[..NR]);
+    c
 }
 
 /// The scalar reference of [`attention`]: materialises each head's full score matrix and
@@ -204,31 +479,71 @@ mod tests {
     use super::*;
     use crate::testing::noise;
 
+    const SHAPES: [(usize, usize, usize); 8] =
+        [(1, 1, 1), (5, 3, 24), (17, 4, 16), (50, 2, 80), (197, 3, 64), (10, 5, 7), (257, 2, 64), (40, 1, 33)];
+
+    fn run(kernels: AttentionKernels, qkv: &[f32], shape: AttentionShape, threads: usize, slots: usize) -> Vec<f32> {
+        let mut got = vec![f32::NAN; shape.tokens * shape.dim()];
+        let mut scratch = AttentionScratch::new(shape, slots);
+        attention(kernels, qkv, &mut got, &mut scratch, shape, Threads(threads));
+        got
+    }
+
+    fn inputs(shape: AttentionShape) -> Vec<f32> {
+        let n = shape.tokens * 3 * shape.dim();
+        noise(shape.tokens as u64 * 31 + shape.heads as u64, n).iter().map(|x| x * 3.0).collect()
+    }
+
     #[test]
-    fn every_kernel_matches_the_reference_and_the_scalar_kernel_bit_for_bit() {
-        for &(tokens, heads, head_dim) in
-            &[(1, 1, 1), (5, 3, 24), (17, 4, 16), (50, 2, 80), (197, 3, 64), (10, 5, 7), (257, 2, 64), (40, 1, 33)]
-        {
+    fn f32_attention_matches_the_reference_and_every_kernel_gives_the_same_bits() {
+        for &(tokens, heads, head_dim) in &SHAPES {
             let shape = AttentionShape { tokens, heads, head_dim };
-            let qkv: Vec<f32> =
-                noise(tokens as u64 * 31 + heads as u64, tokens * 3 * shape.dim()).iter().map(|x| x * 3.0).collect();
+            let qkv = inputs(shape);
             let mut want = vec![0.0; tokens * shape.dim()];
             attention_reference(&qkv, &mut want, shape);
-            let mut first: Option<Vec<f32>> = None;
+            let first = run(AttentionKernels::f32(F32Kernel::Scalar), &qkv, shape, 1, 1);
             for kernel in F32Kernel::available() {
                 for (threads, slots) in [(1, 1), (2, 2), (3, 8)] {
-                    let mut got = vec![f32::NAN; tokens * shape.dim()];
-                    let mut scratch = vec![f32::NAN; scratch_len(shape, slots)];
-                    attention(kernel, &qkv, &mut got, &mut scratch, shape, Threads(threads));
+                    let got = run(AttentionKernels::f32(kernel), &qkv, shape, threads, slots);
                     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                         assert!((a - b).abs() < 1e-5, "{} {shape:?} t={threads} [{i}]: {a} vs {b}", kernel.name());
                     }
-                    // Every kernel and thread count gives the same bits.
-                    match &first {
-                        None => first = Some(got),
-                        Some(f) => assert_eq!(f, &got, "{} {shape:?} threads {threads}", kernel.name()),
+                    assert_eq!(first, got, "{} {shape:?} threads {threads}", kernel.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int8_scores_and_half_values_stay_close_and_match_their_twins_bit_for_bit() {
+        for &(tokens, heads, head_dim) in &SHAPES {
+            let shape = AttentionShape { tokens, heads, head_dim };
+            let qkv = inputs(shape);
+            let mut want = vec![0.0; tokens * shape.dim()];
+            attention_reference(&qkv, &mut want, shape);
+            // The twins: scalar int8 scores with f32 or half-precision values.
+            let twin_f32 = AttentionKernels { scores: Scores::Int8(I8Kernel::Scalar), values: Values::F32(F32Kernel::Scalar) };
+            let twin_f16 = AttentionKernels { scores: Scores::Int8(I8Kernel::Scalar), values: Values::F16(F16Kernel::Fp16Scalar) };
+            let (base32, base16) = (run(twin_f32, &qkv, shape, 1, 1), run(twin_f16, &qkv, shape, 1, 1));
+            // Scores off by int8 rounding of q and k (|q|, |k| up to 3, head_dim terms), values by
+            // half rounding: a few percent of the outputs' scale (3).
+            for (name, got) in [("int8/f32", &base32), ("int8/f16", &base16)] {
+                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst < 0.15, "{name} {shape:?}: {worst}");
+            }
+            for i8k in I8Kernel::available() {
+                for (threads, slots) in [(1, 1), (3, 8)] {
+                    for values in [Values::F32(F32Kernel::best()), Values::F16(F16Kernel::Fp16Scalar)] {
+                        let kernels = AttentionKernels { scores: Scores::Int8(i8k), values };
+                        let want = if matches!(values, Values::F32(_)) { &base32 } else { &base16 };
+                        let got = run(kernels, &qkv, shape, threads, slots);
+                        assert_eq!(&got, want, "{} {shape:?} threads {threads} {values:?}", i8k.name());
                     }
                 }
+            }
+            for f16k in F16Kernel::available().into_iter().filter(|k| k.half_arithmetic()) {
+                let kernels = AttentionKernels { scores: Scores::Int8(I8Kernel::best()), values: Values::F16(f16k) };
+                assert_eq!(run(kernels, &qkv, shape, 2, 4), base16, "{} {shape:?}", f16k.name());
             }
         }
     }

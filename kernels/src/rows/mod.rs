@@ -7,12 +7,14 @@
 //! - [`softmax`]: `softmax(row * scale)`, attention's normalisation;
 //! - [`activation`]: GELU (exact-erf form, through a rational erf and a Newton reciprocal: no
 //!   division) and the other activations; the shared `exp`;
-//! - [`quantize`]: int8 quantization of activation rows with a per-row scale and offset.
+//! - [`quantize`]: int8 quantization of activation rows with a per-row scale and offset;
+//! - [`convert`]: f32 to half, for the half-precision kernels.
 //!
 //! The SIMD versions keep several vectors in flight and use fused multiply-adds; the twins
 //! use `mul_add` at the same places.
 
 pub mod activation;
+pub mod convert;
 pub mod layernorm;
 pub mod quantize;
 pub mod softmax;

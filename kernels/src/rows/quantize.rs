@@ -51,6 +51,38 @@ pub fn gelu_quantize_row_scalar(src: &mut [f32], dst: &mut [i8], biased: bool) -
     quantize_row_scalar(src, dst, biased)
 }
 
+/// Quantizes `src` symmetrically into `dst` (`scale = max|x| / 127`, round half to even, the
+/// rest of `dst` zeroed) on the best kernel this CPU has; returns the scale and the sum of the
+/// quantized values. A zero row gets scale 1. Attention's queries and keys, per token and head.
+pub fn quantize_symmetric_row(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
+    #[cfg(target_arch = "aarch64")]
+    return quantize_symmetric_row_neon(src, dst);
+    #[allow(unreachable_code)]
+    quantize_symmetric_row_scalar(src, dst)
+}
+
+/// The scalar twin of [`quantize_symmetric_row`].
+pub fn quantize_symmetric_row_scalar(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
+    assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
+    let max = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let inv = symmetric_inv(max);
+    let mut sum = 0i32;
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        sum += *d as i32;
+    }
+    dst[src.len()..].fill(0);
+    (1.0 / inv, sum)
+}
+
+/// `127 / max|x|` (1 for a zero or non-finite maximum): the inverse of the symmetric scale.
+#[inline(always)]
+fn symmetric_inv(max: f32) -> f32 {
+    let scale = if max > 0.0 && max.is_finite() { max / 127.0 } else { 1.0 };
+    1.0 / scale
+}
+
 /// The row's parameters: `(scale, offset, inv)` with `q = (x - offset) * inv`, or `None` for
 /// a constant (or empty, or non-finite) row, whose every value is the offset.
 #[inline(always)]
@@ -91,7 +123,7 @@ fn quantize_tail(src: &[f32], dst: &mut [i8], offset: f32, inv: f32, flip: i8, f
 }
 
 #[cfg(target_arch = "aarch64")]
-pub use neon::{gelu_quantize_row_neon, quantize_row_neon};
+pub use neon::{gelu_quantize_row_neon, quantize_row_neon, quantize_symmetric_row_neon};
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
@@ -105,6 +137,44 @@ mod neon {
         // SAFETY: `range` only reads `src`.
         let (l, h) = unsafe { range(src.as_ptr() as *mut f32, src.len(), false) };
         quantize(src, dst, biased, l, h)
+    }
+
+    /// [`super::quantize_symmetric_row`]: the maximum magnitude in four q registers, then 16
+    /// values per step: multiply, round to nearest even (`fcvtns`), saturating narrows.
+    pub fn quantize_symmetric_row_neon(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
+        assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
+        let (len, whole) = (src.len(), src.len() / 16 * 16);
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+        // SAFETY (every load and store below): NEON is baseline on aarch64; each index
+        // i + 16 <= whole <= len <= dst.len().
+        unsafe {
+            let mut mx = [vdupq_n_f32(0.0); 4];
+            for i in (0..whole).step_by(16) {
+                for (j, m) in mx.iter_mut().enumerate() {
+                    *m = vmaxq_f32(*m, vabsq_f32(vld1q_f32(sp.add(i + 4 * j))));
+                }
+            }
+            let m = vmaxvq_f32(vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3])));
+            let max = src[whole..].iter().fold(m, |m, v| m.max(v.abs()));
+            let inv = symmetric_inv(max);
+            let (lo, hi) = (vdupq_n_s8(-127), vdupq_n_s8(127));
+            let mut sums = vdupq_n_s32(0);
+            for i in (0..whole).step_by(16) {
+                let q: [int32x4_t; 4] = std::array::from_fn(|j| vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(sp.add(i + 4 * j)), inv)));
+                let h0 = vqmovn_high_s32(vqmovn_s32(q[0]), q[1]);
+                let h1 = vqmovn_high_s32(vqmovn_s32(q[2]), q[3]);
+                let b = vminq_s8(vmaxq_s8(vqmovn_high_s16(vqmovn_s16(h0), h1), lo), hi);
+                vst1q_s8(dp.add(i), b);
+                sums = vpadalq_s16(sums, vpaddlq_s8(b));
+            }
+            let mut sum = vaddvq_s32(sums);
+            for (d, &v) in dst[whole..len].iter_mut().zip(&src[whole..]) {
+                *d = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+                sum += *d as i32;
+            }
+            dst[len..].fill(0);
+            (1.0 / inv, sum)
+        }
     }
 
     /// [`super::gelu_quantize_row`]: GELU of four vectors at a time, stored back while the
@@ -309,6 +379,22 @@ mod tests {
         #[cfg(target_arch = "aarch64")]
         v.push((RowIsa::Neon, quantize_row_neon));
         v
+    }
+
+    #[test]
+    fn symmetric_rows_match_the_twin_and_half_a_step() {
+        for len in (0..40).chain([64, 80, 768]) {
+            for spread in [1.0f32, 1e-3, 300.0] {
+                let x: Vec<f32> = noise(len as u64 * 3 + 1, len).iter().map(|v| v * spread).collect();
+                let mut want = vec![9i8; len + 3];
+                let (ws, wsum) = quantize_symmetric_row_scalar(&x, &mut want);
+                let mut got = vec![9i8; len + 3];
+                assert_eq!(quantize_symmetric_row(&x, &mut got), (ws, wsum), "len {len}");
+                assert_eq!(got, want, "len {len}");
+                assert_eq!(wsum, want.iter().map(|&q| q as i32).sum::<i32>());
+                assert!(x.iter().zip(&want).all(|(v, &q)| (q as f32 * ws - v).abs() <= ws * 0.5 + 1e-9), "len {len}");
+            }
+        }
     }
 
     #[test]

@@ -34,6 +34,46 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
     finish_f32(&acc, NR_MAX, cols, &mut out);
 }
 
+/// [`run`] on activations already rounded to half (IEEE half bit patterns).
+pub(super) fn run_halves(a: &[u16], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
+    assert!(out.rows <= MR_MAX && panels == 1 && w.len() >= k * NR);
+    let mut acc = [0f32; MR_MAX * NR_MAX];
+    for r in 0..out.rows {
+        for c in 0..out.cols {
+            let mut sum = 0f32;
+            for k0 in (0..k).step_by(FP16_BLOCK) {
+                let mut chain = 0f32;
+                for kk in k0..(k0 + FP16_BLOCK).min(k) {
+                    let x = f16::from_bits(a[r * lda + kk]).to_f32();
+                    chain = fma_half(x, f16::from_bits(w[kk * NR + c]).to_f32(), chain);
+                }
+                sum += chain;
+            }
+            acc[r * NR_MAX + c] = sum;
+        }
+    }
+    if !acc.iter().all(|v| v.is_finite()) {
+        return f32_of_halves(a, lda, k, w, cols, out);
+    }
+    finish_f32(&acc, NR_MAX, cols, &mut out);
+}
+
+/// The overflow fallback of the half-input kernels: f32 accumulation (fused, in k order) of
+/// the half activations and weights, widened.
+pub(super) fn f32_of_halves(a: &[u16], lda: usize, k: usize, w: &[u16], cols: &Columns, mut out: OutBlock<'_>) {
+    let mut acc = [0f32; MR_MAX * NR_MAX];
+    for r in 0..out.rows {
+        for c in 0..out.cols {
+            let mut s = 0f32;
+            for kk in 0..k {
+                s = f16::from_bits(a[r * lda + kk]).to_f32().mul_add(f16::from_bits(w[kk * NR + c]).to_f32(), s);
+            }
+            acc[r * NR_MAX + c] = s;
+        }
+    }
+    finish_f32(&acc, NR_MAX, cols, &mut out);
+}
+
 /// `x * w + h` rounded once to half (to nearest even), for half-precision values given as f32.
 /// The product is exact in f32 and the sum exact in f64; rounding that to f32 to odd (keep the
 /// nearest-even result if odd, else step to the odd neighbour on the other side of the exact

@@ -23,6 +23,24 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
     finish_f32(&c, cols, &mut out);
 }
 
+/// [`run`] on activations already rounded to half (`a` holds IEEE half bit patterns): the
+/// conversion done once per row instead of once per panel. On overflow, f32 accumulation of
+/// the same halves (as the twin's `run_halves`).
+pub(super) fn run_halves(a: &[u16], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
+    assert!(std::arch::is_aarch64_feature_detected!("fp16"), "f16_gemm_4x16_neon_fp16 needs FEAT_FP16");
+    let rows = out.rows;
+    assert!((1..=4).contains(&rows) && panels == 1 && out.cols <= NR);
+    assert!(a.len() >= (rows - 1) * lda + k && w.len() >= k * NR, "f16 gemm: operands too short");
+    let rp: [*const f32; 4] = std::array::from_fn(|r| a[(r.min(rows - 1) * lda).min(a.len())..].as_ptr() as *const f32);
+    // SAFETY: FP16 arithmetic was checked above, and the bounds: every row holds k halves, the
+    // panel k * 16.
+    let c = unsafe { body_on::<true>(&rp, k, w.as_ptr()) };
+    if !all_finite(&c) {
+        return super::f16_gemm_4x16_fp16_scalar::f32_of_halves(a, lda, k, w, cols, out);
+    }
+    finish_f32(&c, cols, &mut out);
+}
+
 fn all_finite(c: &[[float32x4_t; 4]; 4]) -> bool {
     // SAFETY: NEON is baseline on aarch64; register-only intrinsics.
     unsafe {
@@ -34,6 +52,13 @@ fn all_finite(c: &[[float32x4_t; 4]; 4]) -> bool {
 
 #[target_feature(enable = "neon,fp16")]
 unsafe fn body(rp: &[*const f32; 4], k: usize, panel: *const u16) -> [[float32x4_t; 4]; 4] {
+    // SAFETY: the caller's promise.
+    unsafe { body_on::<false>(rp, k, panel) }
+}
+
+/// The tile's sums; with `HALVES`, the row pointers address halves (cast), not floats.
+#[target_feature(enable = "neon,fp16")]
+unsafe fn body_on<const HALVES: bool>(rp: &[*const f32; 4], k: usize, panel: *const u16) -> [[float32x4_t; 4]; 4] {
     let mut total = [[vdupq_n_f32(0.0); 4]; 4];
     for k0 in (0..k).step_by(FP16_BLOCK) {
         let end = (k0 + FP16_BLOCK).min(k);
@@ -45,7 +70,13 @@ unsafe fn body(rp: &[*const f32; 4], k: usize, panel: *const u16) -> [[float32x4
             // SAFETY: kk + 8 <= k: eight floats of each row and eight k-rows of the panel are in
             // bounds (see `run`).
             unsafe {
-                let x: [uint16x8_t; 4] = std::array::from_fn(|r| to_half8(rp[r].add(kk)));
+                let x: [uint16x8_t; 4] = std::array::from_fn(|r| {
+                    if HALVES {
+                        vld1q_u16((rp[r] as *const u16).add(kk))
+                    } else {
+                        to_half8(rp[r].add(kk))
+                    }
+                });
                 let w = |i: usize| (vld1q_u16(panel.add((kk + i) * NR)), vld1q_u16(panel.add((kk + i) * NR + 8)));
                 lane_step::<0>(&mut chain, w(0), &x);
                 lane_step::<1>(&mut chain, w(1), &x);
@@ -61,7 +92,13 @@ unsafe fn body(rp: &[*const f32; 4], k: usize, panel: *const u16) -> [[float32x4
         while kk < end {
             // SAFETY: kk < k: one float of each row and one k-row of the panel (see `run`).
             unsafe {
-                let x: [uint16x8_t; 4] = std::array::from_fn(|r| to_half1(*rp[r].add(kk)));
+                let x: [uint16x8_t; 4] = std::array::from_fn(|r| {
+                    if HALVES {
+                        vld1q_dup_u16((rp[r] as *const u16).add(kk))
+                    } else {
+                        to_half1(*rp[r].add(kk))
+                    }
+                });
                 let w = (vld1q_u16(panel.add(kk * NR)), vld1q_u16(panel.add(kk * NR + 8)));
                 lane_step::<0>(&mut chain, w, &x);
             }

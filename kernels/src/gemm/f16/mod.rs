@@ -62,6 +62,46 @@ impl F16Kernel {
         v.into_iter().rfind(|k| !k.half_arithmetic()).expect("the scalar kernel always runs")
     }
 
+    /// Computes one block: `out.rows` rows of `a` (row stride `lda`, `k` values each) times
+    /// `panels` consecutive k1n16 panels of `w`, plus the columns' bias, finished into `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_block(
+        self,
+        a: &[f32],
+        lda: usize,
+        k: usize,
+        w: &[u16],
+        panels: usize,
+        cols: &Columns,
+        out: OutBlock<'_>,
+    ) {
+        let ukernel = self.ukernel().unwrap_or_else(|| panic!("{} is not built for this CPU architecture", self.name()));
+        assert!(self.supported(), "this CPU cannot run {}", self.name());
+        ukernel(a, lda, k, w, panels, cols, out)
+    }
+
+    /// [`run_block`](Self::run_block) on activations already rounded to half (IEEE half bit
+    /// patterns), one panel: for the half-precision kernels, which would otherwise round each
+    /// activation row once per panel.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_block_halves(
+        self,
+        a: &[u16],
+        lda: usize,
+        k: usize,
+        w: &[u16],
+        cols: &Columns,
+        out: OutBlock<'_>,
+    ) {
+        assert!(self.supported(), "this CPU cannot run {}", self.name());
+        match self {
+            F16Kernel::Fp16Scalar => f16_gemm_4x16_fp16_scalar::run_halves(a, lda, k, w, 1, cols, out),
+            #[cfg(target_arch = "aarch64")]
+            F16Kernel::NeonFp16 => f16_gemm_4x16_neon_fp16::run_halves(a, lda, k, w, 1, cols, out),
+            other => panic!("{} takes f32 activations", other.name()),
+        }
+    }
+
     /// Whether the kernel multiplies and adds in half precision (else in f32).
     pub fn half_arithmetic(self) -> bool {
         matches!(self, F16Kernel::Fp16Scalar | F16Kernel::NeonFp16)

@@ -53,6 +53,25 @@ impl I8Kernel {
         *Self::available().last().expect("the scalar kernel always runs")
     }
 
+    /// Computes one block: `out.rows` rows of `a` (`stride` bytes each) times `panels`
+    /// consecutive k4n16 panels of `w`, dequantized with `rows` and `cols` and finished into
+    /// `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_block(
+        self,
+        a: &[i8],
+        stride: usize,
+        w: &[i8],
+        panels: usize,
+        rows: &Rows<'_>,
+        cols: &Columns,
+        out: OutBlock<'_>,
+    ) {
+        let ukernel = self.ukernel().unwrap_or_else(|| panic!("{} is not built for this CPU architecture", self.name()));
+        assert!(self.supported(), "this CPU cannot run {}", self.name());
+        ukernel(a, stride, w, panels, rows, cols, out)
+    }
+
     /// Whether the kernel reads activations stored as `q + 128` (the unsigned operand of
     /// `vpdpbusd`) rather than signed `q`.
     pub fn wants_biased(self) -> bool {
