@@ -186,8 +186,9 @@ pub fn attention(
     let out_ptr = OutPtr(out.as_mut_ptr());
     let tp = shape.padded_tokens();
     let dhp = padded_k(shape.head_dim);
-    let AttentionScratch { keys_t, scores, keys_i8, key_columns, queries_i8, query_scales, values_f16, probs_f16, .. } =
-        scratch;
+    let AttentionScratch {
+        keys_t, scores, keys_i8, key_columns, queries_i8, query_scales, values_f16, probs_f16, ..
+    } = scratch;
     let shared = Shared { qkv, keys_t, keys_i8, key_columns, values_f16, shape, kernels };
     type Slot<'a> = (usize, (((&'a mut [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [u16]));
     let run = |(slot, (((scores, queries), scales), halves)): Slot<'_>| {
@@ -260,7 +261,8 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
             // A task per (head, panel of 16 tokens): quantize each key, pack it, and make the
             // panel's epilogue factors.
             let panel_len = NR * dhp;
-            let pack = |(i, (((panel, scales), sums), columns)): (usize, (((&mut [i8], &mut [f32]), &mut [i32]), &mut Columns))| {
+            type Panel<'a> = (usize, (((&'a mut [i8], &'a mut [f32]), &'a mut [i32]), &'a mut Columns));
+            let pack = |(i, (((panel, scales), sums), columns)): Panel<'_>| {
                 let (h, p) = (i / (tp / NR), i % (tp / NR));
                 let mut q = [0i8; 1024];
                 for c in 0..NR {
@@ -336,20 +338,17 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
     // scores[r][j] = q[i0 + r] . k[j] / sqrt(dh)
     match s.kernels.scores {
         Scores::F32(kernel) => {
-            let (mr, nr) = kernel.tile();
+            let nr = kernel.tile().1;
             let kt = &s.keys_t[h * dh * tp..(h + 1) * dh * tp];
-            for r0 in (0..rows).step_by(mr) {
-                let rr = mr.min(rows - r0);
-                let q = &s.qkv[(i0 + r0) * 3 * dim + h * dh..];
-                for j0 in (0..tp).step_by(nr) {
-                    let cols = nr.min(tp - j0);
-                    let block = score_block(scores, r0, rr, j0, cols);
-                    kernel.run_block(q, 3 * dim, dh, &kt[j0..], tp, NR, cols / NR, &Columns::PLAIN, block);
-                }
+            let q = &s.qkv[i0 * 3 * dim + h * dh..];
+            for j0 in (0..tp).step_by(nr) {
+                let cols = nr.min(tp - j0);
+                let block = score_block(scores, 0, rows, j0, cols);
+                kernel.run_block(q, 3 * dim, dh, &kt[j0..], tp, NR, cols / NR, &Columns::PLAIN, block);
             }
         }
         Scores::Int8(kernel) => {
-            let (mr, nr) = kernel.tile();
+            let nr = kernel.tile().1;
             let flip = if kernel.wants_biased() { -128i8 } else { 0 };
             for r in 0..rows {
                 let q = &mut tile.queries[r * dhp..(r + 1) * dhp];
@@ -360,24 +359,21 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
             }
             let keys = &s.keys_i8[h * tp * dhp..(h + 1) * tp * dhp];
             let columns = &s.key_columns[h * tp / NR..(h + 1) * tp / NR];
-            for r0 in (0..rows).step_by(mr) {
-                let rr = mr.min(rows - r0);
-                let factors = Rows { scale: &tile.scales[r0..r0 + rr], offset: &ZEROS[..rr] };
-                for j0 in (0..tp).step_by(nr) {
-                    let cols = nr.min(tp - j0);
-                    let panels = cols / NR;
-                    // The group's factors: one panel's, or two panels' joined.
-                    let joined;
-                    let group = if panels == 1 {
-                        &columns[j0 / NR]
-                    } else {
-                        joined = join(&columns[j0 / NR], &columns[j0 / NR + 1]);
-                        &joined
-                    };
-                    let block = score_block(scores, r0, rr, j0, cols);
-                    let q = &tile.queries[r0 * dhp..(r0 + rr) * dhp];
-                    kernel.run_block(q, dhp, &keys[j0 * dhp..(j0 + cols) * dhp], panels, &factors, group, block);
-                }
+            let factors = Rows { scale: &tile.scales[..rows], offset: &ZEROS[..rows] };
+            let q = &tile.queries[..rows * dhp];
+            for j0 in (0..tp).step_by(nr) {
+                let cols = nr.min(tp - j0);
+                let panels = cols / NR;
+                // The group's factors: one panel's, or two panels' joined.
+                let joined;
+                let group = if panels == 1 {
+                    &columns[j0 / NR]
+                } else {
+                    joined = join(&columns[j0 / NR], &columns[j0 / NR + 1]);
+                    &joined
+                };
+                let block = score_block(scores, 0, rows, j0, cols);
+                kernel.run_block(q, dhp, &keys[j0 * dhp..(j0 + cols) * dhp], panels, &factors, group, block);
             }
         }
     }
@@ -398,46 +394,41 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
         }
     }
     // out[i0 + r][h*dh + c] = inv[r] * sum_j e[r][j] * v[j][h*dh + c]
-    let (mr, nr) = match s.kernels.values {
-        Values::F32(k) => k.tile(),
-        Values::F16(k) => k.tile(),
+    let nr = match s.kernels.values {
+        Values::F32(k) => k.tile().1,
+        Values::F16(k) => k.tile().1,
     };
-    for r0 in (0..rows).step_by(mr) {
-        let rr = mr.min(rows - r0);
-        for c0 in (0..dh).step_by(nr) {
-            let cols = nr.min(dh - c0);
-            let panels = cols.div_ceil(NR);
-            let at = (i0 + r0) * dim + h * dh + c0;
-            // SAFETY: per this function's contract, these rows of head h's columns are valid and
-            // written by no one else.
-            let block = unsafe { OutBlock::new(out.get().add(at), dim, rr, cols, Epilogue::Store) };
-            let p = &scores[r0 * tp..];
-            match s.kernels.values {
-                Values::F32(kernel) => {
-                    let v = &s.qkv[2 * dim + h * dh + c0..];
-                    // A group narrower than its panels would read past the end of the last value
-                    // row: the scalar kernel reads only the columns it needs.
-                    let fits = v.len() >= (t - 1) * 3 * dim + panels * NR;
-                    let kernel = if fits { kernel } else { F32Kernel::Scalar };
-                    kernel.run_block(p, tp, t, v, 3 * dim, NR, panels, &Columns::PLAIN, block);
-                }
-                Values::F16(kernel) => {
-                    let first = h * dh.div_ceil(NR) + c0 / NR;
-                    let v = &s.values_f16[first * t * NR..(first + panels) * t * NR];
-                    if halves_in {
-                        kernel.run_block_halves(&tile.halves[r0 * tp..], tp, t, v, &Columns::PLAIN, block);
-                    } else {
-                        kernel.run_block(p, tp, t, v, panels, &Columns::PLAIN, block);
-                    }
+    for c0 in (0..dh).step_by(nr) {
+        let cols = nr.min(dh - c0);
+        let panels = cols.div_ceil(NR);
+        let at = i0 * dim + h * dh + c0;
+        // SAFETY: per this function's contract, these rows of head h's columns are valid and
+        // written by no one else.
+        let block = unsafe { OutBlock::new(out.get().add(at), dim, rows, cols, Epilogue::Store) };
+        match s.kernels.values {
+            Values::F32(kernel) => {
+                let v = &s.qkv[2 * dim + h * dh + c0..];
+                // A group narrower than its panels would read past the end of the last value
+                // row: the scalar kernel reads only the columns it needs.
+                let fits = v.len() >= (t - 1) * 3 * dim + panels * NR;
+                let kernel = if fits { kernel } else { F32Kernel::Scalar };
+                kernel.run_block(scores, tp, t, v, 3 * dim, NR, panels, &Columns::PLAIN, block);
+            }
+            Values::F16(kernel) => {
+                let first = h * dh.div_ceil(NR) + c0 / NR;
+                let v = &s.values_f16[first * t * NR..(first + panels) * t * NR];
+                if halves_in {
+                    kernel.run_block_halves(tile.halves, tp, t, v, &Columns::PLAIN, block);
+                } else {
+                    kernel.run_block(scores, tp, t, v, panels, &Columns::PLAIN, block);
                 }
             }
         }
-        for r in 0..rr {
-            // SAFETY: as for the blocks above: row i0+r0+r of head h's columns.
-            let row = unsafe { std::slice::from_raw_parts_mut(out.get().add((i0 + r0 + r) * dim + h * dh), dh) };
-            let f = inv[r0 + r];
-            row.iter_mut().for_each(|x| *x *= f);
-        }
+    }
+    for (r, &f) in inv.iter().enumerate().take(rows) {
+        // SAFETY: as for the blocks above: row i0+r of head h's columns.
+        let row = unsafe { std::slice::from_raw_parts_mut(out.get().add((i0 + r) * dim + h * dh), dh) };
+        row.iter_mut().for_each(|x| *x *= f);
     }
 }
 
@@ -522,8 +513,10 @@ mod tests {
             let mut want = vec![0.0; tokens * shape.dim()];
             attention_reference(&qkv, &mut want, shape);
             // The twins: scalar int8 scores with f32 or half-precision values.
-            let twin_f32 = AttentionKernels { scores: Scores::Int8(I8Kernel::Scalar), values: Values::F32(F32Kernel::Scalar) };
-            let twin_f16 = AttentionKernels { scores: Scores::Int8(I8Kernel::Scalar), values: Values::F16(F16Kernel::Fp16Scalar) };
+            let twin_f32 =
+                AttentionKernels { scores: Scores::Int8(I8Kernel::Scalar), values: Values::F32(F32Kernel::Scalar) };
+            let twin_f16 =
+                AttentionKernels { scores: Scores::Int8(I8Kernel::Scalar), values: Values::F16(F16Kernel::Fp16Scalar) };
             let (base32, base16) = (run(twin_f32, &qkv, shape, 1, 1), run(twin_f16, &qkv, shape, 1, 1));
             // Scores off by int8 rounding of q and k (|q|, |k| up to 3, head_dim terms), values by
             // half rounding: a few percent of the outputs' scale (3).

@@ -85,6 +85,13 @@ pub struct Rows<'a> {
     pub offset: &'a [f32],
 }
 
+impl<'a> Rows<'a> {
+    /// The factors of rows `m0..m0 + rows`.
+    pub fn at(&self, m0: usize, rows: usize) -> Rows<'a> {
+        Rows { scale: &self.scale[m0..m0 + rows], offset: &self.offset[m0..m0 + rows] }
+    }
+}
+
 /// The twin for f32 tiles: `acc[r * stride + c]` plus the bias, then the epilogue.
 pub(crate) fn finish_f32(acc: &[f32], stride: usize, cols: &Columns, out: &mut OutBlock<'_>) {
     let n = out.cols;

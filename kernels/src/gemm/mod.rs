@@ -31,14 +31,15 @@ pub const MR_MAX: usize = 8;
 pub const NR_MAX: usize = 2 * NR;
 
 /// Where one microkernel call's `rows x cols` results go (row `r` at `dst + r * ldo`), and
-/// what happens to them on the way. Only the driver makes one, for a block that it checked is
-/// in bounds and that no other task writes.
+/// what happens to them on the way: a column strip of any height, which the microkernel
+/// walks `MR` rows at a time ([`OutBlock::tile`]). Only the driver (and attention) make one,
+/// for a block checked to be in bounds and that no other task writes.
 #[derive(Clone, Copy)]
 pub struct OutBlock<'a> {
     dst: *mut f32,
     /// Row stride of the output.
     pub ldo: usize,
-    /// Rows of the block (at most the kernel's MR).
+    /// Rows of the block.
     pub rows: usize,
     /// Columns of the block (at most the kernel's NR).
     pub cols: usize,
@@ -52,8 +53,15 @@ impl<'a> OutBlock<'a> {
     /// `dst` must address `rows` rows of `cols` writable floats at stride `ldo`, which no one
     /// else reads or writes while the block lives.
     pub(crate) unsafe fn new(dst: *mut f32, ldo: usize, rows: usize, cols: usize, epilogue: Epilogue) -> Self {
-        assert!((1..=MR_MAX).contains(&rows) && (1..=NR_MAX).contains(&cols) && (rows == 1 || ldo >= cols));
+        assert!(rows >= 1 && (1..=NR_MAX).contains(&cols) && (rows == 1 || ldo >= cols));
         OutBlock { dst, ldo, rows, cols, epilogue, _rows: std::marker::PhantomData }
+    }
+
+    /// Rows `m0..m0 + rows` of the block, as a block of its own.
+    pub(crate) fn tile(&mut self, m0: usize, rows: usize) -> OutBlock<'_> {
+        assert!(rows >= 1 && m0 + rows <= self.rows);
+        let dst = self.dst.wrapping_add(m0 * self.ldo);
+        OutBlock { dst, ldo: self.ldo, rows, cols: self.cols, epilogue: self.epilogue, _rows: std::marker::PhantomData }
     }
 
     /// Row `r` of the block.
@@ -68,5 +76,22 @@ impl<'a> OutBlock<'a> {
     pub(crate) fn row_ptr(&self, r: usize) -> *mut f32 {
         assert!(r < self.rows);
         self.dst.wrapping_add(r * self.ldo)
+    }
+}
+
+/// Calls `tile(row_pointers, first_row, block)` for each `MR`-row tile of the strip `out`, the
+/// rows of `a` at stride `lda`; in a last, shorter tile the rows past its end repeat its last
+/// row (computed, never stored), so kernel bodies need no ragged-row branches.
+#[allow(dead_code)] // used by the SIMD kernels of whichever architecture this is built for
+pub(crate) fn for_each_tile<const MR: usize, T>(
+    a: &[T],
+    lda: usize,
+    out: &mut OutBlock<'_>,
+    mut tile: impl FnMut([*const T; MR], usize, OutBlock<'_>),
+) {
+    for m0 in (0..out.rows).step_by(MR) {
+        let rows = MR.min(out.rows - m0);
+        let rp = std::array::from_fn(|r| a[((m0 + r.min(rows - 1)) * lda).min(a.len())..].as_ptr());
+        tile(rp, m0, out.tile(m0, rows));
     }
 }

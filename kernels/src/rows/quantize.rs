@@ -66,21 +66,21 @@ pub fn quantize_symmetric_row(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
 pub fn quantize_symmetric_row_scalar(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
     assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
     let max = src.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let inv = symmetric_inv(max);
+    let (scale, inv) = symmetric_scale(max);
     let mut sum = 0i32;
     for (d, &v) in dst.iter_mut().zip(src) {
         *d = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
         sum += *d as i32;
     }
     dst[src.len()..].fill(0);
-    (1.0 / inv, sum)
+    (scale, sum)
 }
 
-/// `127 / max|x|` (1 for a zero or non-finite maximum): the inverse of the symmetric scale.
+/// The symmetric scale `max|x| / 127` (1 for a zero or non-finite maximum) and its inverse.
 #[inline(always)]
-fn symmetric_inv(max: f32) -> f32 {
+fn symmetric_scale(max: f32) -> (f32, f32) {
     let scale = if max > 0.0 && max.is_finite() { max / 127.0 } else { 1.0 };
-    1.0 / scale
+    (scale, 1.0 / scale)
 }
 
 /// The row's parameters: `(scale, offset, inv)` with `q = (x - offset) * inv`, or `None` for
@@ -156,11 +156,12 @@ mod neon {
             }
             let m = vmaxvq_f32(vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3])));
             let max = src[whole..].iter().fold(m, |m, v| m.max(v.abs()));
-            let inv = symmetric_inv(max);
+            let (scale, inv) = symmetric_scale(max);
             let (lo, hi) = (vdupq_n_s8(-127), vdupq_n_s8(127));
             let mut sums = vdupq_n_s32(0);
             for i in (0..whole).step_by(16) {
-                let q: [int32x4_t; 4] = std::array::from_fn(|j| vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(sp.add(i + 4 * j)), inv)));
+                let q: [int32x4_t; 4] =
+                    std::array::from_fn(|j| vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(sp.add(i + 4 * j)), inv)));
                 let h0 = vqmovn_high_s32(vqmovn_s32(q[0]), q[1]);
                 let h1 = vqmovn_high_s32(vqmovn_s32(q[2]), q[3]);
                 let b = vminq_s8(vmaxq_s8(vqmovn_high_s16(vqmovn_s16(h0), h1), lo), hi);
@@ -173,7 +174,7 @@ mod neon {
                 sum += *d as i32;
             }
             dst[len..].fill(0);
-            (1.0 / inv, sum)
+            (scale, sum)
         }
     }
 

@@ -10,68 +10,83 @@ use crate::gemm::{MR_MAX, NR_MAX};
 use half::f16;
 
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
-    assert!(out.rows <= MR_MAX && panels * NR <= NR_MAX && w.len() >= panels * k * NR);
-    let mut acc = [0f32; MR_MAX * NR_MAX];
-    for r in 0..out.rows {
-        for c in 0..out.cols {
-            let panel = &w[(c / NR) * k * NR..];
-            let mut sum = 0f32;
-            for k0 in (0..k).step_by(FP16_BLOCK) {
-                let mut chain = 0f32;
-                for kk in k0..(k0 + FP16_BLOCK).min(k) {
-                    let x = f16::from_f32(a[r * lda + kk]).to_f32();
-                    chain = fma_half(x, f16::from_bits(panel[kk * NR + c % NR]).to_f32(), chain);
-                }
-                sum += chain;
-            }
-            acc[r * NR_MAX + c] = sum;
+    assert!(panels * NR <= NR_MAX && w.len() >= panels * k * NR);
+    for m0 in (0..out.rows).step_by(4) {
+        let n = 4.min(out.rows - m0);
+        let rows = &a[m0 * lda..];
+        let acc = half_tile(n, out.cols, k, |r, kk| f16::from_f32(rows[r * lda + kk]).to_f32(), |c, kk| {
+            f16::from_bits(w[(c / NR) * k * NR + kk * NR + c % NR]).to_f32()
+        });
+        let tile = out.tile(m0, n);
+        // The SIMD kernels check a whole 4 x 16 tile at once; a tile here is the same rows.
+        match acc {
+            Some(acc) => finish_f32(&acc, NR_MAX, cols, &mut { tile }),
+            None => super::f16_gemm_4x16_scalar::run(rows, lda, k, w, panels, cols, tile),
         }
     }
-    // The SIMD kernels check a whole 4 x 16 tile at once; a 4 x 16 tile here is this block.
-    if !acc.iter().all(|v| v.is_finite()) {
-        return super::f16_gemm_4x16_scalar::run(a, lda, k, w, panels, cols, out);
-    }
-    finish_f32(&acc, NR_MAX, cols, &mut out);
 }
 
-/// [`run`] on activations already rounded to half (IEEE half bit patterns).
+/// [`run`] on activations already rounded to half (IEEE half bit patterns), one panel.
 pub(super) fn run_halves(a: &[u16], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
-    assert!(out.rows <= MR_MAX && panels == 1 && w.len() >= k * NR);
+    assert!(panels == 1 && out.cols <= NR && w.len() >= k * NR);
+    for m0 in (0..out.rows).step_by(4) {
+        let n = 4.min(out.rows - m0);
+        let rows = &a[m0 * lda..];
+        let acc = half_tile(n, out.cols, k, |r, kk| f16::from_bits(rows[r * lda + kk]).to_f32(), |c, kk| {
+            f16::from_bits(w[kk * NR + c]).to_f32()
+        });
+        let tile = out.tile(m0, n);
+        match acc {
+            Some(acc) => finish_f32(&acc, NR_MAX, cols, &mut { tile }),
+            None => f32_of_halves(rows, lda, k, w, cols, tile),
+        }
+    }
+}
+
+/// One tile's sums in half-precision chains of [`FP16_BLOCK`] steps added in f32, `x(r, kk)`
+/// and `w(c, kk)` giving the (half-valued) operands; `None` if any sum overflowed.
+fn half_tile(
+    rows: usize,
+    cols: usize,
+    k: usize,
+    x: impl Fn(usize, usize) -> f32,
+    w: impl Fn(usize, usize) -> f32,
+) -> Option<[f32; MR_MAX * NR_MAX]> {
     let mut acc = [0f32; MR_MAX * NR_MAX];
-    for r in 0..out.rows {
-        for c in 0..out.cols {
+    for r in 0..rows {
+        for c in 0..cols {
             let mut sum = 0f32;
             for k0 in (0..k).step_by(FP16_BLOCK) {
                 let mut chain = 0f32;
                 for kk in k0..(k0 + FP16_BLOCK).min(k) {
-                    let x = f16::from_bits(a[r * lda + kk]).to_f32();
-                    chain = fma_half(x, f16::from_bits(w[kk * NR + c]).to_f32(), chain);
+                    chain = fma_half(x(r, kk), w(c, kk), chain);
                 }
                 sum += chain;
             }
             acc[r * NR_MAX + c] = sum;
         }
     }
-    if !acc.iter().all(|v| v.is_finite()) {
-        return f32_of_halves(a, lda, k, w, cols, out);
-    }
-    finish_f32(&acc, NR_MAX, cols, &mut out);
+    acc.iter().all(|v| v.is_finite()).then_some(acc)
 }
 
 /// The overflow fallback of the half-input kernels: f32 accumulation (fused, in k order) of
 /// the half activations and weights, widened.
 pub(super) fn f32_of_halves(a: &[u16], lda: usize, k: usize, w: &[u16], cols: &Columns, mut out: OutBlock<'_>) {
-    let mut acc = [0f32; MR_MAX * NR_MAX];
-    for r in 0..out.rows {
-        for c in 0..out.cols {
-            let mut s = 0f32;
-            for kk in 0..k {
-                s = f16::from_bits(a[r * lda + kk]).to_f32().mul_add(f16::from_bits(w[kk * NR + c]).to_f32(), s);
+    for m0 in (0..out.rows).step_by(4) {
+        let n = 4.min(out.rows - m0);
+        let mut acc = [0f32; MR_MAX * NR_MAX];
+        for r in 0..n {
+            for c in 0..out.cols {
+                let mut s = 0f32;
+                for kk in 0..k {
+                    let x = f16::from_bits(a[(m0 + r) * lda + kk]).to_f32();
+                    s = x.mul_add(f16::from_bits(w[kk * NR + c]).to_f32(), s);
+                }
+                acc[r * NR_MAX + c] = s;
             }
-            acc[r * NR_MAX + c] = s;
         }
+        finish_f32(&acc, NR_MAX, cols, &mut out.tile(m0, n));
     }
-    finish_f32(&acc, NR_MAX, cols, &mut out);
 }
 
 /// `x * w + h` rounded once to half (to nearest even), for half-precision values given as f32.

@@ -5,15 +5,17 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{Columns, operands, OutBlock, NR};
+use super::{Columns, check, for_each_tile, OutBlock, NR};
 use crate::gemm::epilogue::neon::finish_f32;
 
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
-    let rp = operands::<4>(a, lda, k, w, panels, 1, &out);
-    // SAFETY: NEON is baseline on aarch64; `operands` checked that every row holds k values
-    // and the panel k * 16 halves.
-    let c = unsafe { body(&rp, k, w.as_ptr()) };
-    finish_f32(&c, cols, &mut out);
+    check(a, lda, k, w, panels, 1, &out);
+    for_each_tile::<4, f32>(a, lda, &mut out, |rp, _, mut tile| {
+        // SAFETY: NEON is baseline on aarch64; `check` made sure that every row holds k values
+        // and the panel k * 16 halves.
+        let c = unsafe { body(&rp, k, w.as_ptr()) };
+        finish_f32(&c, cols, &mut tile);
+    });
 }
 
 /// The 4 x 16 sums with f32 accumulation; also the half-precision kernel's fallback.

@@ -3,18 +3,20 @@
 
 use std::arch::x86_64::*;
 
-use super::{Columns, operands, OutBlock, NR};
+use super::{Columns, check, for_each_tile, OutBlock, NR};
 use crate::gemm::epilogue::finish_f32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"));
-    let rp = operands::<6>(a, lda, k, w, panels, 1, &out);
-    let mut acc = [0f32; MR_MAX * NR_MAX];
-    // SAFETY: AVX2, FMA and F16C are present (checked above); `operands` checked that every
-    // row holds k values and the panel k * 16 halves.
-    unsafe { body(&rp, k, w.as_ptr(), &mut acc) };
-    finish_f32(&acc, NR_MAX, cols, &mut out);
+    check(a, lda, k, w, panels, 1, &out);
+    for_each_tile::<6, f32>(a, lda, &mut out, |rp, _, mut tile| {
+        let mut acc = [0f32; MR_MAX * NR_MAX];
+        // SAFETY: AVX2, FMA and F16C are present (checked above); `check` made sure that every
+        // row holds k values and the panel k * 16 halves.
+        unsafe { body(&rp, k, w.as_ptr(), &mut acc) };
+        finish_f32(&acc, NR_MAX, cols, &mut tile);
+    });
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

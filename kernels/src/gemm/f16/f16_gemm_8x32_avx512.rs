@@ -4,19 +4,21 @@
 
 use std::arch::x86_64::*;
 
-use super::{Columns, operands, OutBlock, NR};
+use super::{Columns, check, for_each_tile, OutBlock, NR};
 use crate::gemm::epilogue::avx512::finish_f32;
 
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(is_x86_feature_detected!("avx512f"));
-    let rp = operands::<8>(a, lda, k, w, panels, 2, &out);
-    // SAFETY: AVX-512F is present (checked above); `operands` checked that every row holds k
-    // values and each panel k * 16 halves.
-    unsafe {
-        let p1 = w.as_ptr().add((panels - 1) * k * NR);
-        let c = if panels == 2 { body::<2>(&rp, k, w.as_ptr(), p1) } else { body::<1>(&rp, k, w.as_ptr(), p1) };
-        finish_f32(&c.0, &c.1, cols, &mut out);
-    }
+    check(a, lda, k, w, panels, 2, &out);
+    for_each_tile::<8, f32>(a, lda, &mut out, |rp, _, mut tile| {
+        // SAFETY: AVX-512F is present (checked above); `check` made sure that every row holds k
+        // values and each panel k * 16 halves.
+        unsafe {
+            let p1 = w.as_ptr().add((panels - 1) * k * NR);
+            let c = if panels == 2 { body::<2>(&rp, k, w.as_ptr(), p1) } else { body::<1>(&rp, k, w.as_ptr(), p1) };
+            finish_f32(&c.0, &c.1, cols, &mut tile);
+        }
+    });
 }
 
 #[target_feature(enable = "avx512f")]

@@ -8,6 +8,8 @@
 //! half rounding exactly.
 
 use super::driver::{drive, Problem};
+#[allow(unused_imports)] // used by the SIMD kernels of whichever architecture this is built for
+use super::for_each_tile;
 use super::pack::{k1n16_len, NR};
 use super::{Columns, Epilogue, OutBlock};
 use crate::Threads;
@@ -75,7 +77,8 @@ impl F16Kernel {
         cols: &Columns,
         out: OutBlock<'_>,
     ) {
-        let ukernel = self.ukernel().unwrap_or_else(|| panic!("{} is not built for this CPU architecture", self.name()));
+        let ukernel =
+            self.ukernel().unwrap_or_else(|| panic!("{} is not built for this CPU architecture", self.name()));
         assert!(self.supported(), "this CPU cannot run {}", self.name());
         ukernel(a, lda, k, w, panels, cols, out)
     }
@@ -165,22 +168,12 @@ pub fn f16_gemm(
     drive(Problem { m, n, k, mr, np: nr / NR }, out, ldo, epilogue, threads, columns, micro);
 }
 
-/// Checks one microkernel call's operands and returns `MR` row pointers (rows past
-/// `out.rows` repeat the last one: computed, never stored).
+/// Checks one microkernel call's operands: a strip of `out.rows` rows of `a` and `panels`
+/// (at most `max_panels`) panels of `w`.
 #[allow(dead_code)] // used by the SIMD kernels of whichever architecture this is built for
-fn operands<const MR: usize>(
-    a: &[f32],
-    lda: usize,
-    k: usize,
-    w: &[u16],
-    panels: usize,
-    max_panels: usize,
-    out: &OutBlock<'_>,
-) -> [*const f32; MR] {
-    let rows = out.rows;
-    assert!(rows >= 1 && rows <= MR && (1..=max_panels).contains(&panels) && out.cols <= panels * NR);
-    assert!(a.len() >= (rows - 1) * lda + k && w.len() >= panels * k * NR, "f16 gemm: operands too short");
-    std::array::from_fn(|r| a[(r.min(rows - 1) * lda).min(a.len())..].as_ptr())
+fn check(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, max_panels: usize, out: &OutBlock<'_>) {
+    assert!((1..=max_panels).contains(&panels) && out.cols <= panels * NR);
+    assert!(a.len() >= (out.rows - 1) * lda + k && w.len() >= panels * k * NR, "f16 gemm: operands too short");
 }
 
 #[cfg(test)]

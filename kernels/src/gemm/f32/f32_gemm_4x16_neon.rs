@@ -3,7 +3,7 @@
 
 use std::arch::aarch64::*;
 
-use super::{Columns, operands, OutBlock};
+use super::{Columns, check, for_each_tile, OutBlock};
 use crate::gemm::epilogue::neon::finish_f32;
 
 #[allow(clippy::too_many_arguments)]
@@ -18,11 +18,13 @@ pub(super) fn run(
     cols: &Columns,
     mut out: OutBlock<'_>,
 ) {
-    let rp = operands::<4>(a, lda, k, b, ldb, panel_stride, panels, 1, &out);
-    // SAFETY: NEON is baseline on aarch64; `operands` checked that every row of `a` holds k
-    // values and `b` k rows of 16 at stride ldb.
-    let c = unsafe { body(&rp, k, b.as_ptr(), ldb) };
-    finish_f32(&c, cols, &mut out);
+    check(a, lda, k, b, ldb, panel_stride, panels, 1, &out);
+    for_each_tile::<4, f32>(a, lda, &mut out, |rp, _, mut tile| {
+        // SAFETY: NEON is baseline on aarch64; `check` made sure that every row of `a` holds k
+        // values and `b` k rows of 16 at stride ldb.
+        let c = unsafe { body(&rp, k, b.as_ptr(), ldb) };
+        finish_f32(&c, cols, &mut tile);
+    });
 }
 
 /// The 4 x 16 sums, also attention's inner loop.

@@ -20,19 +20,22 @@ pub(super) fn run(
     // Unlike the SIMD kernels, it reads only the block's columns: attention runs it on
     // column groups narrower than 16 at the right edge of a buffer.
     let (rows, n) = (out.rows, out.cols);
-    assert!(rows <= MR_MAX && n <= NR_MAX && n <= panels * NR);
+    assert!(n <= NR_MAX && n <= panels * NR);
     let last_col = ((n - 1) / NR) * panel_stride + (n - 1) % NR;
     assert!(k == 0 || (a.len() >= (rows - 1) * lda + k && b.len() > (k - 1) * ldb + last_col), "f32 gemm: operands too short");
-    let mut acc = [0f32; MR_MAX * NR_MAX];
-    for r in 0..out.rows {
-        for c in 0..out.cols {
-            let col = (c / NR) * panel_stride + c % NR;
-            let mut s = 0f32;
-            for kk in 0..k {
-                s = a[r * lda + kk].mul_add(b[kk * ldb + col], s);
+    for m0 in (0..rows).step_by(4) {
+        let tile_rows = 4.min(rows - m0);
+        let mut acc = [0f32; MR_MAX * NR_MAX];
+        for r in 0..tile_rows {
+            for c in 0..n {
+                let col = (c / NR) * panel_stride + c % NR;
+                let mut s = 0f32;
+                for kk in 0..k {
+                    s = a[(m0 + r) * lda + kk].mul_add(b[kk * ldb + col], s);
+                }
+                acc[r * NR_MAX + c] = s;
             }
-            acc[r * NR_MAX + c] = s;
         }
+        finish_f32(&acc, NR_MAX, cols, &mut out.tile(m0, tile_rows));
     }
-    finish_f32(&acc, NR_MAX, cols, &mut out);
 }

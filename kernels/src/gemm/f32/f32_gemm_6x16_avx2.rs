@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Columns, operands, OutBlock};
+use super::{Columns, check, for_each_tile, OutBlock};
 use crate::gemm::epilogue::finish_f32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
@@ -20,12 +20,14 @@ pub(super) fn run(
     mut out: OutBlock<'_>,
 ) {
     assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
-    let rp = operands::<6>(a, lda, k, b, ldb, panel_stride, panels, 1, &out);
-    let mut acc = [0f32; MR_MAX * NR_MAX];
-    // SAFETY: AVX2 and FMA are present (checked above); `operands` checked that every row of
-    // `a` holds k values and `b` k rows of 16 at stride ldb.
-    unsafe { body(&rp, k, b.as_ptr(), ldb, &mut acc) };
-    finish_f32(&acc, NR_MAX, cols, &mut out);
+    check(a, lda, k, b, ldb, panel_stride, panels, 1, &out);
+    for_each_tile::<6, f32>(a, lda, &mut out, |rp, _, mut tile| {
+        let mut acc = [0f32; MR_MAX * NR_MAX];
+        // SAFETY: AVX2 and FMA are present (checked above); `check` made sure that every row of
+        // `a` holds k values and `b` k rows of 16 at stride ldb.
+        unsafe { body(&rp, k, b.as_ptr(), ldb, &mut acc) };
+        finish_f32(&acc, NR_MAX, cols, &mut tile);
+    });
 }
 
 #[target_feature(enable = "avx2,fma")]

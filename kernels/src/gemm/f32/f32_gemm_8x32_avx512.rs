@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Columns, operands, OutBlock};
+use super::{Columns, check, for_each_tile, OutBlock};
 use crate::gemm::epilogue::avx512::finish_f32;
 
 #[allow(clippy::too_many_arguments)]
@@ -21,17 +21,19 @@ pub(super) fn run(
     mut out: OutBlock<'_>,
 ) {
     assert!(is_x86_feature_detected!("avx512f"));
-    let rp = operands::<8>(a, lda, k, b, ldb, panel_stride, panels, 2, &out);
-    // SAFETY: AVX-512F is present (checked above); `operands` checked that every row of `a`
-    // holds k values and `b` `panels` groups of k rows of 16 at stride ldb.
-    unsafe {
-        let c = if panels == 2 {
-            body::<2>(&rp, k, b.as_ptr(), b.as_ptr().add(panel_stride), ldb)
-        } else {
-            body::<1>(&rp, k, b.as_ptr(), b.as_ptr(), ldb)
-        };
-        finish_f32(&c.0, &c.1, cols, &mut out);
-    }
+    check(a, lda, k, b, ldb, panel_stride, panels, 2, &out);
+    for_each_tile::<8, f32>(a, lda, &mut out, |rp, _, mut tile| {
+        // SAFETY: AVX-512F is present (checked above); `check` made sure that every row of `a`
+        // holds k values and `b` `panels` groups of k rows of 16 at stride ldb.
+        unsafe {
+            let c = if panels == 2 {
+                body::<2>(&rp, k, b.as_ptr(), b.as_ptr().add(panel_stride), ldb)
+            } else {
+                body::<1>(&rp, k, b.as_ptr(), b.as_ptr(), ldb)
+            };
+            finish_f32(&c.0, &c.1, cols, &mut tile);
+        }
+    });
 }
 
 /// `c0[r] = sum_k a[r][k] * b0[k]` and, with two panels, `c1[r]` likewise with `b1`, where

@@ -7,6 +7,8 @@
 //! k order, like its scalar twin, so all give bit-identical results.
 
 use super::driver::{drive, Problem};
+#[allow(unused_imports)] // used by the SIMD kernels of whichever architecture this is built for
+use super::for_each_tile;
 use super::pack::{k1n16_len, NR};
 use super::{Columns, Epilogue, OutBlock};
 use crate::Threads;
@@ -110,10 +112,10 @@ pub fn f32_gemm(
     drive(Problem { m, n, k, mr, np: nr / NR }, out, ldo, epilogue, threads, columns, micro);
 }
 
-/// Checks one microkernel call's operands and returns `MR` row pointers (rows past
-/// `out.rows` repeat the last one: computed, never stored).
-#[allow(clippy::too_many_arguments)]
-fn operands<const MR: usize>(
+/// Checks one SIMD microkernel call's operands: a strip of `out.rows` rows of `a`, and
+/// `panels` (at most `max_panels`) whole 16-column groups of `b`.
+#[allow(clippy::too_many_arguments, dead_code)]
+fn check(
     a: &[f32],
     lda: usize,
     k: usize,
@@ -123,12 +125,10 @@ fn operands<const MR: usize>(
     panels: usize,
     max_panels: usize,
     out: &OutBlock<'_>,
-) -> [*const f32; MR] {
-    let rows = out.rows;
-    assert!(rows >= 1 && rows <= MR && (1..=max_panels).contains(&panels) && out.cols <= panels * NR);
-    assert!(k == 0 || a.len() >= (rows - 1) * lda + k, "f32 gemm: rows of a too short");
+) {
+    assert!((1..=max_panels).contains(&panels) && out.cols <= panels * NR);
+    assert!(k == 0 || a.len() >= (out.rows - 1) * lda + k, "f32 gemm: rows of a too short");
     assert!(k == 0 || b.len() >= (panels - 1) * panel_stride + (k - 1) * ldb + NR, "f32 gemm: b too short");
-    std::array::from_fn(|r| a[(r.min(rows - 1) * lda).min(a.len())..].as_ptr())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{Columns, Rows, operands, OutBlock};
+use super::{Columns, Rows, check, for_each_tile, OutBlock};
 use crate::gemm::epilogue::neon::finish_i32;
 
 pub(super) fn run(
@@ -21,17 +21,20 @@ pub(super) fn run(
     cols: &Columns,
     mut out: OutBlock<'_>,
 ) {
-    let (rp, groups) = operands::<2>(a, stride, w, panels, 1, &out);
-    // SAFETY: NEON is part of the aarch64 baseline; `operands` checked that every row pointer
-    // addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
-    let c = unsafe { body(rp, groups, w.as_ptr()) };
-    finish_i32(&c, rows, cols, &mut out);
+    let groups = check(a, stride, w, panels, 1, &out);
+    for_each_tile::<2, i8>(a, stride, &mut out, |rp, m0, mut tile| {
+        // SAFETY: NEON is part of the aarch64 baseline; `check` made sure that every row
+        // pointer addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
+        let c = unsafe { body(rp, groups, w.as_ptr()) };
+        finish_i32(&c, &rows.at(m0, tile.rows), cols, &mut tile);
+    });
 }
 
 /// The 2 x 16 int32 sums: `c[r][j]` holds row r, channels 4j..4j+4.
 ///
 /// # Safety
 /// Each `rp[r]` must address `groups * 4` readable bytes and `w` `groups` groups of 64.
+#[inline(always)]
 unsafe fn body(rp: [*const i8; 2], groups: usize, w: *const i8) -> [[int32x4_t; 4]; 2] {
     // acc[2 (4j + 2r)]: row r, channels 4j, 4j+1 as pair sums; acc[2 (4j + 2r) + 1]: 4j+2, 4j+3.
     let z = || unsafe { vdupq_n_s32(0) };

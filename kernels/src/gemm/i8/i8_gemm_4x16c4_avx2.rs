@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Columns, Rows, operands, OutBlock};
+use super::{Columns, Rows, check, for_each_tile, OutBlock};
 use crate::gemm::epilogue::finish_i32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
@@ -17,12 +17,14 @@ pub(super) fn run(
     mut out: OutBlock<'_>,
 ) {
     assert!(is_x86_feature_detected!("avx2"));
-    let (rp, groups) = operands::<4>(a, stride, w, panels, 1, &out);
-    let mut acc = [0i32; MR_MAX * NR_MAX];
-    // SAFETY: AVX2 is present (checked above); `operands` checked that every row pointer
-    // addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
-    unsafe { body(rp, groups, w.as_ptr(), &mut acc) };
-    finish_i32(&acc, NR_MAX, rows, cols, &mut out);
+    let groups = check(a, stride, w, panels, 1, &out);
+    for_each_tile::<4, i8>(a, stride, &mut out, |rp, m0, mut tile| {
+        let mut acc = [0i32; MR_MAX * NR_MAX];
+        // SAFETY: AVX2 is present (checked above); `check` made sure that every row pointer
+        // addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
+        unsafe { body(rp, groups, w.as_ptr(), &mut acc) };
+        finish_i32(&acc, NR_MAX, &rows.at(m0, tile.rows), cols, &mut tile);
+    });
 }
 
 #[target_feature(enable = "avx2")]

@@ -6,7 +6,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{Columns, Rows, operands, OutBlock, KG};
+use super::{Columns, Rows, check, for_each_tile, OutBlock, KG};
 use crate::gemm::epilogue::neon::finish_i32;
 
 pub(super) fn run(
@@ -19,11 +19,13 @@ pub(super) fn run(
     mut out: OutBlock<'_>,
 ) {
     assert!(std::arch::is_aarch64_feature_detected!("dotprod"));
-    let (rp, groups) = operands::<4>(a, stride, w, panels, 1, &out);
-    // SAFETY: the dot-product extension is present (checked above); memory as checked by
-    // `operands`.
-    let c = unsafe { body(rp, groups, w.as_ptr()) };
-    finish_i32(&c, rows, cols, &mut out);
+    let groups = check(a, stride, w, panels, 1, &out);
+    for_each_tile::<4, i8>(a, stride, &mut out, |rp, m0, mut tile| {
+        // SAFETY: the dot-product extension is present (checked above); memory as checked by
+        // `check`.
+        let c = unsafe { body(rp, groups, w.as_ptr()) };
+        finish_i32(&c, &rows.at(m0, tile.rows), cols, &mut tile);
+    });
 }
 
 /// `acc.4s += w.16b . a.4b[LANE]`: each channel's 4 weights times one row's 4 activations.

@@ -5,7 +5,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{Columns, Rows, operands, OutBlock, KG};
+use super::{Columns, Rows, check, for_each_tile, OutBlock, KG};
 use crate::gemm::epilogue::neon::finish_i32;
 
 pub(super) fn run(
@@ -18,13 +18,20 @@ pub(super) fn run(
     mut out: OutBlock<'_>,
 ) {
     assert!(std::arch::is_aarch64_feature_detected!("i8mm"));
-    let (rp, groups) = operands::<4>(a, stride, w, panels, 1, &out);
-    // SAFETY: the i8mm extension is present (checked above); memory as checked by `operands`.
-    let c = unsafe { body(rp, groups, w.as_ptr()) };
+    let groups = check(a, stride, w, panels, 1, &out);
+    for_each_tile::<4, i8>(a, stride, &mut out, |rp, m0, mut tile| {
+        // SAFETY: the i8mm extension is present (checked above); memory as checked by `check`.
+        let c = unsafe { body(rp, groups, w.as_ptr()) };
+        finish_i32(&unzip(&c), &rows.at(m0, tile.rows), cols, &mut tile);
+    });
+}
+
+/// The 2 x 2 blocks of `smmla` as rows of four channels.
+fn unzip(c: &[[int32x4_t; 8]; 2]) -> [[int32x4_t; 4]; 4] {
     // c[p][q]: rows 2p, 2p+1 x channels 2q, 2q+1 as [r0c0, r0c1, r1c0, r1c1]; rows of four
     // channels are the low (even row) or high (odd row) halves of two neighbours.
     // SAFETY: NEON is baseline on aarch64; register-only intrinsics.
-    let tile: [[int32x4_t; 4]; 4] = unsafe {
+    unsafe {
         let s64 = |v| vreinterpretq_s64_s32(v);
         std::array::from_fn(|r| {
             std::array::from_fn(|j| {
@@ -32,8 +39,7 @@ pub(super) fn run(
                 vreinterpretq_s32_s64(if r % 2 == 0 { vzip1q_s64(x, y) } else { vzip2q_s64(x, y) })
             })
         })
-    };
-    finish_i32(&tile, rows, cols, &mut out);
+    }
 }
 
 /// `acc.4s += a.16b (2 rows x 8) * w.16b (2 channels x 8)^T` = [r0c0, r0c1, r1c0, r1c1].

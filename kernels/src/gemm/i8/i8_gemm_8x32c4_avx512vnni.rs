@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Columns, Rows, operands, OutBlock, NR};
+use super::{Columns, Rows, check, for_each_tile, OutBlock, NR};
 use crate::gemm::epilogue::avx512::finish_i32;
 
 pub(super) fn run(
@@ -21,17 +21,18 @@ pub(super) fn run(
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni")
     );
-    let (rp, groups) = operands::<8>(a, stride, w, panels, 2, &out);
-    // SAFETY: AVX-512F/BW/VNNI are present (checked above); memory as checked by `operands`.
-    let (c0, c1) = unsafe {
-        if panels == 2 {
-            body::<2>(rp, groups, w.as_ptr(), &cols.w_sum)
-        } else {
-            body::<1>(rp, groups, w.as_ptr(), &cols.w_sum)
+    let groups = check(a, stride, w, panels, 2, &out);
+    for_each_tile::<8, i8>(a, stride, &mut out, |rp, m0, mut tile| {
+        // SAFETY: AVX-512F/BW/VNNI are present (checked above); memory as checked by `check`.
+        unsafe {
+            let (c0, c1) = if panels == 2 {
+                body::<2>(rp, groups, w.as_ptr(), &cols.w_sum)
+            } else {
+                body::<1>(rp, groups, w.as_ptr(), &cols.w_sum)
+            };
+            finish_i32(&c0, &c1, &rows.at(m0, tile.rows), cols, &mut tile);
         }
-    };
-    // SAFETY: AVX-512F is present (checked above).
-    unsafe { finish_i32(&c0, &c1, rows, cols, &mut out) };
+    });
 }
 
 /// 8 rows x NP panels: per group NP weight loads, 8 broadcasts and 8 x NP dot products.

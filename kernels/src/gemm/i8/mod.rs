@@ -8,6 +8,8 @@
 //! same everywhere, so all kernels agree with the scalar twin bit for bit.
 
 use super::driver::{drive, Problem};
+#[allow(unused_imports)] // used by the SIMD kernels of whichever architecture this is built for
+use super::for_each_tile;
 use super::pack::{k4n16_len, padded_k, KG, NR};
 use super::{Columns, Epilogue, OutBlock, Rows};
 use crate::Threads;
@@ -67,7 +69,8 @@ impl I8Kernel {
         cols: &Columns,
         out: OutBlock<'_>,
     ) {
-        let ukernel = self.ukernel().unwrap_or_else(|| panic!("{} is not built for this CPU architecture", self.name()));
+        let ukernel =
+            self.ukernel().unwrap_or_else(|| panic!("{} is not built for this CPU architecture", self.name()));
         assert!(self.supported(), "this CPU cannot run {}", self.name());
         ukernel(a, stride, w, panels, rows, cols, out)
     }
@@ -155,23 +158,14 @@ pub fn i8_gemm(
     drive(problem, out, ldo, epilogue, threads, columns, micro);
 }
 
-/// Checks one microkernel call's operands and returns `MR` row pointers (rows past
-/// `out.rows` repeat the last one: computed, never stored, so kernel bodies need no
-/// ragged-row branches) and the number of K groups.
+/// Checks one microkernel call's operands (a strip of `out.rows` rows) and returns the number
+/// of K groups.
 #[allow(dead_code)] // used by the SIMD kernels of whichever architecture this is built for
-fn operands<const MR: usize>(
-    a: &[i8],
-    stride: usize,
-    w: &[i8],
-    panels: usize,
-    max_panels: usize,
-    out: &OutBlock<'_>,
-) -> ([*const i8; MR], usize) {
-    let rows = out.rows;
-    assert!(rows >= 1 && rows <= MR && a.len() >= rows * stride && stride.is_multiple_of(KG));
-    assert!(panels >= 1 && panels <= max_panels && w.len() >= panels * stride * NR);
+fn check(a: &[i8], stride: usize, w: &[i8], panels: usize, max_panels: usize, out: &OutBlock<'_>) -> usize {
+    assert!(a.len() >= out.rows * stride && stride.is_multiple_of(KG), "i8 gemm: activations too short");
+    assert!(panels >= 1 && panels <= max_panels && w.len() >= panels * stride * NR, "i8 gemm: weights too short");
     assert!(out.cols <= panels * NR);
-    (std::array::from_fn(|r| a[r.min(rows - 1) * stride..].as_ptr()), stride / KG)
+    stride / KG
 }
 
 #[cfg(test)]
