@@ -11,6 +11,12 @@ pub const MAX_DIM: usize = 16_384;
 pub const MAX_LAYERS: usize = 256;
 pub const MAX_TOKENS: usize = 8_192;
 pub const MAX_LABELS: usize = 1 << 20;
+/// The largest model input side, and the largest size any preprocessing step (exact resize,
+/// shortest-edge resize, crop) may ask for, in pixels: 4x what ViT-H/14 at 518 px needs, small
+/// enough that a hostile header cannot make each image cost gigabytes or seconds.
+pub const MAX_INPUT_SIDE: usize = 2_048;
+/// The longest label, in bytes.
+pub const MAX_LABEL_LEN: usize = 4_096;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,9 +106,12 @@ impl Architecture {
                 return Err(format!("{name} is 0"));
             }
         }
+        for (name, v) in [("image_height", self.image_height), ("image_width", self.image_width)] {
+            if v > MAX_INPUT_SIDE {
+                return Err(format!("{name} = {v} is larger than the supported {MAX_INPUT_SIDE}"));
+            }
+        }
         for (name, v) in [
-            ("image_height", self.image_height),
-            ("image_width", self.image_width),
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
             ("patch_size", self.patch_size),
@@ -222,6 +231,17 @@ impl Preprocess {
                 return Err(format!("rescale_factor {r} is not finite"));
             }
         }
+        let sides: &[(&str, usize)] = match (self.resize, self.crop) {
+            (Some(Resize::Exact { height, width }), _) => &[("resize height", height), ("resize width", width)],
+            (Some(Resize::ShortestEdge { size }), _) => &[("shortest-edge resize", size)],
+            _ => &[],
+        };
+        let crop = self.crop.map(|[h, w]| [("crop height", h), ("crop width", w)]);
+        for &(name, v) in sides.iter().chain(crop.iter().flatten()) {
+            if v == 0 || v > MAX_INPUT_SIDE {
+                return Err(format!("{name} {v} is outside 1..={MAX_INPUT_SIDE}"));
+            }
+        }
         let target = (arch.image_height, arch.image_width);
         match (self.resize, self.crop) {
             (_, Some(c)) if (c[0], c[1]) != target => Err(format!(
@@ -235,12 +255,6 @@ impl Preprocess {
             (Some(Resize::ShortestEdge { size }), None) if target.0 != target.1 || size != target.0 => {
                 Err(format!("shortest-edge resize to {size} needs a crop to reach {}x{}", target.0, target.1))
             }
-            (Some(Resize::ShortestEdge { size }), _) | (Some(Resize::Exact { height: size, .. }), _)
-                if size == 0 || size > MAX_DIM =>
-            {
-                Err(format!("resize size {size} out of range"))
-            }
-            (Some(Resize::Exact { width: 0, .. }), _) => Err("resize width 0".into()),
             _ => Ok(()),
         }
     }
@@ -356,6 +370,9 @@ impl ModelConfig {
         self.weights.validate()?;
         if self.labels.len() != self.architecture.num_labels {
             return Err(format!("{} label names for {} classes", self.labels.len(), self.architecture.num_labels));
+        }
+        if let Some((i, l)) = self.labels.iter().enumerate().find(|(_, l)| l.len() > MAX_LABEL_LEN) {
+            return Err(format!("label {i} is {} bytes long, more than the {MAX_LABEL_LEN} allowed", l.len()));
         }
         Ok(())
     }

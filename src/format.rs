@@ -159,7 +159,7 @@ impl EvitFile {
     /// Maps and validates `path`. Checks the header checksum, every offset, length, shape and
     /// alignment, but not the tensor checksums (see [`EvitFile::verify`]).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = crate::files::open_regular(path, "model")?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < PREFIX_LEN as u64 {
             return Err(Error::format(
@@ -178,7 +178,7 @@ impl EvitFile {
     /// is unwise (network mounts, files that may be replaced while in use).
     pub fn read(path: &Path) -> Result<Self> {
         use std::io::Read;
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut file = crate::files::open_regular(path, "model")?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let len = usize::try_from(len)
             .map_err(|_| Error::format(path, format!("the file is {len} bytes, too large to read into memory")))?;
@@ -199,7 +199,53 @@ impl EvitFile {
             Backing::Owned(b) => b.as_slice(),
         };
         let (header, data_offset) = parse(all).map_err(|m| Error::format(path, m))?;
-        Ok(EvitFile { path: path.to_path_buf(), bytes, header, data_offset })
+        let file = EvitFile { path: path.to_path_buf(), bytes, header, data_offset };
+        file.check_values().map_err(|m| Error::format(path, m))?;
+        Ok(file)
+    }
+
+    /// Every float tensor must be finite and every padding byte zero: a file that passes its
+    /// checksums can still hold NaN weights or hidden bytes, and NaN would only show up as
+    /// NaN probabilities. Reads every float tensor (in parallel); int8 weights are checked by
+    /// the model against their channel sums.
+    fn check_values(&self) -> Result<(), String> {
+        use rayon::prelude::*;
+        let all = self.all_bytes();
+        let data = &all[self.data_offset..];
+        // Padding: between the JSON and the data section, and between tensors (sorted by offset).
+        let json_end = PREFIX_LEN + read_u64(all, 16) as usize;
+        if all[json_end..self.data_offset].iter().any(|&b| b != 0) {
+            return Err("non-zero bytes between the JSON header and the data section".into());
+        }
+        let mut spans: Vec<(usize, usize)> =
+            self.header.tensors.iter().map(|t| (t.offset as usize, (t.offset + t.length) as usize)).collect();
+        spans.sort_unstable();
+        let mut at = 0;
+        for (start, end) in spans {
+            if start > align_up(at) || data[at..start].iter().any(|&b| b != 0) {
+                return Err(format!("bytes {at}..{start} of the data section belong to no tensor"));
+            }
+            at = end;
+        }
+        if at != data.len() {
+            return Err(format!("bytes {at}..{} at the end of the data section belong to no tensor", data.len()));
+        }
+        self.header.tensors.par_iter().enumerate().try_for_each(|(i, t)| {
+            let bytes = self.tensor_bytes(i);
+            let bad = match t.dtype {
+                DType::F32 => bytemuck::cast_slice::<u8, f32>(bytes).iter().position(|v| !v.is_finite()),
+                // An all-ones exponent is infinity or NaN.
+                DType::F16 => bytemuck::cast_slice::<u8, u16>(bytes).iter().position(|h| h & 0x7c00 == 0x7c00),
+                DType::I8 | DType::I32 => None,
+            };
+            match bad {
+                Some(e) => Err(format!(
+                    "tensor '{}' holds NaN or infinity (element {e}): the file is damaged or was not made by edgevit-tools",
+                    t.name
+                )),
+                None => Ok(()),
+            }
+        })
     }
 
     fn all_bytes(&self) -> &[u8] {
@@ -419,6 +465,8 @@ pub fn build(
     plan: &[TensorPlan],
     mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
 ) -> Result<AlignedBytes> {
+    // Whatever is written must open: the reader's checks, before any work.
+    config.validate().map_err(|e| Error::Input(format!("cannot write this model: {e}")))?;
     let mut entries = Vec::with_capacity(plan.len());
     let (mut offset, mut end) = (0usize, 0usize);
     for t in plan {
@@ -444,6 +492,11 @@ pub fn build(
     let mut header = Header { config: config.clone(), tensors: entries };
     let encode = |h: &Header| serde_json::to_vec(h).map_err(|e| Error::Input(format!("cannot encode the header: {e}")));
     let json_len = encode(&header)?.len();
+    if json_len as u64 > MAX_HEADER_LEN {
+        return Err(Error::Input(format!(
+            "cannot write this model: its header (labels and tensor table) is {json_len} bytes, more than the {MAX_HEADER_LEN} a reader accepts"
+        )));
+    }
     let data_offset = align_up(PREFIX_LEN + json_len);
     // The data section ends with the last tensor: no trailing padding.
     let data_len = end;
@@ -499,10 +552,15 @@ pub fn write(path: &Path, config: &ModelConfig, tensors: &[TensorData<'_>]) -> R
     write_bytes(path, &to_bytes(config, tensors)?)
 }
 
-/// Writes already serialised model bytes atomically (see [`write()`]).
+/// Writes already serialised model bytes atomically (see [`write()`]). The temporary file is
+/// `<path>.partial-<pid>-<n>`, so concurrent writers do not collide (the last rename wins);
+/// ones left by a writer that was killed are removed by the next write to the same path.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    remove_stale_partials(path);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
+    tmp.push(format!(".partial-{}-{n}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let result = (|| {
         let mut f = File::create(&tmp)?;
@@ -514,6 +572,30 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// Removes `<path>.partial-<pid>[-<n>]` files whose writer process no longer runs (and the
+/// `<path>.partial` of older versions). Best effort: on systems without `/proc`, or where a
+/// file cannot be removed, they stay.
+fn remove_stale_partials(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let proc_known = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|f| f.strip_prefix(name)) else { continue };
+        let stale = match rest.strip_prefix(".partial-") {
+            Some(tag) => {
+                let pid = tag.split('-').next().unwrap_or("");
+                proc_known && pid.parse::<u32>().is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+            }
+            None => rest == ".partial",
+        };
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn align_up(n: usize) -> usize {

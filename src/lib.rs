@@ -41,6 +41,7 @@
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod format;
 pub mod model;
 pub mod npy;

@@ -80,11 +80,12 @@ struct Classify {
     /// include all logits in the JSON output (needs --json, or --stream)
     #[argh(switch)]
     logits: bool,
-    /// worker threads (default: the number of CPU cores)
+    /// worker threads (default: the number of CPU cores; at most 256)
     #[argh(option)]
     threads: Option<usize>,
     /// read the model file into memory instead of mapping it (for network filesystems, or a
-    /// file that may be replaced while edgevit runs)
+    /// file that may be changed in place while edgevit runs; replacing a model by rename, as
+    /// edgevit-tools writes, is safe either way)
     #[argh(switch)]
     no_mmap: bool,
     /// check every tensor's checksum when opening the model (reads the whole file)
@@ -113,8 +114,8 @@ struct Classify {
     /// (default: wait for ever)
     #[argh(option)]
     frame_timeout: Option<f64>,
-    /// image or .npy files
-    #[argh(positional, greedy)]
+    /// image or .npy files (options may come before or after them; `--` ends options)
+    #[argh(positional)]
     inputs: Vec<PathBuf>,
 }
 
@@ -149,8 +150,14 @@ struct Info {
     no_mmap: bool,
 }
 
+/// The most worker threads `--threads` accepts: far beyond any board's cores, and small enough
+/// to fail at once (thousands of threads take seconds to start, or abort).
+const MAX_THREADS: usize = 256;
+/// The range of `--frame-timeout`, in seconds.
+const FRAME_TIMEOUT_RANGE: (f64, f64) = (0.001, 86_400.0);
+
 fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
+    let cli: Cli = parse_args();
     let result = match cli.command {
         Command::Classify(c) => classify(c),
         Command::Bench(b) => bench(b),
@@ -165,9 +172,56 @@ fn main() -> ExitCode {
     }
 }
 
+/// Arguments that are not valid UTF-8 (file names) stand in argh's String world as a token
+/// no real argument can contain (it starts with NUL), and are mapped back to the original
+/// bytes where inputs are read: see [`input_path`].
+const NON_UTF8_TOKEN: &str = "\0non-utf8-arg-";
+
+fn parse_args() -> Cli {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let strings: Vec<String> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| a.to_str().map(str::to_string).unwrap_or_else(|| format!("{NON_UTF8_TOKEN}{i}")))
+        .collect();
+    let cmd = Path::new(&strings[0]).file_name().and_then(|n| n.to_str()).unwrap_or("edgevit");
+    let rest: Vec<&str> = strings[1..].iter().map(String::as_str).collect();
+    match Cli::from_args(&[cmd], &rest) {
+        Ok(cli) => cli,
+        Err(argh::EarlyExit { output, status }) => match status {
+            Ok(()) => {
+                print!("{output}");
+                std::process::exit(0)
+            }
+            Err(()) => {
+                eprint!("{output}");
+                std::process::exit(1)
+            }
+        },
+    }
+}
+
+/// The input path an argument named: the original bytes of a non-UTF-8 one.
+fn input_path(arg: &Path) -> PathBuf {
+    let original = arg.to_str().and_then(|s| s.strip_prefix(NON_UTF8_TOKEN)).and_then(|i| i.parse::<usize>().ok());
+    match original.and_then(|i| std::env::args_os().nth(i)) {
+        Some(os) => PathBuf::from(os),
+        None => arg.to_path_buf(),
+    }
+}
+
+/// Text for a terminal: control characters (a newline, an escape sequence) escaped, so that a
+/// label or a file name cannot forge output lines or drive the terminal.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 fn set_threads(threads: Option<usize>) -> Result<(), Error> {
     let n = match threads {
         Some(0) => return Err(Error::Input("--threads must be at least 1".into())),
+        Some(n) if n > MAX_THREADS => {
+            return Err(Error::Input(format!("--threads {n} is more than the {MAX_THREADS} edgevit supports")))
+        }
         Some(n) => n,
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
@@ -217,7 +271,8 @@ fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 fn classify_files(args: &Classify, model: &Model) -> Result<ExitCode, Error> {
     let mut session = model.session();
     let mut failures = 0;
-    for input in &args.inputs {
+    for arg in &args.inputs {
+        let input = &input_path(arg);
         let start = Instant::now();
         let result =
             load_input(input, model).and_then(|pixels| model.forward(&pixels, &mut session).map(|l| l.to_vec()));
@@ -230,13 +285,15 @@ fn classify_files(args: &Classify, model: &Model) -> Result<ExitCode, Error> {
                 } else {
                     text_block(input, &top, ms)
                 };
-                if !emit(&format!("{line}\n")) {
-                    return Ok(ExitCode::FAILURE);
+                match emit(&format!("{line}\n")) {
+                    Output::Written => {}
+                    // A closed pipe (`| head -1`) ends the run quietly; see `emit`.
+                    Output::Closed => break,
                 }
             }
             Err(e) => {
                 failures += 1;
-                eprintln!("edgevit: {e}");
+                eprintln!("edgevit: {}", printable(&e.to_string()));
             }
         }
     }
@@ -275,8 +332,13 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
         every: args.every,
         frame_timeout: match args.frame_timeout {
             None => None,
-            Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
-            Some(s) => return Err(Error::Input(format!("--frame-timeout {s} must be a positive number of seconds"))),
+            Some(s) if s >= FRAME_TIMEOUT_RANGE.0 && s <= FRAME_TIMEOUT_RANGE.1 => {
+                Some(std::time::Duration::from_secs_f64(s))
+            }
+            Some(s) => {
+                let (lo, hi) = FRAME_TIMEOUT_RANGE;
+                return Err(Error::Input(format!("--frame-timeout {s} must be between {lo} and {hi} seconds")));
+            }
         },
     };
     set_threads(args.threads)?;
@@ -297,7 +359,7 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
             if args.logits {
                 obj["logits"] = serde_json::json!(frame.logits);
             }
-            out_closed = !emit(&format!("{obj}\n"));
+            out_closed = emit(&format!("{obj}\n")) == Output::Closed;
             !out_closed
         })
     });
@@ -353,9 +415,9 @@ fn json_line(input: &Path, top: &[Prediction], ms: f64, logits: Option<&[f32]>) 
 }
 
 fn text_block(input: &Path, top: &[Prediction], ms: f64) -> String {
-    let mut s = format!("{} ({ms:.1} ms)", input.display());
+    let mut s = format!("{} ({ms:.1} ms)", printable(&input.to_string_lossy()));
     for p in top {
-        s.push_str(&format!("\n  {:>6.2}%  {} [{}]", p.prob * 100.0, p.label, p.index));
+        s.push_str(&format!("\n  {:>6.2}%  {} [{}]", p.prob * 100.0, printable(&p.label), p.index));
     }
     s
 }
@@ -423,7 +485,8 @@ fn bench(args: Bench) -> Result<ExitCode, Error> {
     } else {
         report.text()
     };
-    Ok(if emit(&text) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    emit(&text);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn info(args: Info) -> Result<ExitCode, Error> {
@@ -470,7 +533,8 @@ fn info(args: Info) -> Result<ExitCode, Error> {
         file.verify()?;
         w!("verify:        all {} tensor checksums match", file.header().tensors.len());
     }
-    Ok(if emit(&out) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    emit(&out);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn describe_preprocess(p: &edgevit::Preprocess) -> String {
@@ -534,7 +598,26 @@ fn tensor_groups(header: &edgevit::format::Header) -> Vec<(&'static str, String,
 }
 
 /// Writes to stdout; false if it is closed (e.g. piped into `head`), which ends the run quietly.
-fn emit(text: &str) -> bool {
+/// Whether output still has a reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    Written,
+    /// The reader closed the pipe: the run stops, quietly and successfully, in file and stream
+    /// mode alike (`edgevit classify ... | head -1` is normal use).
+    Closed,
+}
+
+/// Writes and flushes `text` to stdout. Any other write error (a full disk, `>/dev/full`) is
+/// reported and ends the process with status 1: results that cannot be delivered are not a
+/// success.
+fn emit(text: &str) -> Output {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_ok()
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Output::Written,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Output::Closed,
+        Err(e) => {
+            eprintln!("edgevit: cannot write the results to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
 }

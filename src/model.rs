@@ -18,7 +18,7 @@ use edgevit_kernels::attention::{attention, AttentionKernels, AttentionScratch, 
 use edgevit_kernels::gemm::f16::{f16_gemm, F16Kernel, PackedF16};
 use edgevit_kernels::gemm::f32::{f32_gemm, F32Kernel, PackedF32};
 use edgevit_kernels::gemm::i8::{i8_gemm, I8Kernel, PackedI8, QuantRows};
-use edgevit_kernels::gemm::pack::padded_k;
+use edgevit_kernels::gemm::pack::{k4n16_channel_sums, padded_k};
 use edgevit_kernels::gemm::Epilogue;
 use edgevit_kernels::rows::activation::Activation;
 use edgevit_kernels::rows::layernorm::layernorm_row;
@@ -409,6 +409,12 @@ impl Model {
         let input = prepare(&w.head, &h[..d], 1, d, q, self.i8_kernel);
         self.linear(&w.head, input, 1, logits, a.num_labels, Epilogue::Store);
         clock.lap(&mut times.classifier);
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Input(format!(
+                "the model computed a non-finite logit ({} for class {i}) on this input: its weights overflow f32",
+                logits[i]
+            )));
+        }
         Ok(logits)
     }
 }
@@ -581,13 +587,41 @@ fn resolve(file: &EvitFile) -> Result<Weights, String> {
             fc2: linear(&p("fc2"), d, i)?,
         });
     }
-    Ok(Weights {
+    let weights = Weights {
         patch: linear("patch_embed", d, arch.patch_len())?,
         cls: id("cls_token".into()),
         pos: id("pos_embed".into()),
         layers,
         norm: (id("norm.weight".into()), id("norm.bias".into())),
         head: linear("head", arch.num_labels, d)?,
+    };
+    check_sums(file, &weights)?;
+    Ok(weights)
+}
+
+/// Every int8 layer's stored channel sums must equal the sums of its weights: only some
+/// kernels read them, so a file whose sums lie would answer differently on different CPUs.
+/// Checked in parallel; reads each int8 weight once.
+fn check_sums(file: &EvitFile, w: &Weights) -> Result<(), String> {
+    let int8: Vec<(usize, usize, usize, usize)> = std::iter::once(&w.patch)
+        .chain(std::iter::once(&w.head))
+        .chain(w.layers.iter().flat_map(|l| [&l.qkv, &l.proj, &l.fc1, &l.fc2]))
+        .filter_map(|lin| match *lin {
+            LinearWeights::Int8 { weight, sum, out, inp, .. } => Some((weight, sum, out, inp)),
+            _ => None,
+        })
+        .collect();
+    int8.par_iter().try_for_each(|&(weight, sum, out, inp)| {
+        let stored: &[i32] = bytemuck::cast_slice(file.tensor_bytes(sum));
+        let packed: &[i8] = bytemuck::cast_slice(file.tensor_bytes(weight));
+        if k4n16_channel_sums(packed, out, inp) == stored {
+            return Ok(());
+        }
+        let name = &file.header().tensors[sum].name;
+        let weights = &file.header().tensors[weight].name;
+        Err(format!(
+            "tensor '{name}' does not match the sums of '{weights}': the file is damaged or was not made by edgevit-tools"
+        ))
     })
 }
 

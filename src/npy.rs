@@ -22,7 +22,8 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 const MAX_BYTES: usize = 1 << 31;
 
 pub fn read_npy(path: &Path) -> Result<NpyArray> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // The largest array plus the largest header a valid file can have.
+    let bytes = crate::files::read_regular(path, (MAX_BYTES + (1 << 20)) as u64, ".npy")?;
     parse_npy(&bytes).map_err(|m| Error::Input(format!("{}: not a usable .npy file: {m}", path.display())))
 }
 
@@ -37,20 +38,19 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
     };
     let end = start.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or("truncated header")?;
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "header is not text")?;
-    let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
-    if fortran != "False" {
-        return Err("Fortran-order arrays are not supported; save with np.ascontiguousarray".into());
+    let fields = parse_header(header)?;
+    let field = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| v).ok_or(format!("header has no '{k}'"));
+    let HeaderValue::Str(descr) = field("descr")? else { return Err("'descr' is not a string".into()) };
+    let descr = descr.as_str();
+    match field("fortran_order")? {
+        HeaderValue::Bool(false) => {}
+        HeaderValue::Bool(true) => {
+            return Err("Fortran-order arrays are not supported; save with np.ascontiguousarray".into())
+        }
+        _ => return Err("'fortran_order' is not True or False".into()),
     }
-    let shape_text = dict_value(header, "shape").ok_or("header has no 'shape'")?;
-    let shape: Vec<usize> = shape_text
-        .trim_matches(|c| c == '(' || c == ')')
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad dimension '{s}' in shape")))
-        .collect::<Result<_, _>>()?;
+    let HeaderValue::Tuple(shape) = field("shape")? else { return Err("'shape' is not a tuple".into()) };
+    let shape = shape.clone();
     let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape overflows")?;
     let elem = match descr {
         "<f4" => 4,
@@ -70,12 +70,129 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
     Ok(NpyArray { shape, data })
 }
 
-/// The text after `'key':` in a Python dict literal, up to the matching comma or brace.
-fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let at = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\"")))?;
-    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
-    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
-    Some(rest[..end].trim())
+/// A value of the `.npy` header dict.
+#[derive(Clone, Debug, PartialEq)]
+enum HeaderValue {
+    Str(String),
+    Bool(bool),
+    Tuple(Vec<usize>),
+}
+
+/// Parses the header, a Python dict literal such as
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 224, 224), }`: exactly the keys
+/// `descr`, `fortran_order` and `shape`, each once, then optional padding spaces and newline.
+fn parse_header(text: &str) -> Result<Vec<(String, HeaderValue)>, String> {
+    let mut p = Parser { rest: text.trim_end_matches(['\n', ' ', '\0']) };
+    p.expect('{')?;
+    let mut fields: Vec<(String, HeaderValue)> = Vec::new();
+    loop {
+        p.skip_spaces();
+        if p.eat('}') {
+            break;
+        }
+        let key = p.string()?;
+        p.skip_spaces();
+        p.expect(':')?;
+        p.skip_spaces();
+        let value = match p.peek() {
+            Some('\'' | '"') => HeaderValue::Str(p.string()?),
+            Some('(') => HeaderValue::Tuple(p.tuple()?),
+            _ if p.eat_word("True") => HeaderValue::Bool(true),
+            _ if p.eat_word("False") => HeaderValue::Bool(false),
+            _ => return Err(format!("header value of '{key}' is not a string, tuple or boolean")),
+        };
+        if !["descr", "fortran_order", "shape"].contains(&key.as_str()) {
+            return Err(format!("header has an unknown key '{key}'"));
+        }
+        if fields.iter().any(|(k, _)| *k == key) {
+            return Err(format!("header has '{key}' twice"));
+        }
+        fields.push((key, value));
+        p.skip_spaces();
+        if !p.eat(',') {
+            p.skip_spaces();
+            p.expect('}')?;
+            break;
+        }
+    }
+    if !p.rest.is_empty() {
+        return Err("text after the header dict".into());
+    }
+    Ok(fields)
+}
+
+struct Parser<'a> {
+    rest: &'a str,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<char> {
+        self.rest.chars().next()
+    }
+    fn eat(&mut self, c: char) -> bool {
+        match self.rest.strip_prefix(c) {
+            Some(r) => {
+                self.rest = r;
+                true
+            }
+            None => false,
+        }
+    }
+    fn eat_word(&mut self, w: &str) -> bool {
+        match self.rest.strip_prefix(w) {
+            Some(r) => {
+                self.rest = r;
+                true
+            }
+            None => false,
+        }
+    }
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(format!("header: expected '{c}'"))
+        }
+    }
+    fn skip_spaces(&mut self) {
+        self.rest = self.rest.trim_start_matches(' ');
+    }
+    /// A quoted string without escapes (numpy's keys and dtype strings have none).
+    fn string(&mut self) -> Result<String, String> {
+        let quote = self.peek().filter(|&q| q == '\'' || q == '"').ok_or("header: expected a quoted key")?;
+        self.rest = &self.rest[1..];
+        let end = self.rest.find(quote).ok_or("header: unterminated string")?;
+        let s = &self.rest[..end];
+        if s.contains('\\') {
+            return Err("header: escapes in strings are not supported".into());
+        }
+        self.rest = &self.rest[end + 1..];
+        Ok(s.to_string())
+    }
+    /// `(d0, d1, ...)`, `(d0,)` or `()`.
+    fn tuple(&mut self) -> Result<Vec<usize>, String> {
+        self.expect('(')?;
+        let end = self.rest.find(')').ok_or("header: unterminated shape tuple")?;
+        let inner = &self.rest[..end];
+        self.rest = &self.rest[end + 1..];
+        let parts: Vec<&str> = inner.split(',').map(str::trim).collect();
+        // `()` has no dimensions; `(3,)` ends with a comma.
+        let parts = match parts.as_slice() {
+            [""] => &[][..],
+            [init @ .., ""] if !init.is_empty() => init,
+            all => all,
+        };
+        let mut dims = Vec::new();
+        for &part in parts {
+            let d: usize = part
+                .parse()
+                .ok()
+                .filter(|d: &usize| d.to_string() == part)
+                .ok_or(format!("bad dimension '{part}' in shape"))?;
+            dims.push(d);
+        }
+        Ok(dims)
+    }
 }
 
 /// Serialises a float32 array as `.npy` version 1.0.
@@ -115,6 +232,28 @@ mod tests {
         np.push(b'\n');
         np.extend_from_slice(&[1, 2, 3]);
         assert_eq!(parse_npy(&np).unwrap(), NpyArray { shape: vec![3], data: NpyData::U8(vec![1, 2, 3]) });
+    }
+
+    #[test]
+    fn headers_are_parsed_as_dicts_not_searched() {
+        let header = |h: &str| {
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            b.extend_from_slice(h.as_bytes());
+            b.extend_from_slice(&[7u8; 3]);
+            parse_npy(&b)
+        };
+        assert!(header("{'descr': '|u1', 'fortran_order': False, 'shape': (3,), }\n").is_ok());
+        assert!(header("{'descr': '|u1', 'fortran_order': False, 'shape': (3,)}").is_ok());
+        // 'shape' inside another key's string value is not the shape.
+        let e = header("{'descr': \"'shape': (3,)\", 'fortran_order': False, 'x': 1}").unwrap_err();
+        assert!(e.contains("not supported") || e.contains("unknown key") || e.contains("not a string"), "{e}");
+        assert!(header("{'descr': '|u1', 'fortran_order': False, 'shape': (3,), 'shape': (3,)}")
+            .unwrap_err()
+            .contains("twice"));
+        assert!(header("{'descr': '|u1', 'fortran_order': False}").unwrap_err().contains("no 'shape'"));
+        assert!(header("{'descr': '|u1', 'fortran_order': 0, 'shape': (3,)}").is_err());
+        assert!(header("{'descr': '|u1', 'fortran_order': False, 'shape': (+3,)}").is_err());
     }
 
     #[test]

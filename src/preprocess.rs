@@ -13,6 +13,9 @@ pub const MAX_IMAGE_SIDE: u32 = 16_384;
 /// The decoder may allocate at most this much for one image (a 64-megapixel RGB photo
 /// fits), so a small file whose header claims a huge image is refused, not allocated.
 pub const MAX_DECODE_BYTES: u64 = 256 << 20;
+/// An image file larger than this is refused before it is read: a compressed image is
+/// smaller than its decoded pixels.
+pub const MAX_IMAGE_FILE_BYTES: u64 = MAX_DECODE_BYTES;
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,7 +31,7 @@ pub struct RgbImage {
 /// scaled the same way rather than clipped as PIL would (see docs/preprocessing.md). EXIF
 /// orientation is applied.
 pub fn load_image(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::files::read_regular(path, MAX_IMAGE_FILE_BYTES, "image")?;
     decode_image(&bytes).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
 }
 
@@ -46,10 +49,15 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
     if reader.format().is_none() {
         return Err("cannot decode image: unrecognised format (JPEG and PNG are supported)".into());
     }
-    let mut decoder = reader.into_decoder().map_err(|e| format!("cannot decode image: {e}"))?;
-    let orientation = decoder.orientation().map_err(|e| format!("cannot decode image: {e}"))?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot decode image: {e}"))?;
-    img.apply_orientation(orientation);
+    let img = if reader.format() == Some(image::ImageFormat::Jpeg) {
+        decode_jpeg_strict(bytes)?
+    } else {
+        let mut decoder = reader.into_decoder().map_err(|e| format!("cannot decode image: {e}"))?;
+        let orientation = decoder.orientation().map_err(|e| format!("cannot decode image: {e}"))?;
+        let mut img = DynamicImage::from_decoder(decoder).map_err(|e| format!("cannot decode image: {e}"))?;
+        img.apply_orientation(orientation);
+        img
+    };
     let (width, height) = (img.width() as usize, img.height() as usize);
     if width == 0 || height == 0 {
         return Err(format!("image is {width}x{height}: nothing to classify"));
@@ -70,6 +78,53 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
         other => other.to_rgb8().into_raw(),
     };
     Ok(RgbImage { width, height, data })
+}
+
+/// Decodes a JPEG to RGB (or grey) with zune-jpeg in strict mode, so that a file cut short or
+/// with damaged entropy-coded data is an error rather than a picture with grey blocks, and
+/// applies its EXIF orientation.
+fn decode_jpeg_strict(bytes: &[u8]) -> Result<image::DynamicImage, String> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let corrupt =
+        |e: zune_jpeg::errors::DecodeErrors| format!("cannot decode image: the JPEG is damaged or truncated ({e})");
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(MAX_IMAGE_SIDE as usize)
+        .set_max_height(MAX_IMAGE_SIDE as usize);
+    // The last scan must be followed by the end-of-image marker: without it the file was cut
+    // (the decoder would fill what is missing). 0xFF inside scan data is always followed by
+    // 0x00 or a restart marker, so the first 0xFF 0xD9 after the last SOS is the real one.
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    if !last_scan.is_some_and(|at| bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9])) {
+        return Err(
+            "cannot decode image: the JPEG is damaged or truncated (no end-of-image marker after its last scan)".into(),
+        );
+    }
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(corrupt)?;
+    let info = decoder.info().ok_or("cannot decode image: no JPEG header")?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    let grey = decoder.input_colorspace() == Some(ColorSpace::Luma);
+    let out = if grey { ColorSpace::Luma } else { ColorSpace::RGB };
+    if (w as u64) * (h as u64) * out.num_components() as u64 > MAX_DECODE_BYTES {
+        return Err(format!("cannot decode image: {w}x{h} needs more than the {MAX_DECODE_BYTES} bytes allowed"));
+    }
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(out));
+    let pixels = decoder.decode().map_err(corrupt)?;
+    let orientation = decoder
+        .exif()
+        .and_then(|e| image::metadata::Orientation::from_exif_chunk(e))
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = if grey {
+        image::GrayImage::from_raw(w, h, pixels).map(image::DynamicImage::ImageLuma8)
+    } else {
+        image::RgbImage::from_raw(w, h, pixels).map(image::DynamicImage::ImageRgb8)
+    }
+    .ok_or("cannot decode image: the JPEG decoder returned the wrong number of pixels")?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// Loads an image file and preprocesses it for `config`'s model.

@@ -309,16 +309,12 @@ impl<R: Read> FrameReader<R> {
     }
 
     fn next_raw(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
-        buf.resize(self.frame_len, 0);
-        let mut got = 0;
-        while got < self.frame_len {
-            match self.reader.read(&mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::Input(format!("frame {}: read error: {e}", self.frames))),
-            }
-        }
+        // The buffer grows as bytes arrive (and keeps its size for the next frame), so a large
+        // --frame-size costs memory only once its frames actually come.
+        let got = (&mut self.reader)
+            .take(self.frame_len as u64)
+            .read_to_end(buf)
+            .map_err(|e| Error::Input(format!("frame {}: read error: {e}", self.frames)))?;
         match got {
             0 => Ok(false),
             n if n == self.frame_len => Ok(true),

@@ -149,12 +149,25 @@ fn unrunnable_int8_files_are_refused_at_open() {
         assert!(err.contains(needle), "{name}: '{err}' should mention '{needle}'");
     };
     let scale = header.tensors.iter().find(|t| t.name == "layers.1.fc1.scale").unwrap();
-    for (label, value) in [("zero", 0.0f32), ("nan", f32::NAN), ("inf", f32::INFINITY), ("negative", -0.5)] {
+    for (label, value, needle) in [
+        ("zero", 0.0f32, "tensor 'layers.1.fc1.scale' has scale 0"),
+        ("nan", f32::NAN, "tensor 'layers.1.fc1.scale' holds NaN or infinity"),
+        ("inf", f32::INFINITY, "tensor 'layers.1.fc1.scale' holds NaN or infinity"),
+        ("negative", -0.5, "tensor 'layers.1.fc1.scale' has scale -0.5"),
+    ] {
         let mut b = bytes.clone();
         let at = data_offset + scale.offset as usize + 4 * 5;
         b[at..at + 4].copy_from_slice(&value.to_le_bytes());
-        check(label, b, "tensor 'layers.1.fc1.scale' has scale");
+        check(label, b, needle);
     }
+    // A channel sum that disagrees with its weights: kernels that read the sums would answer
+    // differently from those that do not.
+    let sum = header.tensors.iter().find(|t| t.name == "layers.0.qkv.sum").unwrap();
+    let mut b = bytes.clone();
+    let at = data_offset + sum.offset as usize;
+    let stored = i32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    b[at..at + 4].copy_from_slice(&(stored + 1).to_le_bytes());
+    check("sum", b, "tensor 'layers.0.qkv.sum' does not match the sums of 'layers.0.qkv.weight'");
     check("packing", patch_header(&bytes, "\"k4n16\"", "\"k9n99\""), "unknown variant `k9n99`");
     check("dtype", patch_header(&bytes, "\"dtype\":\"i8\"", "\"dtype\":\"u8\""), "unknown variant `u8`");
     check("storage", patch_header(&bytes, "\"int8\"", "\"int4\""), "unknown variant `int4`");

@@ -39,7 +39,7 @@ pub fn spawn(bin: &str, args: &[&str]) -> std::process::Child {
 /// A command that runs `bin`: directly, or through `qemu-aarch64-static` when this aarch64
 /// test runs under qemu-user without a binfmt handler (where a direct exec fails, either with
 /// ENOEXEC or as a child that exits 127 having printed nothing, so it is probed once).
-fn command(bin: &str, args: &[&str]) -> Command {
+pub fn command(bin: &str, args: &[&str]) -> Command {
     if cfg!(target_arch = "aarch64") && needs_qemu(bin) {
         let mut cmd = Command::new("qemu-aarch64-static");
         cmd.args(["-L", "/usr/aarch64-linux-gnu", bin]).args(args);

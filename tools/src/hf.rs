@@ -22,22 +22,15 @@ pub struct Imported {
 
 /// Reads a snapshot folder. Every problem is an `Err` with one line naming it.
 pub fn import(dir: &Path) -> Result<Imported, String> {
-    if !dir.is_dir() {
-        return Err(format!("{}: no such snapshot folder", dir.display()));
-    }
-    let config = read_json(&dir.join("config.json"))?;
+    crate::check_snapshot_folder(dir)?;
+    let config = crate::read_json(&dir.join("config.json"))?;
     let preproc_path = dir.join("preprocessor_config.json");
-    let preproc = if preproc_path.exists() { Some(read_json(&preproc_path)?) } else { None };
+    let preproc = if preproc_path.exists() { Some(crate::read_json(&preproc_path)?) } else { None };
     let weights_path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&weights_path).map_err(|e| format!("{}: {e}", weights_path.display()))?;
+    let bytes = crate::read_safetensors(&weights_path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{}: not a readable safetensors file: {e}", weights_path.display()))?;
     from_parts(&config, preproc.as_ref(), &st, &dir.display().to_string())
-}
-
-fn read_json(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", path.display()))
 }
 
 fn usize_field(v: &Value, key: &str, file: &str) -> Result<Option<usize>, String> {
@@ -79,7 +72,12 @@ fn architecture(cfg: &Value, num_labels: usize) -> Result<Architecture, String> 
     if ph != pw {
         return Err(format!("config.json: non-square patches {ph}x{pw} are not supported"));
     }
-    let act_name = cfg.get("hidden_act").and_then(Value::as_str).unwrap_or("gelu");
+    let act_name = match cfg.get("hidden_act") {
+        None => "gelu",
+        Some(v) => {
+            v.as_str().ok_or_else(|| format!("config.json: 'hidden_act' must be a string such as \"gelu\", not {v}"))?
+        }
+    };
     let activation = ActivationName::from_hf(act_name).ok_or_else(|| format!("config.json: hidden_act '{act_name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, quick_gelu, relu, silu)"))?;
     let eps = match cfg.get("layer_norm_eps") {
         None => 1e-12,
@@ -115,7 +113,9 @@ fn labels(cfg: &Value, n: usize) -> Result<Vec<String>, String> {
     let map = map.as_object().ok_or("config.json: 'id2label' must be an object")?;
     let mut out = vec![None; n];
     for (k, v) in map {
-        let i: usize = k.parse().map_err(|_| format!("config.json: id2label key '{k}' is not an index"))?;
+        let i: usize = k.parse().ok().filter(|i: &usize| i.to_string() == *k).ok_or_else(|| {
+            format!("config.json: id2label key '{k}' is not a plain index (0, 1, ... without signs or leading zeros)")
+        })?;
         let slot = out
             .get_mut(i)
             .ok_or_else(|| format!("config.json: id2label has index {i} but the classifier has {n} outputs"))?;

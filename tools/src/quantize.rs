@@ -71,6 +71,16 @@ pub fn convert_with_progress(
     storage: &WeightStorage,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<TensorData<'static>>, String> {
+    // Refuse what could only produce NaN: non-finite weights, and f16 storage of values
+    // beyond half precision's range (they would silently become infinity).
+    for (name, _, data) in &model.tensors {
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "tensor '{name}' holds {} at element {i}: refusing to convert non-finite weights",
+                data[i]
+            ));
+        }
+    }
     let f32s: HashMap<&str, (&Vec<usize>, &Vec<f32>)> =
         model.tensors.iter().map(|(n, s, d)| (n.as_str(), (s, d))).collect();
     let mut quantized: HashMap<String, QuantizedLinear> = HashMap::new();
@@ -94,6 +104,12 @@ pub fn convert_with_progress(
             }
             (DType::F16, Layout::K1n16) => {
                 let (shape, w) = f32s[spec.name.as_str()];
+                if let Some(i) = w.iter().position(|v| v.abs() > half::f16::MAX.to_f32()) {
+                    return Err(format!(
+                        "tensor '{}' holds {} at element {i}, beyond half precision's 65504: store it with --dtype int8 or f32",
+                        spec.name, w[i]
+                    ));
+                }
                 out.push(TensorData::f16_packed(
                     spec.name.clone(),
                     shape[0],

@@ -38,11 +38,9 @@ pub fn heads_from_name(arch: &str) -> Option<usize> {
 }
 
 pub fn import(dir: &Path, opts: &TimmOptions) -> Result<Imported, String> {
-    let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    let cfg: Value = serde_json::from_str(&text).map_err(|e| format!("{}: invalid JSON: {e}", cfg_path.display()))?;
+    let cfg = crate::read_json(&dir.join("config.json"))?;
     let weights_path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&weights_path).map_err(|e| format!("{}: {e}", weights_path.display()))?;
+    let bytes = crate::read_safetensors(&weights_path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{}: not a readable safetensors file: {e}", weights_path.display()))?;
     from_parts(&cfg, &st, opts, &dir.display().to_string())

@@ -113,6 +113,54 @@ fn bad_snapshots_are_one_line_errors() {
     assert_one_line_error(&quantize(&snap, &out), "tensor 'vit.embeddings.patch_embeddings.projection.weight' has shape [64, 3, 49]; config.json implies [64, 3, 7, 7]");
 
     std::fs::write(snap.join("model.safetensors"), &weights).unwrap();
+    // Lenient spellings that would silently change the model are refused.
+    for (edit, needle) in [
+        (serde_json::json!({"id2label": {"0": "a", "1": "b", "007": "c"}}), "id2label key '007' is not a plain index"),
+        (serde_json::json!({"id2label": {"+8": "a"}}), "id2label key '+8' is not a plain index"),
+        (serde_json::json!({"hidden_act": 3}), "'hidden_act' must be a string"),
+    ] {
+        let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+        for (k, val) in edit.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        std::fs::write(snap.join("config.json"), v.to_string()).unwrap();
+        assert_one_line_error(&quantize(&snap, &out), needle);
+    }
+    std::fs::write(snap.join("config.json"), &config).unwrap();
+    // A safetensors header that names a tensor twice.
+    let header_len = u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&weights[8..8 + header_len]).unwrap();
+    let first_entry_end = header.find('}').unwrap() + 1;
+    let dup = format!("{{{},{}", &header[1..first_entry_end], &header[1..]);
+    let mut dup_bytes = (dup.len() as u64).to_le_bytes().to_vec();
+    dup_bytes.extend_from_slice(dup.as_bytes());
+    dup_bytes.extend_from_slice(&weights[8 + header_len..]);
+    std::fs::write(snap.join("model.safetensors"), &dup_bytes).unwrap();
+    assert_one_line_error(&quantize(&snap, &out), "twice");
+    // Non-finite weights, and f16 storage of values half precision cannot hold.
+    for (value, dtype, needle) in
+        [(f32::NAN, "f32", "refusing to convert non-finite weights"), (1e6, "f16", "beyond half precision's 65504")]
+    {
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+            st.tensors().into_iter().map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec())).collect();
+        let w = tensors.iter_mut().find(|t| t.0 == "vit.encoder.layer.1.output.dense.weight").unwrap();
+        w.2[8..12].copy_from_slice(&value.to_le_bytes());
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, s, d)| {
+                (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())
+            })
+            .collect();
+        std::fs::write(snap.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+        let o = tools(&["quantize", snap.to_str().unwrap(), "--dtype", dtype, "-o", out.to_str().unwrap()]);
+        assert_one_line_error(&o, needle);
+    }
+    std::fs::write(snap.join("model.safetensors"), &weights).unwrap();
+    // A file where the snapshot folder belongs.
+    assert_one_line_error(
+        &quantize(&snap.join("model.safetensors"), &out),
+        "is a file; pass the snapshot folder that holds it",
+    );
     // Flag errors come from argh: the message, then a pointer to --help.
     let bad_flag = tools(&["quantize", snap.to_str().unwrap(), "--dtype", "int4", "-o", "x.evit"]);
     assert_eq!(bad_flag.status.code(), Some(1));

@@ -106,6 +106,27 @@ pub fn channel_sums(q: &[i8], n: usize, k: usize) -> Vec<i32> {
     q.chunks_exact(k.max(1)).take(n).map(|row| row.iter().map(|&v| v as i32).sum()).collect()
 }
 
+/// [`channel_sums`] of an `n x k` matrix from its k4n16 packing: what the int8 kernels'
+/// epilogue needs, recomputed where the stored sums must be checked.
+pub fn k4n16_channel_sums(packed: &[i8], n: usize, k: usize) -> Vec<i32> {
+    let panel_len = padded_k(k) * NR;
+    let mut sums = vec![0i32; n.div_ceil(NR) * NR];
+    for (p, panel) in packed.chunks_exact(panel_len).enumerate().take(n.div_ceil(NR)) {
+        // 64 lanes, one per byte of a group (channel c owns lanes 4c..4c+4): vectorises.
+        let mut lanes = [0i32; NR * KG];
+        for group in panel.chunks_exact(NR * KG) {
+            for (l, &v) in lanes.iter_mut().zip(group) {
+                *l += v as i32;
+            }
+        }
+        for (c, s) in sums[p * NR..(p + 1) * NR].iter_mut().enumerate() {
+            *s = lanes[c * KG..(c + 1) * KG].iter().sum();
+        }
+    }
+    sums.truncate(n);
+    sums
+}
+
 /// Packs a row-major `[n, k]` f32 matrix k1n16 as halves (rounded to nearest even).
 pub fn pack_k1n16_f16(w: &[f32], n: usize, k: usize) -> Vec<u16> {
     pack_k1n16(w, n, k, |v| half::f16::from_f32(v).to_bits())
@@ -142,6 +163,14 @@ mod tests {
         assert_eq!(&p[64..68], &[4, 0, 0, 0]); // panel 0, group 1: channel 0 k4 then zero padding
         assert_eq!(&p[128..132], &[(16 * 8) as i8, (16 * 8 + 1) as i8, (16 * 8 + 2) as i8, (16 * 8 + 3) as i8]);
         assert!(p[132..192].iter().all(|&v| v == 0)); // padded channels 17..32
+    }
+
+    #[test]
+    fn sums_from_the_packing_equal_the_sums_of_the_rows() {
+        for (n, k) in [(1, 1), (17, 5), (40, 768), (3, 3)] {
+            let q = crate::testing::qnoise(n as u64 + k as u64, n * k);
+            assert_eq!(k4n16_channel_sums(&pack_k4n16(&q, n, k), n, k), channel_sums(&q, n, k), "{n} x {k}");
+        }
     }
 
     #[test]
