@@ -101,6 +101,36 @@ pub mod rows;
 #[cfg(test)]
 pub(crate) mod testing;
 
+/// Every kernel variant this build has, by name, and whether this CPU can run it: the GEMM
+/// families' microkernels and the row kernels of each instruction set.
+pub fn kernel_variants() -> Vec<(String, bool)> {
+    let mut v: Vec<(String, bool)> = Vec::new();
+    v.extend(gemm::i8::I8Kernel::ALL.iter().map(|k| (k.name().to_string(), k.supported())));
+    v.extend(gemm::f16::F16Kernel::ALL.iter().map(|k| (k.name().to_string(), k.supported())));
+    v.extend(gemm::f32::F32Kernel::ALL.iter().map(|k| (k.name().to_string(), k.supported())));
+    for isa in [rows::RowIsa::Scalar, rows::RowIsa::Avx2, rows::RowIsa::Avx512, rows::RowIsa::Neon] {
+        v.extend(isa.kernel_names().into_iter().map(|n| (n, isa.supported())));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    /// CI names the variants the machine must run (`EDGEVIT_EXPECT_KERNELS`); each must exist
+    /// and run here, so a detection bug or a CPU model without the feature fails the build
+    /// instead of silently skipping a kernel's tests.
+    #[test]
+    fn every_expected_kernel_exists_and_runs_here() {
+        let variants = super::kernel_variants();
+        for name in crate::testing::expected_kernels() {
+            match variants.iter().find(|(n, _)| *n == name) {
+                None => panic!("EDGEVIT_EXPECT_KERNELS names {name}, which is not a kernel of this build"),
+                Some((_, supported)) => assert!(supported, "{name} is expected to run on this CPU but does not"),
+            }
+        }
+    }
+}
+
 /// How many threads a kernel may use. `1` keeps the work on the calling thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Threads(pub usize);

@@ -32,7 +32,7 @@ pub const NR_MAX: usize = 2 * NR;
 
 /// Where one microkernel call's `rows x cols` results go (row `r` at `dst + r * ldo`), and
 /// what happens to them on the way: a column strip of any height, which the microkernel
-/// walks `MR` rows at a time ([`OutBlock::tile`]). Only the driver (and attention) make one,
+/// walks `MR` rows at a time (`OutBlock::tile`). Only the driver (and attention) make one,
 /// for a block checked to be in bounds and that no other task writes.
 #[derive(Clone, Copy)]
 pub struct OutBlock<'a> {
@@ -82,7 +82,9 @@ impl<'a> OutBlock<'a> {
 /// Calls `tile(row_pointers, first_row, block)` for each `MR`-row tile of the strip `out`, the
 /// rows of `a` at stride `lda`; in a last, shorter tile the rows past its end repeat its last
 /// row (computed, never stored), so kernel bodies need no ragged-row branches.
+/// Inlined into each microkernel, so that profiles name the kernel.
 #[allow(dead_code)] // used by the SIMD kernels of whichever architecture this is built for
+#[inline(always)]
 pub(crate) fn for_each_tile<const MR: usize, T>(
     a: &[T],
     lda: usize,

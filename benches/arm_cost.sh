@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# What one inference costs on a Raspberry Pi's cores, edgevit next to ONNX Runtime and LiteRT with
+# XNNPACK on the same network, without a Pi: ../shared/armcount counts every aarch64 instruction
+# of an inference under qemu and weights each basic block by llvm-mca's model of the Cortex-A76
+# (Pi 5) or Cortex-A72 (Pi 4). See ../shared/armcount/README.md for what the model leaves out
+# (cache misses, four cores sharing an L3) and the one-time host setup.
+#
+#   benches/arm_cost.sh [--quick] [CACHE_DIR]
+#
+# Prints, one line per network, dtype and core: instructions, estimated cycles and ms, and the
+# ratios to both peers (ViT-Ti/16 int8 and f32 on both cores, f16 on the Cortex-A76, where it
+# computes in half precision; ViT-B/16 int8 on the Cortex-A76). Then edgevit's top symbols per
+# run and its microkernels' inner loops (MACs per cycle, % of the core's peak).
+#
+# --quick: ViT-Ti int8 only. CACHE_DIR (default $TMPDIR/armcount) keeps the peers' counts.
+# Peers: f16 runs are compared with the peers' f32 models (neither peer has an f16 one here).
+# ViT-B/16: there is no ViT-B ONNX or .tflite model in ../shared, so edgevit is counted alone
+# unless VIT_B_ONNX names one (ONNX Runtime then runs it); it takes several minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+if [ "${1:-}" = --quick ]; then quick=1; shift; fi
+shared=${EDGEVIT_SHARED:-$(cd .. && pwd)/shared}
+armcount=$shared/armcount
+cache=${1:-${TMPDIR:-/tmp}/armcount}
+[ -x "$armcount/estimate.sh" ] || { echo "arm_cost: no $armcount/estimate.sh (set EDGEVIT_SHARED)" >&2; exit 2; }
+for tool in qemu-aarch64 llvm-mca-19 aarch64-linux-gnu-gcc; do
+  command -v "$tool" >/dev/null || { echo "arm_cost: $tool is missing; see $armcount/README.md (Setup)" >&2; exit 2; }
+done
+
+cargo build --release --target aarch64-unknown-linux-gnu --bin edgevit >&2
+bin=target/aarch64-unknown-linux-gnu/release/edgevit
+mkdir -p "$cache/out"
+
+estimate() { # ARCH DTYPE "CPUS"
+  echo "== $1 $2 (1 thread)"
+  ARCH=$1 DTYPE=$2 CPUS="$3" "$armcount/estimate.sh" "$bin" "$cache"
+}
+
+estimate vit-ti16 int8 "cortex-a76 cortex-a72"
+if [ $quick = 0 ]; then
+  estimate vit-ti16 f16 "cortex-a76"
+  estimate vit-ti16 f32 "cortex-a76 cortex-a72"
+  echo "== vit-b16 int8 (1 thread)"
+  if [ -n "${VIT_B_ONNX:-}" ]; then
+    ARCH=vit-b16 DTYPE=int8 CPUS=cortex-a76 ONNX=$VIT_B_ONNX "$armcount/estimate.sh" "$bin" "$cache"
+  else
+    "$armcount/count_edgevit.sh" "$bin" cortex-a76 vit-b16 int8 "$cache/out" 1 2 >/dev/null
+    e=$cache/out/edgevit-vit-b16-int8-cortex-a76
+    python3 "$armcount/mca_profile.py" "$e-r2.tsv" "$e-r1.tsv" 1 neoverse-n1 --ghz 2.4 2>/dev/null | head -2
+  fi
+fi
+
+echo
+echo "== where edgevit's cycles go"
+for run in "$cache"/out/edgevit-*-r3.tsv; do
+  case $run in *-cortex-a72-*) model=cortex-a72 ghz=1.8 ;; *) model=neoverse-n1 ghz=2.4 ;; esac
+  python3 "$armcount/mca_profile.py" "$run" "${run%-r3.tsv}-r1.tsv" 2 $model --ghz $ghz --top 10 2>/dev/null
+done
+
+echo
+echo "== microkernel inner loops"
+k=edgevit_kernels::gemm
+python3 "$armcount/mca_kernels.py" "$bin" "$cache/mca" \
+  "$k::i8::i8_gemm_2x16c4_neon::run:int8:cortex-a72" \
+  "$k::i8::i8_gemm_4x16c4_neondot::body:int8:neoverse-n1" \
+  "$k::i8::i8_gemm_4x16c8_neoni8mm::body:int8mm:neoverse-n2" \
+  "$k::f16::f16_gemm_4x16_neon_fp16::body_on:f16:neoverse-n1" \
+  "$k::f16::f16_gemm_4x16_neon_fcvtl::body:f32:cortex-a72" \
+  "$k::f32::f32_gemm_4x16_neon::body:f32:cortex-a72" \
+  "$k::f32::f32_gemm_4x16_neon::body:f32:neoverse-n1" 2>/dev/null | grep '^|'
