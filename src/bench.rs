@@ -58,7 +58,7 @@ pub fn ops_per_inference(a: &Architecture) -> f64 {
     let (t, d, i, np) = (a.tokens() as f64, a.hidden_size as f64, a.intermediate_size as f64, a.num_patches() as f64);
     let patch = np * a.patch_len() as f64 * d;
     let layer = t * d * 3.0 * d + 2.0 * t * t * d + t * d * d + 2.0 * t * d * i;
-    let head = d * a.num_labels as f64;
+    let head = a.head_inputs() as f64 * a.num_labels as f64;
     2.0 * (patch + a.num_layers as f64 * layer + head)
 }
 

@@ -33,6 +33,69 @@ pub struct Architecture {
     pub layer_norm_eps: f32,
     pub activation: ActivationName,
     pub qkv_bias: bool,
+    /// The checkpoint family the weights came from (absent, meaning ViT, in files written
+    /// before DeiT support; recorded for `info`, it changes nothing in the forward pass).
+    #[serde(default, skip_serializing_if = "Family::is_vit")]
+    pub family: Family,
+    /// A second learned token after the class token, as DeiT has (absent: none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub distillation_token: bool,
+    /// What the classifier reads (absent: the class token).
+    #[serde(default, skip_serializing_if = "Classifier::is_class_token")]
+    pub classifier: Classifier,
+}
+
+/// Where a checkpoint came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// ViT (Hugging Face `ViTForImageClassification`, timm `vit_*`).
+    #[default]
+    Vit,
+    /// DeiT (Hugging Face `DeiTForImageClassification[WithTeacher]`, timm `deit_*`, `deit3_*`).
+    Deit,
+}
+
+impl Family {
+    fn is_vit(&self) -> bool {
+        *self == Family::Vit
+    }
+    /// The name users know it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Vit => "ViT",
+            Family::Deit => "DeiT",
+        }
+    }
+}
+
+/// Which outputs of the last block feed the classifier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Classifier {
+    /// The final LayerNorm of the class token, times `head` (`[labels, hidden]`).
+    #[default]
+    ClassToken,
+    /// The final LayerNorm of the class and distillation tokens side by side, times `head`
+    /// (`[labels, 2 x hidden]`): DeiT's two heads averaged, folded into one at import.
+    ClassAndDistillationTokens,
+    /// The mean of the patch tokens (the learned tokens left out), then the final LayerNorm,
+    /// times `head`: timm's `global_pool="avg"` with `fc_norm`.
+    MeanOfPatches,
+}
+
+impl Classifier {
+    fn is_class_token(&self) -> bool {
+        *self == Classifier::ClassToken
+    }
+    /// In words, for `info`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Classifier::ClassToken => "class token",
+            Classifier::ClassAndDistillationTokens => "mean of the class- and distillation-token heads",
+            Classifier::MeanOfPatches => "mean of the patch tokens, then LayerNorm",
+        }
+    }
 }
 
 /// The activation as written in the file.
@@ -58,6 +121,16 @@ impl ActivationName {
             _ => return None,
         })
     }
+    /// The name as the file writes it (`gelu`, `gelu_tanh`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gelu => "gelu",
+            Self::GeluTanh => "gelu_tanh",
+            Self::QuickGelu => "quick_gelu",
+            Self::Relu => "relu",
+            Self::Silu => "silu",
+        }
+    }
     pub fn kernel(self) -> Activation {
         match self {
             Self::Gelu => Activation::Gelu,
@@ -76,9 +149,20 @@ impl Architecture {
     pub fn num_patches(&self) -> usize {
         (self.image_height / self.patch_size) * (self.image_width / self.patch_size)
     }
-    /// Patches plus the CLS token.
+    /// Learned tokens in front of the patches: the class token, and DeiT's distillation token.
+    pub fn prefix_tokens(&self) -> usize {
+        1 + self.distillation_token as usize
+    }
+    /// Patches plus the learned tokens.
     pub fn tokens(&self) -> usize {
-        self.num_patches() + 1
+        self.num_patches() + self.prefix_tokens()
+    }
+    /// Width of the classifier's input row.
+    pub fn head_inputs(&self) -> usize {
+        match self.classifier {
+            Classifier::ClassAndDistillationTokens => 2 * self.hidden_size,
+            Classifier::ClassToken | Classifier::MeanOfPatches => self.hidden_size,
+        }
     }
     /// Length of one flattened patch: channels x patch x patch.
     pub fn patch_len(&self) -> usize {
@@ -137,6 +221,9 @@ impl Architecture {
                 "image size {}x{} is not a multiple of patch_size {}",
                 self.image_height, self.image_width, self.patch_size
             ));
+        }
+        if self.classifier == Classifier::ClassAndDistillationTokens && !self.distillation_token {
+            return Err("the classifier reads a distillation token that the model does not have".into());
         }
         if self.tokens() > MAX_TOKENS {
             return Err(format!("{} tokens is more than the supported {MAX_TOKENS}", self.tokens()));
@@ -288,7 +375,8 @@ pub enum WeightDType {
     F32,
     /// Symmetric int8 per output channel, packed k4n16, with f32 scales and int32 channel sums.
     Int8,
-    /// IEEE half, packed k1n16; computed in f32.
+    /// IEEE half, packed k1n16; computed in half precision where the CPU has FP16 arithmetic
+    /// (Cortex-A76), else in f32.
     F16,
 }
 

@@ -503,19 +503,31 @@ fn info(args: Info) -> Result<ExitCode, Error> {
     w!("file:          {} ({:.1} MB, {how})", args.model.display(), file.file_len() as f64 / 1e6);
     w!("source:        {}", if c.source.is_empty() { "-" } else { &c.source });
     w!(
-        "architecture:  ViT, {} layers, hidden {}, {} heads of {}, MLP {}, {:?}",
+        "architecture:  {}, {} layers, hidden {}, {} heads of {}, MLP {}, {}",
+        a.family.name(),
         a.num_layers,
         a.hidden_size,
         a.num_heads,
         a.head_dim(),
         a.intermediate_size,
-        a.activation
+        a.activation.name()
     );
-    w!("input:         {}x{} RGB, patch {}, {} tokens", a.image_width, a.image_height, a.patch_size, a.tokens());
+    let learned = if a.distillation_token { "class and distillation tokens" } else { "class token" };
+    w!(
+        "input:         {}x{} RGB, patch {}, {} tokens ({} patches, {learned})",
+        a.image_width,
+        a.image_height,
+        a.patch_size,
+        a.tokens(),
+        a.num_patches()
+    );
+    w!("classifier:    {}", a.classifier.describe());
     let params: u64 = file.header().tensors.iter().filter_map(|t| t.numel()).sum();
     let mut storage = match c.weights.dtype {
         edgevit::config::WeightDType::Int8 => "int8 (per-channel, k4n16 packed)".to_string(),
-        edgevit::config::WeightDType::F16 => "f16 (k1n16 packed, f32 arithmetic)".to_string(),
+        edgevit::config::WeightDType::F16 => {
+            "f16 (k1n16 packed; half-precision arithmetic on CPUs with FP16, else f32)".to_string()
+        }
         edgevit::config::WeightDType::F32 => "f32".to_string(),
     };
     if c.weights.dtype != edgevit::config::WeightDType::F32 && !c.weights.keep_f32.is_empty() {

@@ -26,7 +26,7 @@ use edgevit_kernels::rows::quantize::{gelu_quantize_row, quantize_row};
 use edgevit_kernels::rows::RowIsa;
 use edgevit_kernels::Threads;
 
-use crate::config::{Architecture, ModelConfig, WeightDType, WeightStorage};
+use crate::config::{Architecture, Classifier, ModelConfig, WeightDType, WeightStorage};
 use crate::error::{Error, Result};
 use crate::format::{DType, EvitFile, Layout};
 
@@ -41,20 +41,6 @@ pub struct TensorSpec {
 
 fn spec(name: String, dtype: DType, layout: Layout, shape: Vec<usize>) -> TensorSpec {
     TensorSpec { name, dtype, layout, shape }
-}
-
-/// The Linear layers of an architecture: (name, out features, in features), in file order.
-pub fn linear_layers(arch: &Architecture) -> Vec<(String, usize, usize)> {
-    let (d, i) = (arch.hidden_size, arch.intermediate_size);
-    let mut v = vec![("patch_embed".to_string(), d, arch.patch_len())];
-    for l in 0..arch.num_layers {
-        v.push((format!("layers.{l}.qkv"), 3 * d, d));
-        v.push((format!("layers.{l}.proj"), d, d));
-        v.push((format!("layers.{l}.fc1"), i, d));
-        v.push((format!("layers.{l}.fc2"), d, i));
-    }
-    v.push(("head".to_string(), arch.num_labels, d));
-    v
 }
 
 /// The tensors a model of this architecture and weight storage must hold, in file order.
@@ -83,6 +69,9 @@ pub fn expected_tensors(arch: &Architecture, storage: &WeightStorage) -> Vec<Ten
     let mut v = Vec::new();
     linear(&mut v, "patch_embed", d, arch.patch_len(), true);
     v.push(f32v("cls_token".into(), vec![d]));
+    if arch.distillation_token {
+        v.push(f32v("dist_token".into(), vec![d]));
+    }
     v.push(f32v("pos_embed".into(), vec![arch.tokens(), d]));
     for l in 0..arch.num_layers {
         let p = |s: &str| format!("layers.{l}.{s}");
@@ -97,7 +86,7 @@ pub fn expected_tensors(arch: &Architecture, storage: &WeightStorage) -> Vec<Ten
     }
     v.push(f32v("norm.weight".into(), vec![d]));
     v.push(f32v("norm.bias".into(), vec![d]));
-    linear(&mut v, "head", arch.num_labels, d, true);
+    linear(&mut v, "head", arch.num_labels, arch.head_inputs(), true);
     v
 }
 
@@ -127,6 +116,7 @@ struct LayerWeights {
 struct Weights {
     patch: LinearWeights,
     cls: usize,
+    dist: Option<usize>,
     pos: usize,
     layers: Vec<LayerWeights>,
     norm: (usize, usize),
@@ -363,8 +353,12 @@ impl Model {
         im2col(pixels, a, patches);
         let np = a.num_patches();
         let input = prepare(&w.patch, patches, np, a.patch_len(), q, self.i8_kernel);
-        self.linear(&w.patch, input, np, &mut x[d..], d, Epilogue::Store);
+        let prefix = a.prefix_tokens();
+        self.linear(&w.patch, input, np, &mut x[prefix * d..], d, Epilogue::Store);
         x[..d].copy_from_slice(self.f32s(w.cls));
+        if let Some(dist) = w.dist {
+            x[d..2 * d].copy_from_slice(self.f32s(dist));
+        }
         for (x, p) in x.iter_mut().zip(self.f32s(w.pos)) {
             *x += p;
         }
@@ -403,10 +397,23 @@ impl Model {
             clock.lap(&mut times.mlp);
         }
 
-        // Only the CLS token reaches the classifier, so only its row is normalised.
-        layernorm_row(&x[..d], &mut h[..d], self.f32s(w.norm.0), self.f32s(w.norm.1), eps);
+        // Only the rows the classifier reads are normalised.
+        let norm = (self.f32s(w.norm.0), self.f32s(w.norm.1));
+        match a.classifier {
+            Classifier::ClassToken => layernorm_row(&x[..d], &mut h[..d], norm.0, norm.1, eps),
+            Classifier::ClassAndDistillationTokens => {
+                layernorm_row(&x[..d], &mut h[..d], norm.0, norm.1, eps);
+                layernorm_row(&x[d..2 * d], &mut h[d..2 * d], norm.0, norm.1, eps);
+            }
+            Classifier::MeanOfPatches => {
+                let (normed, mean) = h[..2 * d].split_at_mut(d);
+                mean_of_rows(&x[prefix * d..t * d], d, mean);
+                layernorm_row(mean, normed, norm.0, norm.1, eps);
+            }
+        }
         clock.lap(&mut times.layernorm);
-        let input = prepare(&w.head, &h[..d], 1, d, q, self.i8_kernel);
+        let width = a.head_inputs();
+        let input = prepare(&w.head, &h[..width], 1, width, q, self.i8_kernel);
         self.linear(&w.head, input, 1, logits, a.num_labels, Epilogue::Store);
         clock.lap(&mut times.classifier);
         if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
@@ -416,6 +423,16 @@ impl Model {
             )));
         }
         Ok(logits)
+    }
+}
+
+/// The mean of the `d`-wide rows of `rows`, summed in f64 so that the order of a few hundred
+/// additions does not show.
+fn mean_of_rows(rows: &[f32], d: usize, out: &mut [f32]) {
+    let n = rows.len() / d;
+    for (c, o) in out.iter_mut().enumerate() {
+        let sum: f64 = rows[c..].iter().step_by(d).map(|&v| v as f64).sum();
+        *o = (sum / n as f64) as f32;
     }
 }
 
@@ -590,10 +607,11 @@ fn resolve(file: &EvitFile) -> Result<Weights, String> {
     let weights = Weights {
         patch: linear("patch_embed", d, arch.patch_len())?,
         cls: id("cls_token".into()),
+        dist: arch.distillation_token.then(|| id("dist_token".into())),
         pos: id("pos_embed".into()),
         layers,
         norm: (id("norm.weight".into()), id("norm.bias".into())),
-        head: linear("head", arch.num_labels, d)?,
+        head: linear("head", arch.num_labels, arch.head_inputs())?,
     };
     check_sums(file, &weights)?;
     Ok(weights)
@@ -774,6 +792,9 @@ mod tests {
             layer_norm_eps: 1e-6,
             activation: crate::config::ActivationName::Gelu,
             qkv_bias: true,
+            family: Default::default(),
+            distillation_token: false,
+            classifier: Default::default(),
         };
         let pixels: Vec<f32> = (0..48).map(|v| v as f32).collect();
         let mut out = vec![0.0; 4 * 12];

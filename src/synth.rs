@@ -65,6 +65,9 @@ impl Preset {
             layer_norm_eps: 1e-12,
             activation: ActivationName::Gelu,
             qkv_bias: true,
+            family: Default::default(),
+            distillation_token: false,
+            classifier: Default::default(),
         }
     }
 }

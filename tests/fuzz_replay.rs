@@ -62,6 +62,9 @@ fn write_seed_corpus() {
         layer_norm_eps: 1e-6,
         activation: ActivationName::Gelu,
         qkv_bias: true,
+        family: Default::default(),
+        distillation_token: false,
+        classifier: Default::default(),
     };
     for (name, dtype) in [
         ("seed-f32-model", WeightDType::F32),

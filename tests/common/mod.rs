@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use edgevit_tools::hf;
 use edgevit_tools::quantize::{storage, write_model, StoreDType, DEFAULT_KEEP_F32};
 
 pub mod exec;
@@ -36,7 +35,8 @@ pub fn convert(snapshot: &Path, dtype: StoreDType) -> PathBuf {
 
 /// [`convert`] with an explicit weight storage.
 pub fn convert_with(snapshot: &Path, storage: &edgevit::config::WeightStorage) -> PathBuf {
-    let imported = hf::import(snapshot).unwrap_or_else(|e| panic!("import {}: {e}", snapshot.display()));
+    let imported = edgevit_tools::import(snapshot, &Default::default())
+        .unwrap_or_else(|e| panic!("import {}: {e}", snapshot.display()));
     let dir = tempfile::tempdir().expect("temp dir").keep();
     let out = dir.join("model.evit");
     write_model(&imported, storage, &out).expect("write model");
@@ -152,4 +152,40 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
+}
+
+/// Checks a snapshot under tests/data/snapshots against the outputs its own framework computed
+/// (`NAME.reference.safetensors`, made by tools/make_test_snapshots.py or
+/// tools/make_deit_snapshots.py): logits from the reference's random inputs, and preprocessing
+/// and logits for the test pictures it holds, all within 1e-4 of the logit range, with f32
+/// weights. Returns the opened model.
+pub fn check_snapshot(name: &str, labels: &[&str]) -> edgevit::Model {
+    let dir = repo().join("tests/data/snapshots");
+    let model = edgevit::Model::open(convert(&dir.join(name), StoreDType::F32)).unwrap();
+    assert_eq!(model.labels(), labels);
+    let reference = load_safetensors(&dir.join(format!("{name}.reference.safetensors")));
+    let mut session = model.session();
+    if let Some((shape, pixels)) = reference.get("pixel_values") {
+        let (_, logits) = &reference["logits"];
+        let per = pixels.len() / shape[0];
+        let classes = logits.len() / shape[0];
+        for b in 0..shape[0] {
+            let got = model.forward(&pixels[b * per..][..per], &mut session).unwrap();
+            let want = &logits[b * classes..][..classes];
+            let rel = rel_max_diff(got, want);
+            assert!(rel <= 1e-4, "{name} random input {b}: max |diff| {rel:.2e} of range; {got:?} vs {want:?}");
+        }
+    }
+    for image in ["rgb", "la"] {
+        let Some((_, ref_pixels)) = reference.get(&format!("{image}_pixel_values")) else { continue };
+        let picture = repo().join(format!("tests/data/pattern-{image}.png"));
+        let ours = edgevit::preprocess::load_and_preprocess(&picture, model.config()).unwrap();
+        let max = ours.iter().zip(ref_pixels).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(max < 1e-5, "{name} {image}: preprocessing max |diff| {max}");
+        let got = model.forward(&ours, &mut session).unwrap();
+        let rel = rel_max_diff(got, &reference[&format!("{image}_logits")].1);
+        assert!(rel <= 1e-4, "{name} {image}: logits max |diff| {rel:.2e} of range");
+    }
+    drop(session);
+    model
 }

@@ -1,11 +1,12 @@
-//! Import of a Hugging Face `ViTForImageClassification` snapshot folder: `config.json`,
-//! `model.safetensors` and `preprocessor_config.json`.
+//! Import of a Hugging Face `ViTForImageClassification`, `DeiTForImageClassification` or
+//! `DeiTForImageClassificationWithTeacher` snapshot folder: `config.json`, `model.safetensors`
+//! and `preprocessor_config.json`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use edgevit::config::{
-    ActivationName, Architecture, Filter, ModelConfig, Normalize, Preprocess, Resize, WeightStorage,
+    ActivationName, Architecture, Classifier, Family, Filter, ModelConfig, Normalize, Preprocess, Resize, WeightStorage,
 };
 use edgevit::model::expected_tensors;
 use safetensors::{Dtype, SafeTensors};
@@ -59,14 +60,28 @@ fn size_pair(v: &Value, key: &str) -> Result<(usize, usize), String> {
     }
 }
 
-fn architecture(cfg: &Value, num_labels: usize) -> Result<Architecture, String> {
-    if let Some(mt) = cfg.get("model_type").and_then(Value::as_str) {
-        if mt != "vit" {
+/// The family `model_type` names; other ViT-like families are refused naming what edgevit
+/// lacks for them.
+fn family(cfg: &Value) -> Result<Family, String> {
+    let Some(mt) = cfg.get("model_type").and_then(Value::as_str) else { return Ok(Family::Vit) };
+    let missing = match mt {
+        "vit" => return Ok(Family::Vit),
+        "deit" => return Ok(Family::Deit),
+        "beit" | "data2vec-vision" => "relative position bias",
+        "dinov2" | "dinov2_with_registers" => "layer scale, SwiGLU and register tokens",
+        "swin" | "swinv2" | "donut-swin" => "shifted-window attention",
+        "levit" | "mobilevit" | "mobilevitv2" | "efficientformer" => "convolutional stages",
+        "vit_hybrid" | "dpt" => "a convolutional backbone",
+        _ => {
             return Err(format!(
-                "config.json: model_type '{mt}' is not supported (only 'vit', ViTForImageClassification)"
-            ));
+                "config.json: model_type '{mt}' is not supported (only 'vit' and 'deit' image classifiers)"
+            ))
         }
-    }
+    };
+    Err(format!("config.json: model_type '{mt}' is not supported: edgevit has no {missing}"))
+}
+
+fn architecture(cfg: &Value, num_labels: usize, family: Family) -> Result<Architecture, String> {
     let (image_height, image_width) = size_pair(cfg, "image_size")?;
     let (ph, pw) = size_pair(cfg, "patch_size")?;
     if ph != pw {
@@ -100,6 +115,11 @@ fn architecture(cfg: &Value, num_labels: usize) -> Result<Architecture, String> 
             .map(|v| v.as_bool().ok_or("config.json: 'qkv_bias' must be true or false"))
             .transpose()?
             .unwrap_or(true),
+        family,
+        // transformers' DeiT embeddings always hold a distillation token, with or without the
+        // teacher's head.
+        distillation_token: family == Family::Deit,
+        classifier: Classifier::ClassToken,
     };
     arch.validate().map_err(|e| format!("config.json: {e}"))?;
     Ok(arch)
@@ -137,8 +157,19 @@ fn labels(cfg: &Value, n: usize) -> Result<Vec<String>, String> {
 /// `ViTImageProcessor` (or the legacy `ViTFeatureExtractor`) settings. Without a
 /// `preprocessor_config.json`, the processor's own defaults apply.
 fn preprocess(p: Option<&Value>, arch: &Architecture) -> Result<Preprocess, String> {
-    let empty = Value::Object(Default::default());
-    let p = p.unwrap_or(&empty);
+    // DeiTImageProcessor's defaults differ from ViTImageProcessor's in size, filter and crop
+    // (both normalise with mean and std 0.5): what the file leaves out takes them.
+    let mut merged = match arch.family {
+        Family::Deit => serde_json::json!({
+            "size": {"height": 256, "width": 256}, "resample": 3, "do_center_crop": true,
+            "crop_size": {"height": 224, "width": 224}
+        }),
+        Family::Vit => Value::Object(Default::default()),
+    };
+    if let (Some(Value::Object(given)), Value::Object(m)) = (p, &mut merged) {
+        m.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let p = &merged;
     let file = "preprocessor_config.json";
     let flag = |key: &str| -> Result<bool, String> {
         p.get(key)
@@ -237,10 +268,29 @@ pub fn from_parts(
     source: &str,
 ) -> Result<Imported, String> {
     let names: BTreeSet<String> = st.names().into_iter().map(String::from).collect();
-    let prefix = if names.iter().any(|n| n.starts_with("vit.")) { "vit." } else { "" };
-    let classifier = st.tensor("classifier.weight").map_err(|_| "tensor 'classifier.weight' is missing from model.safetensors (is this a ViTForImageClassification checkpoint?)".to_string())?;
+    let family = family(cfg)?;
+    let base = match family {
+        Family::Vit => "vit.",
+        Family::Deit => "deit.",
+    };
+    let prefix = if names.iter().any(|n| n.starts_with(base)) { base } else { "" };
+    // DeiTForImageClassificationWithTeacher has two heads, on the class and distillation tokens.
+    let teacher = family == Family::Deit && names.contains("cls_classifier.weight");
+    let head_name = if teacher { "cls_classifier" } else { "classifier" };
+    let classifier = st.tensor(&format!("{head_name}.weight")).map_err(|_| {
+        format!(
+            "tensor '{head_name}.weight' is missing from model.safetensors (is this a {} checkpoint?)",
+            match family {
+                Family::Vit => "ViTForImageClassification",
+                Family::Deit => "DeiTForImageClassification",
+            }
+        )
+    })?;
     let num_labels = classifier.shape().first().copied().unwrap_or(0);
-    let arch = architecture(cfg, num_labels)?;
+    let mut arch = architecture(cfg, num_labels, family)?;
+    if teacher {
+        arch.classifier = Classifier::ClassAndDistillationTokens;
+    }
     let labels = labels(cfg, num_labels)?;
     let preprocess = preprocess(preproc, &arch)?;
 
@@ -253,6 +303,9 @@ pub fn from_parts(
     out.insert("patch_embed.weight".into(), load(format!("{e}patch_embeddings.projection.weight"), &[d, c, p, p])?);
     out.insert("patch_embed.bias".into(), load(format!("{e}patch_embeddings.projection.bias"), &[d])?);
     out.insert("cls_token".into(), load(format!("{e}cls_token"), &[1, 1, d])?);
+    if arch.distillation_token {
+        out.insert("dist_token".into(), load(format!("{e}distillation_token"), &[1, 1, d])?);
+    }
     out.insert("pos_embed".into(), load(format!("{e}position_embeddings"), &[1, arch.tokens(), d])?);
     for l in 0..arch.num_layers {
         let src = |s: &str| format!("{prefix}encoder.layer.{l}.{s}");
@@ -287,8 +340,22 @@ pub fn from_parts(
     }
     out.insert("norm.weight".into(), load(format!("{prefix}layernorm.weight"), &[d])?);
     out.insert("norm.bias".into(), load(format!("{prefix}layernorm.bias"), &[d])?);
-    out.insert("head.weight".into(), load("classifier.weight".into(), &[num_labels, d])?);
-    out.insert("head.bias".into(), load("classifier.bias".into(), &[num_labels])?);
+    if teacher {
+        let cls = (
+            load("cls_classifier.weight".into(), &[num_labels, d])?,
+            load("cls_classifier.bias".into(), &[num_labels])?,
+        );
+        let dist = (
+            load("distillation_classifier.weight".into(), &[num_labels, d])?,
+            load("distillation_classifier.bias".into(), &[num_labels])?,
+        );
+        let (weight, bias) = crate::average_heads(&cls, &dist, d);
+        out.insert("head.weight".into(), weight);
+        out.insert("head.bias".into(), bias);
+    } else {
+        out.insert("head.weight".into(), load("classifier.weight".into(), &[num_labels, d])?);
+        out.insert("head.bias".into(), load("classifier.bias".into(), &[num_labels])?);
+    }
 
     // The pooler belongs to ViTModel's other heads and is never used for classification.
     let mut unused = Vec::new();

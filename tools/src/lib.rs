@@ -114,3 +114,56 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>, String> {
     }
     Ok(labels)
 }
+
+/// DeiT's two classifiers, `(head(class token) + head_dist(distillation token)) / 2`, as one
+/// Linear layer over the two tokens side by side: weight `[labels, 2 x hidden]` with each
+/// half scaled by 1/2, bias the mean of both biases. Halving is exact in floating point, so
+/// this computes what the two heads do, summed in one pass.
+pub(crate) fn average_heads(cls: &(Vec<f32>, Vec<f32>), dist: &(Vec<f32>, Vec<f32>), d: usize) -> (Vec<f32>, Vec<f32>) {
+    let weight = cls
+        .0
+        .chunks_exact(d)
+        .zip(dist.0.chunks_exact(d))
+        .flat_map(|(c, t)| c.iter().chain(t).map(|v| v * 0.5))
+        .collect();
+    let bias = cls.1.iter().zip(&dist.1).map(|(c, t)| (c + t) * 0.5).collect();
+    (weight, bias)
+}
+
+/// Layer scale (`x + gamma * f(x)`, as in DeiT III) folded into the Linear layer that ends
+/// `f`: each output channel's weights and bias multiplied by its gamma, so that the runtime
+/// has nothing extra to do.
+pub(crate) fn fold_layer_scale(weight: &mut [f32], bias: &mut [f32], gamma: &[f32]) {
+    let inputs = weight.len() / gamma.len();
+    for ((row, b), &g) in weight.chunks_exact_mut(inputs).zip(bias.iter_mut()).zip(gamma) {
+        row.iter_mut().for_each(|w| *w *= g);
+        *b *= g;
+    }
+}
+
+#[cfg(test)]
+mod folding_tests {
+    #[test]
+    fn averaged_heads_equal_the_mean_of_both_heads() {
+        // 2 labels, hidden 3: head(c) = [1 2 3; 4 5 6] c + [1, -1], head_dist(t) = [0 1 0; 2 0 2] t + [3, 1].
+        let cls = (vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![1.0, -1.0]);
+        let dist = (vec![0.0, 1.0, 0.0, 2.0, 0.0, 2.0], vec![3.0, 1.0]);
+        let (w, b) = super::average_heads(&cls, &dist, 3);
+        let (c, t) = ([1.0f32, 0.0, -1.0], [2.0f32, 1.0, 1.0]);
+        let input: Vec<f32> = c.iter().chain(&t).copied().collect();
+        let ours: Vec<f32> = w
+            .chunks_exact(6)
+            .zip(&b)
+            .map(|(row, b)| row.iter().zip(&input).map(|(w, x)| w * x).sum::<f32>() + b)
+            .collect();
+        // By hand: head(c) = [-2+1, -2-1] = [-1, -3]; head_dist(t) = [1+3, 6+1] = [4, 7].
+        assert_eq!(ours, vec![(-1.0 + 4.0) / 2.0, (-3.0 + 7.0) / 2.0]);
+    }
+
+    #[test]
+    fn layer_scale_multiplies_each_output_channel() {
+        let (mut w, mut b) = (vec![1.0, 2.0, 3.0, 4.0], vec![0.5, -1.0]);
+        super::fold_layer_scale(&mut w, &mut b, &[2.0, 0.25]);
+        assert_eq!((w, b), (vec![2.0, 4.0, 0.75, 1.0], vec![1.0, -0.25]));
+    }
+}

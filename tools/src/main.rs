@@ -187,15 +187,11 @@ fn quantize(args: Quantize) -> Result<(), String> {
     }
     let a = &model.config.architecture;
     eprintln!(
-        "edgevit-tools: wrote {} ({:.1} MB, {:?}{}, {} layers, hidden {}, {} labels) in {:.1} s",
+        "edgevit-tools: wrote {} ({:.1} MB, {} {}, {} layers, hidden {}, {} labels) in {:.1} s",
         args.output.display(),
         size as f64 / 1e6,
-        storage.dtype,
-        if storage.keep_f32.is_empty() {
-            String::new()
-        } else {
-            format!(" with {} in f32", storage.keep_f32.join(", "))
-        },
+        a.family.name(),
+        storage.describe(),
         a.num_layers,
         a.hidden_size,
         a.num_labels,

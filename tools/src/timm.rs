@@ -1,10 +1,11 @@
-//! Import of a timm Vision Transformer folder: timm's `config.json` (`architecture`,
-//! `num_classes`, `pretrained_cfg`) and `model.safetensors` with timm's tensor names.
+//! Import of a timm Vision Transformer folder (`vit_*`, `deit_*` with or without distillation,
+//! `deit3_*`): timm's `config.json` (`architecture`, `num_classes`, `pretrained_cfg`) and
+//! `model.safetensors` with timm's tensor names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use edgevit::config::{ActivationName, Architecture, Filter, Normalize, Preprocess, Resize};
+use edgevit::config::{ActivationName, Architecture, Classifier, Family, Filter, Normalize, Preprocess, Resize};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
@@ -24,9 +25,13 @@ pub fn is_timm_config(cfg: &Value) -> bool {
     cfg.get("architecture").is_some_and(Value::is_string) && cfg.get("model_type").is_none()
 }
 
-/// Heads of timm's named ViT sizes: `vit_{tiny,small,base,large,huge}_...`.
+/// timm's architecture name prefixes edgevit imports, and their family.
+const FAMILIES: [(&str, Family); 3] = [("vit_", Family::Vit), ("deit3_", Family::Deit), ("deit_", Family::Deit)];
+
+/// Heads of timm's named ViT sizes: `{vit,deit,deit3}_{tiny,small,base,large,huge}_...`.
 pub fn heads_from_name(arch: &str) -> Option<usize> {
-    let size = arch.strip_prefix("vit_")?.split('_').next()?;
+    let rest = FAMILIES.iter().find_map(|(prefix, _)| arch.strip_prefix(prefix))?;
+    let size = rest.split('_').next()?;
     Some(match size {
         "tiny" => 3,
         "small" => 6,
@@ -56,25 +61,48 @@ fn shape_of(st: &SafeTensors<'_>, name: &str) -> Result<Vec<usize>, String> {
 pub fn from_parts(cfg: &Value, st: &SafeTensors<'_>, opts: &TimmOptions, source: &str) -> Result<Imported, String> {
     let file = "config.json";
     let arch_name = cfg.get("architecture").and_then(Value::as_str).unwrap_or("");
-    if !arch_name.starts_with("vit_") && !arch_name.starts_with("deit_") {
-        return Err(format!("{file}: architecture '{arch_name}' is not a timm ViT (vit_* or deit_*)"));
-    }
-    if let Some(pool) = cfg.get("global_pool").and_then(Value::as_str) {
-        if pool != "token" {
-            return Err(format!(
-                "{file}: global_pool '{pool}' is not supported; edgevit classifies from the class token ('token')"
-            ));
-        }
-    }
+    let Some(&(_, family)) = FAMILIES.iter().find(|(prefix, _)| arch_name.starts_with(prefix)) else {
+        return Err(format!("{file}: architecture '{arch_name}' is not a timm ViT (vit_*, deit_* or deit3_*)"));
+    };
     let names: BTreeSet<String> = st.names().into_iter().map(String::from).collect();
-    for unsupported in ["reg_token", "fc_norm.weight", "dist_token", "head_dist.weight"] {
-        if names.contains(unsupported) {
-            return Err(format!(
-                "model.safetensors has '{unsupported}': this timm variant (registers, pooled norm or distillation) \
-                 is not supported"
-            ));
+    // Features of timm's VisionTransformer that edgevit does not run: refused by name rather
+    // than mis-converted.
+    for (tensor, feature) in [
+        ("reg_token", "register tokens"),
+        ("attn_pool.latent", "attention pooling (global_pool 'map')"),
+        ("norm_pre.weight", "a LayerNorm before the blocks (norm_pre)"),
+        ("blocks.0.attn.q_norm.weight", "query/key normalisation (qk_norm)"),
+        ("blocks.0.attn.norm.weight", "a LayerNorm inside attention (scale_attn_norm)"),
+        ("blocks.0.mlp.norm.weight", "a LayerNorm inside the MLP (scale_mlp_norm)"),
+        ("blocks.0.mlp.fc1_g.weight", "a gated (SwiGLU) MLP"),
+        ("blocks.0.attn.relative_position_bias_table", "relative position bias"),
+    ] {
+        if names.contains(tensor) {
+            return Err(format!("model.safetensors has '{tensor}': edgevit does not support {feature}"));
         }
     }
+    if !names.contains("cls_token") {
+        return Err("model.safetensors has no 'cls_token': edgevit needs a class token (class_token=True)".into());
+    }
+    let distilled = names.contains("dist_token");
+    let fc_norm = names.contains("fc_norm.weight");
+    let pool = cfg.get("global_pool").and_then(Value::as_str).unwrap_or(if fc_norm { "avg" } else { "token" });
+    let classifier = match (pool, fc_norm) {
+        ("token", false) if distilled => Classifier::ClassAndDistillationTokens,
+        ("token", false) => Classifier::ClassToken,
+        ("avg", true) if !distilled => Classifier::MeanOfPatches,
+        ("avg", false) => {
+            return Err(format!(
+                "{file}: global_pool 'avg' without fc_norm (a LayerNorm before pooling) is not supported"
+            ))
+        }
+        (pool, _) => {
+            return Err(format!(
+                "{file}: global_pool '{pool}'{} is not supported ('token', or 'avg' with fc_norm)",
+                if fc_norm { " with fc_norm" } else { "" }
+            ))
+        }
+    };
     // Sizes come from the weights themselves; the config supplies what they cannot.
     let patch = shape_of(st, "patch_embed.proj.weight")?;
     let [hidden, channels, ph, pw] = patch[..] else {
@@ -122,6 +150,9 @@ pub fn from_parts(cfg: &Value, st: &SafeTensors<'_>, opts: &TimmOptions, source:
         layer_norm_eps: 1e-6,
         activation: ActivationName::Gelu,
         qkv_bias: names.contains("blocks.0.attn.qkv.bias"),
+        family,
+        distillation_token: distilled,
+        classifier,
     };
     arch.validate().map_err(|e| format!("{file}: {e}"))?;
     let labels = labels(cfg, opts, num_labels)?;
@@ -135,7 +166,20 @@ pub fn from_parts(cfg: &Value, st: &SafeTensors<'_>, opts: &TimmOptions, source:
     out.insert("patch_embed.weight".into(), load("patch_embed.proj.weight".into(), &[d, channels, p, p])?);
     out.insert("patch_embed.bias".into(), load("patch_embed.proj.bias".into(), &[d])?);
     out.insert("cls_token".into(), load("cls_token".into(), &[1, 1, d])?);
-    out.insert("pos_embed".into(), load("pos_embed".into(), &[1, arch.tokens(), d])?);
+    if distilled {
+        out.insert("dist_token".into(), load("dist_token".into(), &[1, 1, d])?);
+    }
+    // With no_embed_class (DeiT III) the position embedding covers the patches only: the
+    // learned tokens get zeros, which is what adding none to them means.
+    let pos_rows = shape_of(st, "pos_embed")?.iter().product::<usize>() / d.max(1);
+    let pos = if pos_rows == arch.num_patches() && pos_rows != arch.tokens() {
+        let mut pos = vec![0.0; arch.prefix_tokens() * d];
+        pos.extend(load("pos_embed".into(), &[1, arch.num_patches(), d])?);
+        pos
+    } else {
+        load("pos_embed".into(), &[1, arch.tokens(), d])?
+    };
+    out.insert("pos_embed".into(), pos);
     for l in 0..num_layers {
         let src = |s: &str| format!("blocks.{l}.{s}");
         let dst = |s: &str| format!("layers.{l}.{s}");
@@ -159,11 +203,32 @@ pub fn from_parts(cfg: &Value, st: &SafeTensors<'_>, opts: &TimmOptions, source:
         for (from, to, shape) in pairs {
             out.insert(dst(to), load(src(from), &shape)?);
         }
+        // Layer scale multiplies the output of attention's projection and of the MLP.
+        for (gamma, layer) in [("ls1.gamma", "proj"), ("ls2.gamma", "fc2")] {
+            if names.contains(&src(gamma)) {
+                let g = load(src(gamma), &[d])?;
+                let mut w = out.remove(&dst(&format!("{layer}.weight"))).expect("loaded above");
+                let mut b = out.remove(&dst(&format!("{layer}.bias"))).expect("loaded above");
+                crate::fold_layer_scale(&mut w, &mut b, &g);
+                out.insert(dst(&format!("{layer}.weight")), w);
+                out.insert(dst(&format!("{layer}.bias")), b);
+            }
+        }
     }
-    out.insert("norm.weight".into(), load("norm.weight".into(), &[d])?);
-    out.insert("norm.bias".into(), load("norm.bias".into(), &[d])?);
-    out.insert("head.weight".into(), load("head.weight".into(), &[num_labels, d])?);
-    out.insert("head.bias".into(), load("head.bias".into(), &[num_labels])?);
+    // With average pooling, fc_norm normalises the mean and `norm` is absent (an identity).
+    let norm = if fc_norm { "fc_norm" } else { "norm" };
+    out.insert("norm.weight".into(), load(format!("{norm}.weight"), &[d])?);
+    out.insert("norm.bias".into(), load(format!("{norm}.bias"), &[d])?);
+    if distilled {
+        let head = (load("head.weight".into(), &[num_labels, d])?, load("head.bias".into(), &[num_labels])?);
+        let dist = (load("head_dist.weight".into(), &[num_labels, d])?, load("head_dist.bias".into(), &[num_labels])?);
+        let (weight, bias) = crate::average_heads(&head, &dist, d);
+        out.insert("head.weight".into(), weight);
+        out.insert("head.bias".into(), bias);
+    } else {
+        out.insert("head.weight".into(), load("head.weight".into(), &[num_labels, d])?);
+        out.insert("head.bias".into(), load("head.bias".into(), &[num_labels])?);
+    }
     if let Some(extra) = names.difference(&used).next() {
         return Err(format!(
             "unexpected tensor '{extra}' in model.safetensors: a timm ViT with {num_layers} blocks does not have it"
