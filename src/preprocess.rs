@@ -37,6 +37,68 @@ pub fn load_image(path: &Path) -> Result<RgbImage> {
 
 /// [`load_image`] on bytes already in memory.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
+    let img = decode(bytes)?;
+    let (width, height) = (img.width(), img.height());
+    let mut data = vec![0u8; width * height * 3];
+    for (y, row) in data.chunks_exact_mut(width * 3).enumerate() {
+        img.rgb_row(y, row);
+    }
+    Ok(RgbImage { width, height, data })
+}
+
+/// A decoded image in the decoder's own pixel format (grey, grey+alpha, RGB, RGBA, 8 or 16
+/// bits), converted to RGB one row at a time as the resize reads it: a 16000 x 16000 grey PNG
+/// costs its 256 MB once, not again as a 768 MB RGB copy.
+pub struct DecodedImage(image::DynamicImage);
+
+impl DecodedImage {
+    pub fn width(&self) -> usize {
+        self.0.width() as usize
+    }
+    pub fn height(&self) -> usize {
+        self.0.height() as usize
+    }
+
+    /// Row `y` as 8-bit RGB, the way PIL's `convert("RGB")` makes it (see [`load_image`]).
+    pub fn rgb_row(&self, y: usize, row: &mut [u8]) {
+        use image::DynamicImage as D;
+        let w = self.width();
+        let px = row.chunks_exact_mut(3);
+        match &self.0 {
+            D::ImageRgb8(b) => row.copy_from_slice(&b.as_raw()[y * w * 3..][..w * 3]),
+            D::ImageLuma8(b) => px.zip(&b.as_raw()[y * w..][..w]).for_each(|(p, &v)| p.fill(v)),
+            D::ImageLumaA8(b) => {
+                px.zip(b.as_raw()[y * w * 2..][..w * 2].chunks_exact(2)).for_each(|(p, s)| p.fill(s[0]))
+            }
+            D::ImageRgba8(b) => {
+                px.zip(b.as_raw()[y * w * 4..][..w * 4].chunks_exact(4)).for_each(|(p, s)| p.copy_from_slice(&s[..3]))
+            }
+            D::ImageLuma16(b) => px.zip(&b.as_raw()[y * w..][..w]).for_each(|(p, &v)| p.fill((v >> 8) as u8)),
+            D::ImageLumaA16(b) => {
+                px.zip(b.as_raw()[y * w * 2..][..w * 2].chunks_exact(2)).for_each(|(p, s)| p.fill((s[0] >> 8) as u8))
+            }
+            D::ImageRgb16(b) => {
+                row.iter_mut().zip(&b.as_raw()[y * w * 3..][..w * 3]).for_each(|(p, &v)| *p = (v >> 8) as u8)
+            }
+            D::ImageRgba16(b) => px
+                .zip(b.as_raw()[y * w * 4..][..w * 4].chunks_exact(4))
+                .for_each(|(p, s)| p.copy_from_slice(&[(s[0] >> 8) as u8, (s[1] >> 8) as u8, (s[2] >> 8) as u8])),
+            // Float images (no JPEG or PNG decodes to them): converted one row at a time too.
+            other => {
+                let strip = other.crop_imm(0, y as u32, w as u32, 1).to_rgb8();
+                row.copy_from_slice(strip.as_raw());
+            }
+        }
+    }
+
+    /// Resize, crop, rescale and normalise (see [`preprocess_rows`]).
+    pub fn preprocess_into(&self, p: &Preprocess, out: &mut Vec<f32>) {
+        preprocess_rows(self.width(), self.height(), |y, row| self.rgb_row(y, row), p, out);
+    }
+}
+
+/// Decodes a JPEG or PNG (EXIF orientation applied), keeping its pixel format.
+pub fn decode(bytes: &[u8]) -> Result<DecodedImage, String> {
     use image::{DynamicImage, ImageDecoder, ImageReader};
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -58,26 +120,10 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
         img.apply_orientation(orientation);
         img
     };
-    let (width, height) = (img.width() as usize, img.height() as usize);
-    if width == 0 || height == 0 {
-        return Err(format!("image is {width}x{height}: nothing to classify"));
+    if img.width() == 0 || img.height() == 0 {
+        return Err(format!("image is {}x{}: nothing to classify", img.width(), img.height()));
     }
-    let data = match img {
-        DynamicImage::ImageRgb8(b) => b.into_raw(),
-        DynamicImage::ImageLuma8(b) => b.into_raw().iter().flat_map(|&v| [v, v, v]).collect(),
-        DynamicImage::ImageLumaA8(b) => b.into_raw().chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
-        DynamicImage::ImageRgba8(b) => b.into_raw().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
-        DynamicImage::ImageLuma16(b) => b.into_raw().iter().flat_map(|&v| [(v >> 8) as u8; 3]).collect(),
-        DynamicImage::ImageLumaA16(b) => b.into_raw().chunks_exact(2).flat_map(|p| [(p[0] >> 8) as u8; 3]).collect(),
-        DynamicImage::ImageRgb16(b) => b.into_raw().iter().map(|&v| (v >> 8) as u8).collect(),
-        DynamicImage::ImageRgba16(b) => b
-            .into_raw()
-            .chunks_exact(4)
-            .flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8])
-            .collect(),
-        other => other.to_rgb8().into_raw(),
-    };
-    Ok(RgbImage { width, height, data })
+    Ok(DecodedImage(img))
 }
 
 /// Decodes a JPEG to RGB (or grey) with zune-jpeg in strict mode, so that a file cut short or
@@ -129,8 +175,12 @@ fn decode_jpeg_strict(bytes: &[u8]) -> Result<image::DynamicImage, String> {
 
 /// Loads an image file and preprocesses it for `config`'s model.
 pub fn load_and_preprocess(path: &Path, config: &ModelConfig) -> Result<Vec<f32>> {
-    let img = load_image(path)?;
-    Ok(preprocess(&img, &config.preprocess))
+    let bytes = crate::files::read_regular(path, MAX_IMAGE_FILE_BYTES, "image")?;
+    let img = decode(&bytes).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    drop(bytes);
+    let mut out = Vec::new();
+    img.preprocess_into(&config.preprocess, &mut out);
+    Ok(out)
 }
 
 /// Resize, crop, rescale and normalise into a CHW f32 tensor.

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use crate::config::Preprocess;
 use crate::error::{Error, Result};
-use crate::preprocess::{decode_image, preprocess_rows, MAX_IMAGE_SIDE};
+use crate::preprocess::{decode, preprocess_rows, MAX_IMAGE_SIDE};
 
 /// How the frames of a stream are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -454,14 +454,15 @@ pub struct StreamOptions {
 /// Turns one frame's bytes into the model's input tensor.
 pub fn prepare_frame(bytes: &[u8], opts: &StreamOptions, p: &Preprocess, out: &mut Vec<f32>) -> Result<()> {
     if opts.format == FrameFormat::Mjpeg {
-        let img = decode_image(bytes).map_err(|e| Error::Input(format!("corrupt JPEG: {e}")))?;
-        if let Some((w, h)) = opts.size.filter(|&s| s != (img.width, img.height)) {
+        let img = decode(bytes).map_err(|e| Error::Input(format!("corrupt JPEG: {e}")))?;
+        if let Some((w, h)) = opts.size.filter(|&s| s != (img.width(), img.height())) {
             return Err(Error::Input(format!(
                 "the JPEG is {}x{}, not the {w}x{h} --frame-size says",
-                img.width, img.height
+                img.width(),
+                img.height()
             )));
         }
-        preprocess_rows(img.width, img.height, |y, row| row.copy_from_slice(img.row(y)), p, out);
+        img.preprocess_into(p, out);
         return Ok(());
     }
     let (w, h) = opts.size.ok_or_else(|| Error::Input("raw frames need a frame size".into()))?;
