@@ -20,15 +20,21 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
 
 /// The 4 x 16 sums with f32 accumulation; also the half-precision kernel's fallback.
 ///
+/// Four k at a time, each row's four values are one `ldr q` and the products `fmla` by element
+/// (as in `f32_gemm_4x16_neon`: no broadcast load per row and k on the vector pipes). Each sum
+/// adds its products in k order.
+///
 /// # Safety
 /// Each `rp[r]` must address k readable floats and `panel` k * 16 halves.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn body(rp: &[*const f32; 4], k: usize, panel: *const u16) -> [[float32x4_t; 4]; 4] {
     let mut c = [[vdupq_n_f32(0.0); 4]; 4];
-    for kk in 0..k {
+    /// One k-row of the panel (16 halves at `p`) widened to four f32x4.
+    #[inline(always)]
+    unsafe fn widen(p: *const u16) -> [float32x4_t; 4] {
         let (w0, w1, w2, w3): (float32x4_t, float32x4_t, float32x4_t, float32x4_t);
-        // SAFETY: reads the 32 bytes of halves at kk * 16 (in bounds, see above) and writes
-        // only the declared registers.
+        // SAFETY: reads the 32 bytes at `p` (the caller's bound) and writes only the declared
+        // registers.
         unsafe {
             asm!(
                 "ldp {h0:q}, {h1:q}, [{p}]",
@@ -36,7 +42,7 @@ pub(super) unsafe fn body(rp: &[*const f32; 4], k: usize, panel: *const u16) -> 
                 "fcvtl2 {w1:v}.4s, {h0:v}.8h",
                 "fcvtl {w2:v}.4s, {h1:v}.4h",
                 "fcvtl2 {w3:v}.4s, {h1:v}.8h",
-                p = in(reg) panel.add(kk * NR),
+                p = in(reg) p,
                 h0 = out(vreg) _,
                 h1 = out(vreg) _,
                 w0 = out(vreg) w0,
@@ -46,13 +52,41 @@ pub(super) unsafe fn body(rp: &[*const f32; 4], k: usize, panel: *const u16) -> 
                 options(pure, readonly, nostack),
             );
         }
+        [w0, w1, w2, w3]
+    }
+    /// Row `kk + L` of the panel times lane L of each row's four values.
+    #[inline(always)]
+    unsafe fn step<const L: i32>(c: &mut [[float32x4_t; 4]; 4], x: &[float32x4_t; 4], p: *const u16) {
+        // SAFETY: the caller passes a k-row in bounds.
+        let w = unsafe { widen(p) };
         for r in 0..4 {
-            // SAFETY: kk < k, so a[r][kk] is in bounds (see above).
+            for j in 0..4 {
+                c[r][j] = vfmaq_laneq_f32::<L>(c[r][j], w[j], x[r]);
+            }
+        }
+    }
+    let mut kk = 0;
+    while kk + 4 <= k {
+        // SAFETY: kk + 4 <= k: four values of each row and four k-rows of the panel are in bounds.
+        unsafe {
+            let x = [vld1q_f32(rp[0].add(kk)), vld1q_f32(rp[1].add(kk)), vld1q_f32(rp[2].add(kk)), vld1q_f32(rp[3].add(kk))];
+            let p = panel.add(kk * NR);
+            step::<0>(&mut c, &x, p);
+            step::<1>(&mut c, &x, p.add(NR));
+            step::<2>(&mut c, &x, p.add(2 * NR));
+            step::<3>(&mut c, &x, p.add(3 * NR));
+        }
+        kk += 4;
+    }
+    for kk in kk..k {
+        // SAFETY: kk < k: the k-row and a[r][kk] are in bounds (see above).
+        let w = unsafe { widen(panel.add(kk * NR)) };
+        for r in 0..4 {
+            // SAFETY: as above.
             let x = unsafe { *rp[r].add(kk) };
-            c[r][0] = vfmaq_n_f32(c[r][0], w0, x);
-            c[r][1] = vfmaq_n_f32(c[r][1], w1, x);
-            c[r][2] = vfmaq_n_f32(c[r][2], w2, x);
-            c[r][3] = vfmaq_n_f32(c[r][3], w3, x);
+            for j in 0..4 {
+                c[r][j] = vfmaq_n_f32(c[r][j], w[j], x);
+            }
         }
     }
     c
