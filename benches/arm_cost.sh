@@ -10,7 +10,8 @@
 # Prints, one line per network, dtype and core: instructions, estimated cycles and ms, and the
 # ratios to both peers (ViT-Ti/16 int8 and f32 on both cores, f16 on the Cortex-A76, where it
 # computes in half precision; ViT-B/16 int8 on the Cortex-A76). Then edgevit's top symbols per
-# run and its microkernels' inner loops (MACs per cycle, % of the core's peak).
+# run and its microkernels' inner loops (MACs per cycle, % of the core's peak,
+# benches/mca_inner_loops.py).
 #
 # --quick: ViT-Ti int8 only. CACHE_DIR (default $TMPDIR/armcount) keeps the peers' counts.
 # Peers: f16 runs are compared with the peers' f32 models (neither peer has an f16 one here).
@@ -60,12 +61,4 @@ done
 
 echo
 echo "== microkernel inner loops"
-k=edgevit_kernels::gemm
-python3 "$armcount/mca_kernels.py" "$bin" "$cache/mca" \
-  "$k::i8::i8_gemm_2x16c4_neon::run:int8:cortex-a72" \
-  "$k::i8::i8_gemm_4x16c4_neondot::body:int8:neoverse-n1" \
-  "$k::i8::i8_gemm_4x16c8_neoni8mm::body:int8mm:neoverse-n2" \
-  "$k::f16::f16_gemm_4x16_neon_fp16::body_on:f16:neoverse-n1" \
-  "$k::f16::f16_gemm_4x16_neon_fcvtl::body:f32:cortex-a72" \
-  "$k::f32::f32_gemm_4x16_neon::body:f32:cortex-a72" \
-  "$k::f32::f32_gemm_4x16_neon::body:f32:neoverse-n1" 2>/dev/null | grep '^|'
+python3 benches/mca_inner_loops.py "$bin" "$armcount"
