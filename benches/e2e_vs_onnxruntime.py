@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""End-to-end latency of edgevit against onnxruntime on ViT-B/16 at batch 1, in one run.
+"""End-to-end latency of edgevit against onnxruntime at batch 1, in one run: ViT-B/16 with random
+weights, or any Hugging Face ViT snapshot (`--snapshot ../shared/models/vit-tiny-imagenet`).
 
 Needs Python with torch, transformers, onnx, onnxscript and onnxruntime (not needed by CI):
 
     python3 -m venv /tmp/bench && /tmp/bench/bin/pip install torch transformers onnx onnxscript onnxruntime
     cargo build --release --workspace
-    /tmp/bench/bin/python benches/e2e_vs_onnxruntime.py [--threads 1 2] [--runs 20]
+    /tmp/bench/bin/python benches/e2e_vs_onnxruntime.py [--threads 1 2] [--runs 20] [--snapshot DIR]
 
 It makes a ViT-B/16 Hugging Face snapshot with random weights (google/vit-base-patch16-224's
 shape), exports it to ONNX, quantizes that with onnxruntime's quantize_dynamic (per-channel
@@ -46,7 +47,8 @@ def make_snapshot(dirname):
 
 
 def export_onnx(model, path):
-    dummy = torch.zeros(1, 3, 224, 224)
+    size = model.config.image_size
+    dummy = torch.zeros(1, 3, size, size)
     torch.onnx.export(model, (dummy,), path, input_names=["pixel_values"], output_names=["logits"], opset_version=17, dynamo=True, external_data=False)
 
 
@@ -74,14 +76,28 @@ def time_edgevit(model, npys, threads):
     return statistics.median(l["ms"] for l in lines), [l["top"][0]["index"] for l in lines]
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--snapshot", help="a Hugging Face ViT snapshot folder (default: ViT-B/16 with random weights)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        snap = os.path.join(tmp, "vit-b16")
-        model = make_snapshot(snap)
+        if args.snapshot:
+            snap, name = args.snapshot, os.path.basename(os.path.normpath(args.snapshot))
+            model = ViTForImageClassification.from_pretrained(snap).eval()
+        else:
+            snap, name = os.path.join(tmp, "vit-b16"), "ViT-B/16 (random weights)"
+            model = make_snapshot(snap)
+        size = model.config.image_size
         onnx_f32 = os.path.join(tmp, "vit-b16.onnx")
         onnx_i8 = os.path.join(tmp, "vit-b16.int8.onnx")
         export_onnx(model, onnx_f32)
@@ -91,14 +107,14 @@ def main():
             ev[dtype] = os.path.join(tmp, f"vit-b16.{dtype}.evit")
             subprocess.run([TOOLS, "quantize", snap, "--dtype", dtype, "-o", ev[dtype]], check=True)
         rng = np.random.default_rng(0)
-        inputs = [rng.standard_normal((3, 224, 224)).astype(np.float32) for _ in range(args.runs)]
+        inputs = [rng.standard_normal((3, size, size)).astype(np.float32) for _ in range(args.runs)]
         npys = []
         for i, x in enumerate(inputs):
             p = os.path.join(tmp, f"in{i}.npy")
             np.save(p, x)
             npys.append(p)
 
-        print(f"ViT-B/16, batch 1, {args.runs} inputs, medians; {platform.processor() or platform.machine()}, onnxruntime {ort.__version__}")
+        print(f"{name}, batch 1, {args.runs} inputs, medians; {cpu_name()}, {os.cpu_count()} cores, onnxruntime {ort.__version__}")
         print(f"{'dtype':<6} {'threads':>7} {'edgevit ms':>11} {'onnxruntime ms':>15} {'ratio':>7}")
         tops = {}
         for dtype, onnx_path in [("f32", onnx_f32), ("int8", onnx_i8)]:
@@ -109,7 +125,7 @@ def main():
                 print(f"{dtype:<6} {t:>7} {e_ms:>11.1f} {o_ms:>15.1f} {e_ms / o_ms:>6.2f}x")
         for engine in ["edgevit", "ort"]:
             same = sum(a == b for a, b in zip(tops[("f32", engine)], tops[("int8", engine)]))
-            print(f"{engine}: int8 top-1 agrees with its own f32 on {same}/{args.runs} inputs (random weights)")
+            print(f"{engine}: int8 top-1 agrees with its own f32 on {same}/{args.runs} random inputs")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,36 @@ pub struct BenchReport {
     pub peak_rss_mb: Option<f64>,
     /// Share of the timed runs' forward time per kind of operation, in forward order.
     pub op_share: Vec<OpShare>,
+    /// Where the figures come from, so that results from many boards can be compared.
+    pub machine: Machine,
+}
+
+/// The binary and the machine a benchmark ran on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub edgevit: &'static str,
+    pub commit: &'static str,
+    pub target: &'static str,
+    pub cpu: Option<String>,
+    pub cores: usize,
+    pub cpu_features: Vec<&'static str>,
+    /// UTC, YYYY-MM-DD.
+    pub date: String,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        use crate::version;
+        Machine {
+            edgevit: version::VERSION,
+            commit: version::COMMIT,
+            target: version::TARGET,
+            cpu: version::cpu_model(),
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpu_features: version::cpu_features(),
+            date: version::utc_date(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -139,6 +169,7 @@ pub fn run(
         achieved_gops: gops / (p50 / 1e3),
         peak_rss_mb: peak_rss_mb(),
         op_share: ops.entries().iter().map(|&(op, d)| OpShare { op, share: d.as_secs_f64() / total }).collect(),
+        machine: Machine::this(),
     })
 }
 

@@ -389,6 +389,17 @@ pub const DEFAULT_KEEP_F32: &[&str] = &["patch_embed", "head"];
 /// Linear layers that `keep_f32` may name.
 pub const KEEPABLE_F32: [&str; 2] = ["patch_embed", "head"];
 
+impl WeightDType {
+    /// The word `--dtype` takes and messages use.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDType::F32 => "f32",
+            WeightDType::Int8 => "int8",
+            WeightDType::F16 => "f16",
+        }
+    }
+}
+
 impl WeightStorage {
     pub fn f32() -> Self {
         WeightStorage { dtype: WeightDType::F32, keep_f32: Vec::new() }

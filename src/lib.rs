@@ -38,6 +38,7 @@
 //! # Ok::<(), edgevit::Error>(())
 //! ```
 
+pub mod args;
 pub mod bench;
 pub mod config;
 pub mod error;
@@ -48,6 +49,7 @@ pub mod npy;
 pub mod preprocess;
 pub mod stream;
 pub mod synth;
+pub mod version;
 
 pub use config::{Architecture, ModelConfig, Preprocess};
 pub use error::{Error, Result};

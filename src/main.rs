@@ -148,6 +148,9 @@ struct Info {
     /// read the model file into memory instead of mapping it
     #[argh(switch)]
     no_mmap: bool,
+    /// print only the class labels, one per line in index order
+    #[argh(switch)]
+    labels: bool,
 }
 
 /// The most worker threads `--threads` accepts: far beyond any board's cores, and small enough
@@ -186,19 +189,7 @@ fn parse_args() -> Cli {
         .collect();
     let cmd = Path::new(&strings[0]).file_name().and_then(|n| n.to_str()).unwrap_or("edgevit");
     let rest: Vec<&str> = strings[1..].iter().map(String::as_str).collect();
-    match Cli::from_args(&[cmd], &rest) {
-        Ok(cli) => cli,
-        Err(argh::EarlyExit { output, status }) => match status {
-            Ok(()) => {
-                print!("{output}");
-                std::process::exit(0)
-            }
-            Err(()) => {
-                eprint!("{output}");
-                std::process::exit(1)
-            }
-        },
-    }
+    edgevit::args::parse(cmd, &rest)
 }
 
 /// The input path an argument named: the original bytes of a non-UTF-8 one.
@@ -321,7 +312,8 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
     let is_yuv = matches!(format, FrameFormat::Yuv420p | FrameFormat::Nv12);
     if !is_yuv && (args.yuv_matrix.is_some() || args.yuv_range.is_some()) {
         return Err(Error::Input(format!(
-            "--yuv-matrix and --yuv-range apply to yuv420p and nv12 frames, not {format:?}"
+            "--yuv-matrix and --yuv-range apply to yuv420p and nv12 frames, not {}",
+            format.name()
         )));
     }
     let opts = StreamOptions {
@@ -495,6 +487,13 @@ fn info(args: Info) -> Result<ExitCode, Error> {
     // Formatting into a String cannot fail.
     macro_rules! w {
         ($($arg:tt)*) => { let _ = writeln!(out, $($arg)*); };
+    }
+    if args.labels {
+        for label in model.labels() {
+            w!("{}", printable(label));
+        }
+        emit(&out);
+        return Ok(ExitCode::SUCCESS);
     }
     let c = model.config();
     let a = &c.architecture;

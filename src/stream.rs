@@ -28,6 +28,19 @@ pub enum FrameFormat {
 impl FrameFormat {
     pub const NAMES: &'static str = "yuv420p, nv12, rgb24, bgr24, rgba, gray8, mjpeg";
 
+    /// The word `--frame-format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Yuv420p => "yuv420p",
+            Self::Nv12 => "nv12",
+            Self::Rgb24 => "rgb24",
+            Self::Bgr24 => "bgr24",
+            Self::Rgba => "rgba",
+            Self::Gray8 => "gray8",
+            Self::Mjpeg => "mjpeg",
+        }
+    }
+
     /// Bytes of one raw frame of `width x height`; `None` for MJPEG (frames vary) or overflow.
     pub fn frame_len(self, width: usize, height: usize) -> Option<usize> {
         let pixels = width.checked_mul(height)?;
@@ -176,7 +189,8 @@ impl<'a> RawFrame<'a> {
         match format.frame_len(width, height) {
             Some(n) if n == data.len() => Ok(RawFrame { format, width, height, data }),
             Some(n) => Err(Error::Input(format!(
-                "a {width}x{height} {format:?} frame is {n} bytes, but {} were given",
+                "a {width}x{height} {} frame is {n} bytes, but {} were given",
+                format.name(),
                 data.len()
             ))),
             None => Err(Error::Input(format!("frame size {width}x{height} is too large"))),
@@ -274,7 +288,7 @@ impl<R: Read> FrameReader<R> {
         let frame_len = match (format, size) {
             (FrameFormat::Mjpeg, _) => 0,
             (_, None) => {
-                return Err(Error::Input(format!("--frame-size WxH is required for {format:?} frames")));
+                return Err(Error::Input(format!("--frame-size WxH is required for {} frames", format.name())));
             }
             (_, Some((w, h))) if w == 0 || h == 0 || w > MAX_IMAGE_SIDE as usize || h > MAX_IMAGE_SIDE as usize => {
                 return Err(Error::Input(format!(

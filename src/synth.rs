@@ -194,7 +194,7 @@ pub fn build_architecture(arch: &Architecture, name: &str, dtype: WeightDType, s
 
 /// [`build`], opened as a model file held in memory.
 pub fn open(preset: Preset, dtype: WeightDType, seed: u64) -> Result<EvitFile> {
-    let name = format!("<random {} {dtype:?}>", preset.name());
+    let name = format!("random {} {}", preset.name(), dtype.name());
     EvitFile::from_bytes(&name, build(preset, dtype, seed)?)
 }
 

@@ -123,7 +123,10 @@ fn nonsense_flags_and_damaged_models_are_clear_errors() {
     assert_clean_failure(&edgevit(&["classify", "-m", m, "--logits", img]), "--logits needs --json");
     assert_clean_failure(&edgevit(&["classify", "-m", m, "--threads", "0", img]), "--threads must be at least 1");
     assert_clean_failure(&edgevit(&["classify", "-m", m]), "no inputs given");
-    assert_clean_failure(&edgevit(&["classify", "-m", m, "--frobnicate", img]), "Unrecognized argument");
+    let unknown = edgevit(&["classify", "-m", m, "--frobnicate", img]);
+    assert_clean_failure(&unknown, "edgevit: Unrecognized argument: --frobnicate (see `edgevit classify --help`)");
+    assert_eq!(text(&unknown.stderr).lines().count(), 1, "{}", text(&unknown.stderr));
+    assert_clean_failure(&edgevit(&["frobnicate"]), "(see `edgevit --help`)");
     assert_clean_failure(&edgevit(&["classify", "-m", "/no/such/model.evit", img]), "/no/such/model.evit");
 
     let dir = tempfile::tempdir().unwrap();
@@ -235,6 +238,11 @@ fn bench_reports_latency_memory_compute_and_op_shares() {
         assert!((shares - 1.0).abs() < 1e-6, "{r}");
         assert!(r["op_share"].as_array().unwrap().iter().any(|o| o["op"] == "attention"));
         assert!(!r["kernels"].as_array().unwrap().is_empty());
+        let machine = &r["machine"];
+        assert_eq!(machine["edgevit"], env!("CARGO_PKG_VERSION"), "{r}");
+        assert_eq!(machine["target"], edgevit::version::TARGET, "{r}");
+        assert!(machine["cores"].as_u64().is_some_and(|n| n >= 1) && machine["commit"].is_string(), "{r}");
+        assert!(machine["date"].as_str().is_some_and(|d| d.len() == 10 && d.starts_with("20")), "{r}");
         if cfg!(target_os = "linux") {
             assert!(p("peak_rss_mb") > 1.0);
         }
@@ -277,4 +285,24 @@ fn info_describes_groups_and_no_mmap_classifies_the_same() {
         v
     };
     assert_eq!(strip(&mapped), strip(&read));
+}
+
+#[test]
+fn version_names_the_build_and_the_cpu() {
+    let out = edgevit(&["--version"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let first = format!("edgevit {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(s.starts_with(&first) && s.contains(edgevit::version::TARGET), "{s}");
+    assert!(s.contains("cores; features:") && s.contains(edgevit_kernels::gemm::i8::I8Kernel::best().name()), "{s}");
+}
+
+#[test]
+fn info_labels_prints_every_label_in_order() {
+    let out = edgevit(&["info", "-m", tiny_int8().to_str().unwrap(), "--labels"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let model = edgevit::Model::open(tiny_int8()).unwrap();
+    let printed: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(printed.len(), 1000);
+    assert_eq!(printed, model.labels());
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use argh::FromArgs;
+use edgevit::config::Family;
 use edgevit_tools::quantize::{parse_keep_f32, storage, write_model_with_progress, StoreDType, DEFAULT_KEEP_F32};
 use edgevit_tools::timm::TimmOptions;
 
@@ -90,7 +91,9 @@ struct Quantize {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli: Cli = edgevit::args::parse("edgevit-tools", &args);
     let result = match cli.command {
         Command::Quantize(q) => quantize(q),
         Command::Compare(c) => compare(c),
@@ -110,10 +113,11 @@ fn synth(args: Synth) -> Result<(), String> {
     let bytes = edgevit::synth::build(args.arch, dtype, args.seed).map_err(|e| e.to_string())?;
     edgevit::format::write_bytes(&args.output, &bytes).map_err(|e| e.to_string())?;
     eprintln!(
-        "edgevit-tools: wrote {} ({:.1} MB, random {} {dtype:?} weights, seed {})",
+        "edgevit-tools: wrote {} ({:.1} MB, random {} {} weights, seed {})",
         args.output.display(),
         bytes.len() as f64 / 1e6,
         args.arch.name(),
+        dtype.name(),
         args.seed
     );
     Ok(())
@@ -159,10 +163,16 @@ fn quantize(args: Quantize) -> Result<(), String> {
     let model = edgevit_tools::import(&snapshot, &opts)?;
     let is_timm = edgevit_tools::is_timm_folder(&snapshot);
     if !is_timm && !snapshot.join("preprocessor_config.json").exists() {
+        let a = &model.config.architecture;
+        let defaults = match a.family {
+            Family::Vit => {
+                format!("ViTImageProcessor's defaults (resize to {}x{} bilinear", a.image_height, a.image_width)
+            }
+            Family::Deit => "DeiTImageProcessor's defaults (resize to 256x256 bicubic, centre crop 224x224".to_string(),
+        };
         eprintln!(
-            "edgevit-tools: note: no preprocessor_config.json; using ViTImageProcessor's defaults \
-             (resize to {}x{} bilinear, rescale 1/255, normalise with mean 0.5 and std 0.5)",
-            model.config.architecture.image_height, model.config.architecture.image_width
+            "edgevit-tools: note: no preprocessor_config.json; using {defaults}, rescale 1/255, normalise with mean \
+             0.5 and std 0.5)"
         );
     }
     for name in &model.unused {

@@ -214,3 +214,13 @@ fn quantizes_a_timm_folder_with_heads_and_labels_given() {
         "2 names",
     );
 }
+
+#[test]
+fn version_and_flag_errors_name_the_program_and_the_subcommand_help() {
+    let v = tools(&["--version"]);
+    assert!(v.status.success());
+    assert!(String::from_utf8_lossy(&v.stdout)
+        .starts_with(&format!("edgevit-tools {} (commit ", env!("CARGO_PKG_VERSION"))));
+    let bad = tools(&["quantize", "snap", "--frobnicate"]);
+    assert_one_line_error(&bad, "Unrecognized argument: --frobnicate (see `edgevit-tools quantize --help`)");
+}
