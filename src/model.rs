@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use edgevit_kernels::attention::{attention, AttentionKernels, AttentionScratch, AttentionShape};
-use edgevit_kernels::gemm::f16::{f16_gemm, F16Kernel, PackedF16};
+use edgevit_kernels::gemm::f16::{f16_gemm, f16_gemm_halves, round_row_to_halves, F16Kernel, PackedF16};
 use edgevit_kernels::gemm::f32::{f32_gemm, F32Kernel, PackedF32};
 use edgevit_kernels::gemm::i8::{i8_gemm, I8Kernel, PackedI8, QuantRows};
 use edgevit_kernels::gemm::pack::{k4n16_channel_sums, padded_k};
@@ -102,6 +102,9 @@ impl LinearWeights {
     fn is_int8(&self) -> bool {
         matches!(self, LinearWeights::Int8 { .. })
     }
+    fn is_f16(&self) -> bool {
+        matches!(self, LinearWeights::F16 { .. })
+    }
 }
 
 struct LayerWeights {
@@ -127,6 +130,8 @@ struct Weights {
 enum LinearInput<'a> {
     F32(&'a [f32]),
     Int8(QuantRows<'a>),
+    /// Rows already rounded to half, packed, for a half-precision f16 kernel.
+    Halves(&'a [u16]),
 }
 
 /// An open model. `Send + Sync`: threads may share one, each with its own [`Session`].
@@ -279,7 +284,8 @@ impl Model {
     /// Scratch buffers for one forward pass at a time, sized for the current rayon pool's
     /// threads (make sessions after configuring the pool).
     pub fn session(&self) -> Session {
-        Session::new(self.architecture())
+        let halves = self.f16_kernel.half_arithmetic() && self.file.header().config.weights.dtype == WeightDType::F16;
+        Session::new(self.architecture(), halves)
     }
 
     fn f32s(&self, index: usize) -> &[f32] {
@@ -294,6 +300,11 @@ impl Model {
     }
     fn u16s(&self, index: usize) -> &[u16] {
         bytemuck::cast_slice(self.file.tensor_bytes(index))
+    }
+
+    /// How inputs are prepared for this model's kernels.
+    fn prep(&self) -> Prep {
+        Prep { i8: self.i8_kernel, halves: self.f16_kernel.half_arithmetic() }
     }
 
     /// `out` (rows x out features, row stride `ldo`) gets `input * W^T + b`, stored, activated
@@ -316,6 +327,11 @@ impl Model {
             (LinearWeights::F16 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
                 let w = PackedF16 { data: self.u16s(weight), n, k };
                 f16_gemm(self.f16_kernel, x, k, rows, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
+            }
+            (LinearWeights::F16 { weight, bias, out: n, inp: k }, LinearInput::Halves(x)) => {
+                let w = PackedF16 { data: self.u16s(weight), n, k };
+                let bias = bias.map(|b| self.f32s(b));
+                f16_gemm_halves(self.f16_kernel, x, rows, w, bias, out, ldo, epilogue, threads);
             }
             (LinearWeights::Int8 { weight, scale, sum, bias, out: n, inp: k }, LinearInput::Int8(q)) => {
                 let w = PackedI8 { data: self.i8s(weight), n, k, scales: self.f32s(scale), sums: self.i32s(sum) };
@@ -352,7 +368,7 @@ impl Model {
         // Patch embedding: a convolution with stride = kernel is a matmul over flattened patches.
         im2col(pixels, a, patches);
         let np = a.num_patches();
-        let input = prepare(&w.patch, patches, np, a.patch_len(), q, self.i8_kernel);
+        let input = prepare(&w.patch, patches, np, a.patch_len(), q, self.prep());
         let prefix = a.prefix_tokens();
         self.linear(&w.patch, input, np, &mut x[prefix * d..], d, Epilogue::Store);
         x[..d].copy_from_slice(self.f32s(w.cls));
@@ -370,18 +386,18 @@ impl Model {
         let attn = self.attention_kernels();
         for l in &w.layers {
             let ln = (self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
-            let input = normalize_and_prepare(&l.qkv, x, ln, h, t, q, self.i8_kernel);
+            let input = normalize_and_prepare(&l.qkv, x, ln, h, t, q, self.prep());
             clock.lap(&mut times.layernorm);
             self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
             clock.lap(&mut times.qkv);
             attention(attn, qkv, ctx, scores, shape, threads);
             clock.lap(&mut times.attention);
-            let input = prepare(&l.proj, ctx, t, d, q, self.i8_kernel);
+            let input = prepare(&l.proj, ctx, t, d, q, self.prep());
             self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);
             clock.lap(&mut times.projection);
 
             let ln = (self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
-            let input = normalize_and_prepare(&l.fc1, x, ln, h, t, q, self.i8_kernel);
+            let input = normalize_and_prepare(&l.fc1, x, ln, h, t, q, self.prep());
             clock.lap(&mut times.layernorm);
             // An int8 fc2 takes GELU in the row pass that quantizes its input; otherwise fc1's
             // epilogue applies the activation.
@@ -389,9 +405,9 @@ impl Model {
             let fc1_epilogue = if gelu_in_quantize { Epilogue::Store } else { Epilogue::Activate(act) };
             self.linear(&l.fc1, input, t, mlp, inter, fc1_epilogue);
             let input = if gelu_in_quantize {
-                prepare_gelu(mlp, t, inter, q, self.i8_kernel)
+                prepare_gelu(mlp, t, inter, q, self.prep())
             } else {
-                prepare(&l.fc2, mlp, t, inter, q, self.i8_kernel)
+                prepare(&l.fc2, mlp, t, inter, q, self.prep())
             };
             self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate);
             clock.lap(&mut times.mlp);
@@ -413,7 +429,7 @@ impl Model {
         }
         clock.lap(&mut times.layernorm);
         let width = a.head_inputs();
-        let input = prepare(&w.head, &h[..width], 1, width, q, self.i8_kernel);
+        let input = prepare(&w.head, &h[..width], 1, width, q, self.prep());
         self.linear(&w.head, input, 1, logits, a.num_labels, Epilogue::Store);
         clock.lap(&mut times.classifier);
         if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
@@ -447,11 +463,17 @@ fn prepare<'a>(
     rows: usize,
     k: usize,
     q: &'a mut QuantBuffer,
-    kernel: I8Kernel,
+    prep: Prep,
 ) -> LinearInput<'a> {
+    // (A session made before `set_f16_kernel` chose a half-precision kernel has no room for
+    // halves: its layers take the f32 path.)
+    if lin.is_f16() && prep.halves && q.halves.len() >= rows * k {
+        return halves_or_f32(&x[..rows * k], k, &mut q.halves);
+    }
     if !lin.is_int8() {
         return LinearInput::F32(&x[..rows * k]);
     }
+    let kernel = prep.i8;
     let stride = padded_k(k);
     let biased = kernel.wants_biased();
     let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
@@ -465,15 +487,9 @@ fn prepare<'a>(
 
 /// GELU of `rows` rows of `x` in place, quantized per row into `q` for an int8 layer, in one
 /// row pass ([`gelu_quantize_row`]).
-fn prepare_gelu<'a>(
-    x: &'a mut [f32],
-    rows: usize,
-    k: usize,
-    q: &'a mut QuantBuffer,
-    kernel: I8Kernel,
-) -> LinearInput<'a> {
+fn prepare_gelu<'a>(x: &'a mut [f32], rows: usize, k: usize, q: &'a mut QuantBuffer, prep: Prep) -> LinearInput<'a> {
     let stride = padded_k(k);
-    let biased = kernel.wants_biased();
+    let biased = prep.i8.wants_biased();
     let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
     let rows_in = x[..rows * k].par_chunks_exact_mut(k).zip(q.data[..rows * stride].par_chunks_exact_mut(stride));
     rows_in.zip(params).with_min_len(16).for_each(|((src, dst), (s, z))| {
@@ -493,15 +509,28 @@ fn normalize_and_prepare<'a>(
     h: &'a mut [f32],
     rows: usize,
     q: &'a mut QuantBuffer,
-    kernel: I8Kernel,
+    prep: Prep,
 ) -> LinearInput<'a> {
     let d = gamma.len();
     let rows_in = x[..rows * d].par_chunks_exact(d).zip(h[..rows * d].par_chunks_exact_mut(d));
+    if lin.is_f16() && prep.halves && q.halves.len() >= rows * d {
+        // Each row rounded to half as soon as it is normalised.
+        let dst = q.halves[..rows * d].par_chunks_exact_mut(d);
+        // Counted, not `all`: every row must be normalised even after one does not fit.
+        let overflowing = rows_in.zip(dst).with_min_len(8).map(|((x, h), dst)| {
+            layernorm_row(x, h, gamma, beta, eps);
+            usize::from(!round_row_to_halves(h, dst))
+        });
+        if overflowing.sum::<usize>() == 0 {
+            return LinearInput::Halves(&q.halves[..rows * d]);
+        }
+        return LinearInput::F32(&h[..rows * d]);
+    }
     if !lin.is_int8() {
         rows_in.with_min_len(8).for_each(|(x, h)| layernorm_row(x, h, gamma, beta, eps));
         return LinearInput::F32(&h[..rows * d]);
     }
-    let (stride, biased) = (padded_k(d), kernel.wants_biased());
+    let (stride, biased) = (padded_k(d), prep.i8.wants_biased());
     let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
     let dst = q.data[..rows * stride].par_chunks_exact_mut(stride);
     rows_in.zip(dst).zip(params).with_min_len(8).for_each(|(((x, h), dst), (s, z))| {
@@ -512,11 +541,32 @@ fn normalize_and_prepare<'a>(
     LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased })
 }
 
-/// Activations quantized per row for int8 layers: data (rows x K padded to 4), scales, offsets.
+/// Activations prepared for the next layer's kernel: quantized per row for int8 layers (data,
+/// rows x K padded to 4; scales; offsets), or rounded to half for a half-precision f16 kernel.
 struct QuantBuffer {
     data: Vec<i8>,
     scales: Vec<f32>,
     offsets: Vec<f32>,
+    halves: Vec<u16>,
+}
+
+/// What the preparation of a layer's input needs to know of the kernels.
+#[derive(Clone, Copy)]
+struct Prep {
+    i8: I8Kernel,
+    /// The f16 kernel computes in half precision: give it rows rounded to half once.
+    halves: bool,
+}
+
+/// `x` (rows of `k`) rounded to half into `halves`, row by row in parallel; the rows as they
+/// are when one overflows half (the f32 path keeps such a layer exact).
+fn halves_or_f32<'a>(x: &'a [f32], k: usize, halves: &'a mut [u16]) -> LinearInput<'a> {
+    let dst = halves[..x.len()].par_chunks_exact_mut(k);
+    if x.par_chunks_exact(k).zip(dst).with_min_len(8).all(|(src, dst)| round_row_to_halves(src, dst)) {
+        LinearInput::Halves(&halves[..x.len()])
+    } else {
+        LinearInput::F32(x)
+    }
 }
 
 /// Rearranges a CHW image into one row per patch (row-major over the patch grid), each row in
@@ -716,7 +766,8 @@ impl Laps {
 }
 
 impl Session {
-    fn new(a: &Architecture) -> Self {
+    /// `halves`: room for activations rounded to half (f16 models on half-precision kernels).
+    fn new(a: &Architecture, halves: bool) -> Self {
         let (t, d) = (a.tokens(), a.hidden_size);
         let widest = padded_k(d.max(a.intermediate_size).max(a.patch_len()));
         Session {
@@ -729,7 +780,16 @@ impl Session {
             // Keys and values in each kernel's form, and one score tile per thread.
             scores: AttentionScratch::new(attention_shape(a), rayon::current_num_threads()),
             logits: vec![0.0; a.num_labels],
-            q: QuantBuffer { data: vec![0; t * widest], scales: vec![0.0; t], offsets: vec![0.0; t] },
+            q: QuantBuffer {
+                data: vec![0; t * widest],
+                scales: vec![0.0; t],
+                offsets: vec![0.0; t],
+                halves: if halves {
+                    vec![0; t * d.max(a.intermediate_size).max(a.patch_len()).max(a.head_inputs())]
+                } else {
+                    Vec::new()
+                },
+            },
             times: OpTimes::default(),
         }
     }

@@ -168,6 +168,45 @@ pub fn f16_gemm(
     drive(Problem { m, n, k, mr, np: nr / NR }, out, ldo, epilogue, threads, columns, micro);
 }
 
+/// [`f16_gemm`] for a half-precision kernel on activations already rounded to half (`a`: `m`
+/// rows of `w.k` IEEE half bit patterns, packed): the model rounds each row once, in the pass
+/// that produces it, where `f16_gemm` would round it again for every panel (a quarter of the
+/// microkernel's instructions). The same results as `f16_gemm` on the unrounded rows, unless
+/// a tile overflows half: the retry with f32 accumulation then reads the rounded activations.
+#[allow(clippy::too_many_arguments)]
+pub fn f16_gemm_halves(
+    kernel: F16Kernel,
+    a: &[u16],
+    m: usize,
+    w: PackedF16<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    ldo: usize,
+    epilogue: Epilogue,
+    threads: Threads,
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(kernel.half_arithmetic(), "f16_gemm_halves: {} takes f32 activations", kernel.name());
+    assert!(a.len() >= m * k, "f16_gemm_halves: activations too short");
+    assert!(w.data.len() >= k1n16_len(n, k), "f16_gemm_halves: weights too short");
+    assert!(bias.is_none_or(|b| b.len() >= n), "f16_gemm_halves: bias too short");
+    let (mr, nr) = kernel.tile();
+    assert_eq!(nr, NR, "the half-precision kernels take one panel per call");
+    let columns = |col0: usize, cols: usize| Columns::float(bias.map(|b| &b[col0..]), cols);
+    let micro = |p0: usize, _panels: usize, cols: &Columns, m0: usize, out: OutBlock<'_>| {
+        kernel.run_block_halves(&a[m0 * k..], k, k, &w.data[p0 * k * NR..(p0 + 1) * k * NR], cols, out);
+    };
+    drive(Problem { m, n, k, mr, np: 1 }, out, ldo, epilogue, threads, columns, micro);
+}
+
+/// Rounds `src` to half into `dst` (see [`crate::rows::convert::to_halves`]); false if a
+/// value overflows half (or is NaN), where [`f16_gemm`] on the f32 values stays correct.
+pub fn round_row_to_halves(src: &[f32], dst: &mut [u16]) -> bool {
+    crate::rows::convert::to_halves(src, dst);
+    // Infinity and NaN have every exponent bit set.
+    !dst.iter().any(|&h| h & 0x7c00 == 0x7c00)
+}
+
 /// Checks one microkernel call's operands: a strip of `out.rows` rows of `a` and `panels`
 /// (at most `max_panels`) panels of `w`.
 #[allow(dead_code)] // used by the SIMD kernels of whichever architecture this is built for

@@ -235,3 +235,30 @@ fn the_half_precision_multiply_add_rounds_once() {
         }
     }
 }
+
+/// Activations rounded to half once (`f16_gemm_halves`) give the same bits as the kernels
+/// rounding them per panel, for every half-precision kernel this CPU runs, at ragged shapes
+/// and with threads; a value beyond half's range is reported, not rounded to infinity.
+#[test]
+fn rounding_activations_once_changes_no_bit() {
+    for kernel in F16Kernel::ALL.iter().copied().filter(|k| k.half_arithmetic() && k.supported()) {
+        for (m, n, k, threads) in [(1, 16, 1, 1), (5, 33, 17, 1), (9, 70, 40, 2), (197, 192, 96, 4)] {
+            let case = Case::new(m, n, k);
+            let mut halves = vec![0u16; m * k];
+            for (src, dst) in case.a.chunks_exact(k).zip(halves.chunks_exact_mut(k)) {
+                assert!(round_row_to_halves(src, dst));
+            }
+            for epilogue in [Epilogue::Store, Epilogue::Accumulate, Epilogue::Activate(Activation::Gelu)] {
+                let want = case.run(kernel, epilogue, true, 1);
+                let mut got = case.start.clone();
+                let w = case.weights();
+                f16_gemm_halves(kernel, &halves, m, w, Some(&case.bias), &mut got, n + 3, epilogue, Threads(threads));
+                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{} {m}x{n}x{k} {epilogue:?} threads {threads}", kernel.name());
+            }
+        }
+    }
+    let mut dst = [0u16; 3];
+    assert!(!round_row_to_halves(&[1.0, 70000.0, 2.0], &mut dst));
+    assert!(round_row_to_halves(&[1.0, 65504.0, -2.0], &mut dst));
+}
