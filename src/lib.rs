@@ -44,6 +44,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod format;
+pub mod inputs;
 pub mod model;
 pub mod npy;
 pub mod preprocess;

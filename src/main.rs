@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use argh::FromArgs;
 use edgevit::bench::BenchOptions;
+use edgevit::inputs::{self, Input, StdinContent};
 use edgevit::npy::{read_npy, NpyData};
 use edgevit::stream::{FrameFormat, StreamOptions, YuvMatrix, YuvRange};
 use edgevit::synth::Preset;
@@ -114,7 +115,11 @@ struct Classify {
     /// (default: wait for ever)
     #[argh(option)]
     frame_timeout: Option<f64>,
-    /// image or .npy files (options may come before or after them; `--` ends options)
+    /// with a folder among the inputs: search its subfolders too
+    #[argh(switch, short = 'r')]
+    recursive: bool,
+    /// image (JPEG, PNG, WebP, BMP) or .npy files, folders of them, or - for one on stdin
+    /// (options may come before or after them; `--` ends options)
     #[argh(positional)]
     inputs: Vec<PathBuf>,
 }
@@ -175,9 +180,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Arguments that are not valid UTF-8 (file names) stand in argh's String world as a token
-/// no real argument can contain (it starts with NUL), and are mapped back to the original
-/// bytes where inputs are read: see [`input_path`].
+/// Arguments that are not valid UTF-8 (file names), and `-`, stand in argh's String world as a
+/// token no real argument can contain (it starts with NUL), and are mapped back to the
+/// original bytes where inputs are read: see [`input_path`].
 const NON_UTF8_TOKEN: &str = "\0non-utf8-arg-";
 
 fn parse_args() -> Cli {
@@ -185,7 +190,10 @@ fn parse_args() -> Cli {
     let strings: Vec<String> = args
         .iter()
         .enumerate()
-        .map(|(i, a)| a.to_str().map(str::to_string).unwrap_or_else(|| format!("{NON_UTF8_TOKEN}{i}")))
+        // argh takes a lone "-" (stdin) for an unknown option: it travels as the same token.
+        .map(|(i, a)| {
+            a.to_str().filter(|&a| a != "-").map(str::to_string).unwrap_or_else(|| format!("{NON_UTF8_TOKEN}{i}"))
+        })
         .collect();
     let cmd = Path::new(&strings[0]).file_name().and_then(|n| n.to_str()).unwrap_or("edgevit");
     let rest: Vec<&str> = strings[1..].iter().map(String::as_str).collect();
@@ -262,19 +270,24 @@ fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 fn classify_files(args: &Classify, model: &Model) -> Result<ExitCode, Error> {
     let mut session = model.session();
     let mut failures = 0;
-    for arg in &args.inputs {
-        let input = &input_path(arg);
+    let paths: Vec<PathBuf> = args.inputs.iter().map(|a| input_path(a)).collect();
+    let inputs = inputs::expand(&paths, args.recursive);
+    let total = inputs.len();
+    for input in inputs {
         let start = Instant::now();
-        let result =
-            load_input(input, model).and_then(|pixels| model.forward(&pixels, &mut session).map(|l| l.to_vec()));
+        let result = input.and_then(|input| {
+            let pixels = load_input(&input, model)?;
+            Ok((input, model.forward(&pixels, &mut session)?.to_vec()))
+        });
         let ms = start.elapsed().as_secs_f64() * 1e3;
         match result {
-            Ok(logits) => {
+            Ok((input, logits)) => {
                 let top = top_k(&logits, args.top_k, model.labels());
+                let name = input.name();
                 let line = if args.json {
-                    json_line(input, &top, ms, args.logits.then_some(&logits[..]))
+                    json_line(&name, &top, ms, args.logits.then_some(&logits[..]))
                 } else {
-                    text_block(input, &top, ms)
+                    text_block(&name, &top, ms)
                 };
                 match emit(&format!("{line}\n")) {
                     Output::Written => {}
@@ -289,7 +302,7 @@ fn classify_files(args: &Classify, model: &Model) -> Result<ExitCode, Error> {
         }
     }
     if failures > 0 {
-        eprintln!("edgevit: {failures} of {} inputs failed", args.inputs.len());
+        eprintln!("edgevit: {failures} of {total} inputs failed");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -366,13 +379,30 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
 }
 
 /// Reads an image (decoded and preprocessed) or an already preprocessed `.npy` tensor.
-fn load_input(path: &Path, model: &Model) -> Result<Vec<f32>, Error> {
+fn load_input(input: &Input, model: &Model) -> Result<Vec<f32>, Error> {
+    let path = match input {
+        Input::File(path) => path,
+        Input::Stdin => {
+            return match inputs::read_stdin()? {
+                StdinContent::Image(img) => {
+                    let mut out = Vec::new();
+                    img.preprocess_into(&model.config().preprocess, &mut out);
+                    Ok(out)
+                }
+                StdinContent::Tensor(arr) => tensor_input(Path::new("-"), arr, model),
+            }
+        }
+    };
     let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
     if !is_npy {
         return preprocess::load_and_preprocess(path, model.config());
     }
+    tensor_input(path, read_npy(path)?, model)
+}
+
+/// A `.npy` tensor as the model's input, if it has the model's input shape and is float32.
+fn tensor_input(path: &Path, arr: edgevit::npy::NpyArray, model: &Model) -> Result<Vec<f32>, Error> {
     let a = model.architecture();
-    let arr = read_npy(path)?;
     let want = [a.num_channels, a.image_height, a.image_width];
     let shape_ok = arr.shape == want || (arr.shape.len() == 4 && arr.shape[0] == 1 && arr.shape[1..] == want);
     match arr.data {
@@ -394,9 +424,9 @@ fn load_input(path: &Path, model: &Model) -> Result<Vec<f32>, Error> {
     }
 }
 
-fn json_line(input: &Path, top: &[Prediction], ms: f64, logits: Option<&[f32]>) -> String {
+fn json_line(input: &str, top: &[Prediction], ms: f64, logits: Option<&[f32]>) -> String {
     let mut obj = serde_json::json!({
-        "input": input.to_string_lossy(),
+        "input": input,
         "top": top,
         "ms": (ms * 1000.0).round() / 1000.0,
     });
@@ -406,8 +436,8 @@ fn json_line(input: &Path, top: &[Prediction], ms: f64, logits: Option<&[f32]>) 
     obj.to_string()
 }
 
-fn text_block(input: &Path, top: &[Prediction], ms: f64) -> String {
-    let mut s = format!("{} ({ms:.1} ms)", printable(&input.to_string_lossy()));
+fn text_block(input: &str, top: &[Prediction], ms: f64) -> String {
+    let mut s = format!("{} ({ms:.1} ms)", printable(input));
     for p in top {
         s.push_str(&format!("\n  {:>6.2}%  {} [{}]", p.prob * 100.0, printable(&p.label), p.index));
     }

@@ -109,7 +109,7 @@ pub fn decode(bytes: &[u8]) -> Result<DecodedImage, String> {
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
     if reader.format().is_none() {
-        return Err("cannot decode image: unrecognised format (JPEG and PNG are supported)".into());
+        return Err("cannot decode image: unrecognised format (JPEG, PNG, WebP and BMP are supported)".into());
     }
     let img = if reader.format() == Some(image::ImageFormat::Jpeg) {
         decode_jpeg_strict(bytes)?

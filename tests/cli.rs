@@ -306,3 +306,55 @@ fn info_labels_prints_every_label_in_order() {
     assert_eq!(printed.len(), 1000);
     assert_eq!(printed, model.labels());
 }
+
+#[test]
+fn folders_and_stdin_are_inputs() {
+    use std::io::Write;
+    let demo = convert(&repo().join("demo/vit-mnist"), StoreDType::F32);
+    let m = demo.to_str().unwrap();
+    let examples = repo().join("demo/examples");
+    let mut pngs: Vec<String> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    pngs.sort();
+    // A folder gives its images in sorted order, the same results as naming each file.
+    let folder = edgevit(&["classify", "-m", m, "--json", examples.to_str().unwrap()]);
+    let files =
+        edgevit(&[&["classify", "-m", m, "--json"][..], &pngs.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+    assert!(folder.status.success() && files.status.success(), "{}", text(&folder.stderr));
+    let tops = |o: &Output| -> Vec<(String, serde_json::Value)> {
+        text(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["input"].as_str().unwrap().to_string(), v["top"].clone()))
+            .collect()
+    };
+    let (from_folder, from_files) = (tops(&folder), tops(&files));
+    assert_eq!(
+        from_folder.iter().map(|t| &t.1).collect::<Vec<_>>(),
+        from_files.iter().map(|t| &t.1).collect::<Vec<_>>()
+    );
+    assert_eq!(from_folder.iter().map(|t| t.0.clone()).collect::<Vec<_>>(), pngs);
+
+    // One image on stdin, named "-", classified as the file is.
+    let mut child = common::exec::spawn(env!("CARGO_BIN_EXE_edgevit"), &["classify", "-m", m, "--json", "-"]);
+    child.stdin.take().unwrap().write_all(&std::fs::read(&pngs[0]).unwrap()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdin_top = tops(&out);
+    assert_eq!((stdin_top[0].0.as_str(), &stdin_top[0].1), ("-", &from_files[0].1));
+
+    // An empty folder is an error in its place; the other inputs are still classified.
+    let empty = tempfile::tempdir().unwrap();
+    let mixed = edgevit(&["classify", "-m", m, "--json", empty.path().to_str().unwrap(), &pngs[0]]);
+    assert_eq!(mixed.status.code(), Some(1));
+    assert_eq!(tops(&mixed).len(), 1);
+    assert!(
+        text(&mixed.stderr).contains("the folder holds no jpg, jpeg, png, webp, bmp, npy files"),
+        "{}",
+        text(&mixed.stderr)
+    );
+}

@@ -132,3 +132,24 @@ fn tiny_empty_huge_and_undecodable_images() {
         assert!(decode_image(bad).is_err());
     }
 }
+
+/// WebP (lossless) and BMP, as phones and browsers save them, decode to the same pixels as the
+/// PNG they were made from.
+#[test]
+fn webp_and_bmp_decode_like_png() {
+    let png_path = common::repo().join("tests/data/pattern-rgb.png");
+    let reference = load_image(&png_path).unwrap();
+    let rgb =
+        image::RgbImage::from_raw(reference.width as u32, reference.height as u32, reference.data.clone()).unwrap();
+    let mut webp = Vec::new();
+    image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
+        .encode(rgb.as_raw(), rgb.width(), rgb.height(), image::ExtendedColorType::Rgb8)
+        .unwrap();
+    let mut bmp = std::io::Cursor::new(Vec::new());
+    rgb.write_to(&mut bmp, image::ImageFormat::Bmp).unwrap();
+    for (name, bytes) in [("webp", webp), ("bmp", bmp.into_inner())] {
+        let decoded = decode_image(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((decoded.width, decoded.height), (reference.width, reference.height), "{name}");
+        assert!(decoded.data == reference.data, "{name}: pixels differ");
+    }
+}
