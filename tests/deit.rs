@@ -28,11 +28,12 @@ fn assert_layout(model: &Model, family: Family, distillation_token: bool, classi
 /// these snapshots. Their weights are random (std 0.3) and they have 3 to 7 classes, so the
 /// logits span a few units and rounding shows more than on a trained model (ViT-Tiny's int8
 /// and f16 are checked on real photos in tests/int8.rs and tests/f16.rs). Measured: int8 up to
-/// 7.1e-2 (DeiT III); f16 up to 1.2e-3 with f32 accumulation (x86) and 9.1e-3 with
-/// half-precision arithmetic (the Cortex-A76 kernel, under qemu).
+/// 7.1e-2 on x86 (f32 attention) and 1.02e-1 on aarch64, where attention's scores are int8
+/// too (DeiT III, under qemu as a Cortex-A76); f16 up to 1.2e-3 with f32 accumulation (x86)
+/// and 9.1e-3 with half-precision arithmetic (the Cortex-A76 kernel).
 const F16_BOUND: f32 = 2e-3;
 const F16_HALF_ARITHMETIC_BOUND: f32 = 2e-2;
-const INT8_BOUND: f32 = 0.1;
+const INT8_BOUND: f32 = 0.15;
 
 /// The f16 bound for the kernel this CPU runs.
 fn f16_bound() -> f32 {
