@@ -48,7 +48,8 @@ if [ $quick = 0 ]; then
   else
     "$armcount/count_edgevit.sh" "$bin" cortex-a76 vit-b16 int8 "$cache/out" 1 2 >/dev/null
     e=$cache/out/edgevit-vit-b16-int8-cortex-a76
-    python3 "$armcount/mca_profile.py" "$e-r2.tsv" "$e-r1.tsv" 1 neoverse-n1 --ghz 2.4 2>/dev/null | head -2
+    # (not piped into head: with pipefail, the closed pipe would end the script)
+    python3 "$armcount/mca_profile.py" "$e-r2.tsv" "$e-r1.tsv" 1 neoverse-n1 --ghz 2.4 --top 0 2>/dev/null
   fi
 fi
 
