@@ -152,7 +152,9 @@ fn quantize(args: Quantize) -> Result<(), String> {
     let arg = args.snapshot.to_string_lossy().into_owned();
     let snapshot = if edgevit_tools::hub::looks_like_repo_id(&arg) {
         let progress = std::io::stderr().is_terminal();
-        let folder = edgevit_tools::hub::fetch(&arg, progress)?;
+        // A mistyped local folder looks like a hub id too: say both.
+        let folder = edgevit_tools::hub::fetch(&arg, progress)
+            .map_err(|e| format!("there is no folder '{arg}' here, so it was tried as a Hugging Face hub id: {e}"))?;
         if progress {
             eprintln!("edgevit-tools: {arg} is in {}", folder.display());
         }

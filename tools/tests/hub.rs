@@ -158,5 +158,11 @@ fn missing_repositories_and_weights_are_clear_errors() {
     }
     let res = quantize(REPO, &out, &[("HF_HOME", home), ("HF_HUB_OFFLINE", "1")]);
     assert!(String::from_utf8_lossy(&res.stderr).contains("HF_HUB_OFFLINE"));
+    // A mistyped local folder is reported as such before the hub's answer.
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(
+        err.contains(&format!("there is no folder '{REPO}' here, so it was tried as a Hugging Face hub id")),
+        "{err}"
+    );
     assert!(!out.exists());
 }
