@@ -98,13 +98,13 @@ def main():
             snap, name = os.path.join(tmp, "vit-b16"), "ViT-B/16 (random weights)"
             model = make_snapshot(snap)
         size = model.config.image_size
-        onnx_f32 = os.path.join(tmp, "vit-b16.onnx")
-        onnx_i8 = os.path.join(tmp, "vit-b16.int8.onnx")
+        onnx_f32 = os.path.join(tmp, "model.onnx")
+        onnx_i8 = os.path.join(tmp, "model.int8.onnx")
         export_onnx(model, onnx_f32)
         quantize_dynamic(onnx_f32, onnx_i8, per_channel=True, weight_type=QuantType.QInt8)
         ev = {}
         for dtype in ["f32", "int8"]:
-            ev[dtype] = os.path.join(tmp, f"vit-b16.{dtype}.evit")
+            ev[dtype] = os.path.join(tmp, f"model.{dtype}.evit")
             subprocess.run([TOOLS, "quantize", snap, "--dtype", dtype, "-o", ev[dtype]], check=True)
         rng = np.random.default_rng(0)
         inputs = [rng.standard_normal((3, size, size)).astype(np.float32) for _ in range(args.runs)]
