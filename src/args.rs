@@ -24,10 +24,9 @@ pub fn parse<T: argh::FromArgs>(program: &str, args: &[&str]) -> T {
                 .filter(|l| !l.is_empty())
                 .collect();
             let message = if lines.is_empty() { "invalid arguments".to_string() } else { lines.join(" ") };
+            // The subcommand's help, unless the subcommand itself is what argh did not know.
             let help = match args.first().filter(|a| !a.starts_with('-')) {
-                Some(sub) if !output.contains("Unrecognized argument: ") || args.len() > 1 => {
-                    format!("{program} {sub} --help")
-                }
+                Some(sub) if message != format!("Unrecognized argument: {sub}") => format!("{program} {sub} --help"),
                 _ => format!("{program} --help"),
             };
             eprintln!("{program}: {message} (see `{help}`)");

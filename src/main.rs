@@ -446,6 +446,8 @@ fn text_block(input: &str, top: &[Prediction], ms: f64) -> String {
 
 /// Opens a model mapped (the default) or read into memory, optionally checking every checksum.
 fn open_model(path: &Path, no_mmap: bool, verify: bool) -> Result<Model, Error> {
+    // The model's name as given (a non-UTF-8 name, or `-`, travels as a token through argh).
+    let path = &input_path(path);
     let model = if no_mmap { Model::open_in_memory(path)? } else { Model::open(path)? };
     if verify {
         model.file().verify()?;

@@ -127,6 +127,9 @@ fn nonsense_flags_and_damaged_models_are_clear_errors() {
     assert_clean_failure(&unknown, "edgevit: Unrecognized argument: --frobnicate (see `edgevit classify --help`)");
     assert_eq!(text(&unknown.stderr).lines().count(), 1, "{}", text(&unknown.stderr));
     assert_clean_failure(&edgevit(&["frobnicate"]), "(see `edgevit --help`)");
+    assert_clean_failure(&edgevit(&["frobnicate", "--x"]), "frobnicate (see `edgevit --help`)");
+    // `-` is stdin for inputs only; as a model it is a file name like any other.
+    assert_clean_failure(&edgevit(&["classify", "-m", "-", img]), "edgevit: -: ");
     assert_clean_failure(&edgevit(&["classify", "-m", "/no/such/model.evit", img]), "/no/such/model.evit");
 
     let dir = tempfile::tempdir().unwrap();

@@ -203,8 +203,9 @@ pub fn f16_gemm_halves(
 /// value overflows half (or is NaN), where [`f16_gemm`] on the f32 values stays correct.
 pub fn round_row_to_halves(src: &[f32], dst: &mut [u16]) -> bool {
     crate::rows::convert::to_halves(src, dst);
-    // Infinity and NaN have every exponent bit set.
-    !dst.iter().any(|&h| h & 0x7c00 == 0x7c00)
+    // Infinity and NaN have every exponent bit set. A fold, not `any`: without the early exit
+    // the scan vectorises (with `any` it took 5% of an f16 inference on the Cortex-A76).
+    !dst.iter().fold(false, |seen, &h| seen | (h & 0x7c00 == 0x7c00))
 }
 
 /// Checks one microkernel call's operands: a strip of `out.rows` rows of `a` and `panels`
