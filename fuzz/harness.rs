@@ -57,14 +57,17 @@ pub fn frames(data: &[u8]) {
         FrameFormat::Rgb24,
         FrameFormat::Bgr24,
         FrameFormat::Rgba,
+        FrameFormat::Bgra,
         FrameFormat::Gray8,
         FrameFormat::Mjpeg,
     ];
-    let format = formats[(sel & 7) as usize % formats.len()];
+    let format = formats[(sel & 7) as usize];
     let (w, h) = (1 + (sel >> 3 & 3) as usize * 5, 1 + (sel >> 5 & 3) as usize * 3);
     let opts = StreamOptions {
         format,
         size: if format == FrameFormat::Mjpeg && sel & 0x80 == 0 { None } else { Some((w, h)) },
+        // Rows padded by two bytes when both size bits are set.
+        stride: format.min_stride(w).filter(|_| sel & 0x18 == 0x18).map(|s| s + 2),
         matrix: if sel & 0x40 == 0 { YuvMatrix::Bt601 } else { YuvMatrix::Bt709 },
         range: if sel & 0x20 == 0 { YuvRange::Limited } else { YuvRange::Full },
         every: 1,
@@ -77,7 +80,7 @@ pub fn frames(data: &[u8]) {
         rescale_factor: Some(1.0 / 255.0),
         normalize: Some(Normalize { mean: [0.5; 3], std: [0.5; 3] }),
     };
-    let Ok(mut reader) = FrameReader::new(stream, format, opts.size) else { return };
+    let Ok(mut reader) = FrameReader::with_stride(stream, format, opts.size, opts.stride) else { return };
     let (mut buf, mut out) = (Vec::new(), Vec::new());
     for _ in 0..8 {
         match reader.next_frame(&mut buf) {

@@ -95,13 +95,17 @@ struct Classify {
     /// read camera frames from stdin instead of files, and write one JSON line per frame
     #[argh(switch)]
     stream: bool,
-    /// with --stream: yuv420p (I420), nv12, rgb24, bgr24, rgba, gray8, or mjpeg (concatenated
-    /// JPEGs)
+    /// with --stream: yuv420p (I420), nv12, rgb24, bgr24, rgba, bgra, gray8, or mjpeg
+    /// (concatenated JPEGs)
     #[argh(option)]
     frame_format: Option<FrameFormat>,
     /// with --stream: the frames' size as WxH, e.g. 640x480 (required for raw formats)
     #[argh(option)]
     frame_size: Option<FrameSize>,
+    /// with raw frames whose rows are padded: bytes per row of the first plane (yuv420p's
+    /// chroma rows are half of it, nv12's the same), e.g. 704 for rpicam-vid's 700x500 I420
+    #[argh(option)]
+    frame_stride: Option<usize>,
     /// with YUV frames: bt601 (default, what rpicam-vid writes at its default 640x480) or bt709
     #[argh(option)]
     yuv_matrix: Option<YuvMatrix>,
@@ -237,6 +241,7 @@ fn classify(args: Classify) -> Result<ExitCode, Error> {
     let stream_only = [
         ("--frame-format", args.frame_format.is_some()),
         ("--frame-size", args.frame_size.is_some()),
+        ("--frame-stride", args.frame_stride.is_some()),
         ("--yuv-matrix", args.yuv_matrix.is_some()),
         ("--yuv-range", args.yuv_range.is_some()),
         ("--every", args.every != 1),
@@ -322,6 +327,15 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
     if args.top_k == 0 {
         return Err(Error::Input("--top-k must be at least 1".into()));
     }
+    if format != FrameFormat::Mjpeg && args.frame_size.is_none() {
+        return Err(Error::Input(format!("{} frames need --frame-size WxH, e.g. 640x480", format.name())));
+    }
+    if let (Some(stride), Some(FrameSize(w, _))) = (args.frame_stride, &args.frame_size) {
+        edgevit::stream::check_stride(format, *w, Some(stride))
+            .map_err(|e| Error::Input(format!("--frame-stride {stride}: {e}")))?;
+    } else if args.frame_stride.is_some() && format == FrameFormat::Mjpeg {
+        return Err(Error::Input("--frame-stride applies to raw frames, not mjpeg".into()));
+    }
     let is_yuv = matches!(format, FrameFormat::Yuv420p | FrameFormat::Nv12);
     if !is_yuv && (args.yuv_matrix.is_some() || args.yuv_range.is_some()) {
         return Err(Error::Input(format!(
@@ -332,6 +346,7 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
     let opts = StreamOptions {
         format,
         size: args.frame_size.map(|FrameSize(w, h)| (w, h)),
+        stride: args.frame_stride,
         matrix: args.yuv_matrix.unwrap_or_default(),
         range: args.yuv_range.unwrap_or_default(),
         every: args.every,

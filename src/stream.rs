@@ -1,4 +1,5 @@
-//! Camera frames: raw frames back to back (I420, NV12, RGB, BGR, RGBA, grey) or a stream of
+//! Camera frames: raw frames back to back (I420, NV12, RGB, BGR, RGBA, BGRA, grey), rows
+//! optionally padded to a stride, or a stream of
 //! concatenated JPEGs (MJPEG), read from any `Read`, and turned into the model's input with
 //! colour conversion fused into the resize (docs/streaming.md).
 
@@ -18,15 +19,17 @@ pub enum FrameFormat {
     Nv12,
     Rgb24,
     Bgr24,
-    /// RGB plus an alpha byte, which is ignored.
+    /// RGB plus an alpha (or padding) byte, which is ignored: picamera2's XBGR8888.
     Rgba,
+    /// BGR plus an alpha (or padding) byte, which is ignored: picamera2's XRGB8888.
+    Bgra,
     Gray8,
     /// Concatenated JPEG images, each a complete file.
     Mjpeg,
 }
 
 impl FrameFormat {
-    pub const NAMES: &'static str = "yuv420p, nv12, rgb24, bgr24, rgba, gray8, mjpeg";
+    pub const NAMES: &'static str = "yuv420p, nv12, rgb24, bgr24, rgba, bgra, gray8, mjpeg";
 
     /// The word `--frame-format` takes.
     pub fn name(self) -> &'static str {
@@ -36,21 +39,49 @@ impl FrameFormat {
             Self::Rgb24 => "rgb24",
             Self::Bgr24 => "bgr24",
             Self::Rgba => "rgba",
+            Self::Bgra => "bgra",
             Self::Gray8 => "gray8",
             Self::Mjpeg => "mjpeg",
         }
     }
 
-    /// Bytes of one raw frame of `width x height`; `None` for MJPEG (frames vary) or overflow.
+    /// Bytes of one raw frame of `width x height` with unpadded rows; `None` for MJPEG (frames
+    /// vary) or overflow.
     pub fn frame_len(self, width: usize, height: usize) -> Option<usize> {
-        let pixels = width.checked_mul(height)?;
-        let chroma = width.div_ceil(2).checked_mul(height.div_ceil(2))?;
+        self.frame_len_strided(width, height, self.min_stride(width)?)
+    }
+
+    /// Bytes per row of the first (or only) plane without padding; `None` for MJPEG.
+    pub fn min_stride(self, width: usize) -> Option<usize> {
         match self {
-            FrameFormat::Yuv420p | FrameFormat::Nv12 => pixels.checked_add(chroma.checked_mul(2)?),
-            FrameFormat::Rgb24 | FrameFormat::Bgr24 => pixels.checked_mul(3),
-            FrameFormat::Rgba => pixels.checked_mul(4),
-            FrameFormat::Gray8 => Some(pixels),
+            FrameFormat::Yuv420p | FrameFormat::Nv12 | FrameFormat::Gray8 => Some(width),
+            FrameFormat::Rgb24 | FrameFormat::Bgr24 => width.checked_mul(3),
+            FrameFormat::Rgba | FrameFormat::Bgra => width.checked_mul(4),
             FrameFormat::Mjpeg => None,
+        }
+    }
+
+    /// Bytes per chroma row for a luma stride: I420's U and V rows are half as long (rounded
+    /// up), NV12's interleaved UV rows as long (rounded up to whole pairs), as libcamera lays
+    /// them out.
+    fn chroma_stride(self, stride: usize) -> usize {
+        match self {
+            FrameFormat::Yuv420p => stride.div_ceil(2),
+            FrameFormat::Nv12 => stride.next_multiple_of(2),
+            _ => 0,
+        }
+    }
+
+    /// Bytes of one raw frame whose rows each take `stride` bytes (padding included); planes
+    /// follow each other with no gap. `None` for MJPEG or overflow.
+    pub fn frame_len_strided(self, width: usize, height: usize, stride: usize) -> Option<usize> {
+        let _ = self.min_stride(width)?;
+        let first = stride.checked_mul(height)?;
+        let chroma = self.chroma_stride(stride).checked_mul(height.div_ceil(2))?;
+        match self {
+            FrameFormat::Yuv420p => first.checked_add(chroma.checked_mul(2)?),
+            FrameFormat::Nv12 => first.checked_add(chroma),
+            _ => Some(first),
         }
     }
 }
@@ -61,9 +92,11 @@ impl FromStr for FrameFormat {
         Ok(match s.to_ascii_lowercase().as_str() {
             "yuv420p" | "i420" | "yuv420" => Self::Yuv420p,
             "nv12" => Self::Nv12,
-            "rgb24" | "rgb" => Self::Rgb24,
-            "bgr24" | "bgr" => Self::Bgr24,
-            "rgba" => Self::Rgba,
+            // picamera2 names formats by their 32-bit word, so its BGR888 is R, G, B in memory.
+            "rgb24" | "rgb" | "bgr888" => Self::Rgb24,
+            "bgr24" | "bgr" | "rgb888" => Self::Bgr24,
+            "rgba" | "rgbx" | "xbgr8888" => Self::Rgba,
+            "bgra" | "bgrx" | "xrgb8888" => Self::Bgra,
             "gray8" | "gray" | "grey" => Self::Gray8,
             "mjpeg" | "jpeg" => Self::Mjpeg,
             other => return Err(format!("frame format '{other}' is not one of: {}", Self::NAMES)),
@@ -174,66 +207,91 @@ pub struct RawFrame<'a> {
     pub format: FrameFormat,
     pub width: usize,
     pub height: usize,
+    /// Bytes per row of the first (or only) plane, padding included (see
+    /// [`FrameFormat::frame_len_strided`] for the chroma rows).
+    pub stride: usize,
     pub data: &'a [u8],
 }
 
 impl<'a> RawFrame<'a> {
-    /// Checks that `data` holds exactly one frame of this format and size.
+    /// Checks that `data` holds exactly one frame of this format and size, rows unpadded.
     pub fn new(format: FrameFormat, width: usize, height: usize, data: &'a [u8]) -> Result<Self> {
+        Self::with_stride(format, width, height, None, data)
+    }
+
+    /// [`RawFrame::new`] for rows padded to `stride` bytes (`None`: unpadded), as some camera
+    /// tools and numpy views hand them out.
+    pub fn with_stride(
+        format: FrameFormat,
+        width: usize,
+        height: usize,
+        stride: Option<usize>,
+        data: &'a [u8],
+    ) -> Result<Self> {
         if format == FrameFormat::Mjpeg {
             return Err(Error::Input("an MJPEG frame is a JPEG file: decode it as an image".into()));
         }
         if width == 0 || height == 0 {
             return Err(Error::Input(format!("frame size {width}x{height} is empty")));
         }
-        match format.frame_len(width, height) {
-            Some(n) if n == data.len() => Ok(RawFrame { format, width, height, data }),
+        let too_large = || Error::Input(format!("frame size {width}x{height} is too large"));
+        let min = format.min_stride(width).ok_or_else(too_large)?;
+        let stride = check_stride(format, width, stride)?.unwrap_or(min);
+        match format.frame_len_strided(width, height, stride) {
+            Some(n) if n == data.len() => Ok(RawFrame { format, width, height, stride, data }),
             Some(n) => Err(Error::Input(format!(
-                "a {width}x{height} {} frame is {n} bytes, but {} were given",
+                "a {width}x{height} {} frame{} is {n} bytes, but {} were given",
                 format.name(),
+                if stride == min { String::new() } else { format!(" with {stride}-byte rows") },
                 data.len()
             ))),
-            None => Err(Error::Input(format!("frame size {width}x{height} is too large"))),
+            None => Err(too_large()),
         }
     }
 
     /// Writes row `y` as interleaved RGB into `out` (`width * 3` bytes). 4:2:0 chroma is
     /// taken from the sample covering each 2x2 block (replicated, not interpolated).
     pub fn rgb_row(&self, y: usize, out: &mut [u8], yuv: &YuvToRgb) {
-        let (w, h) = (self.width, self.height);
+        let (w, h, s) = (self.width, self.height, self.stride);
         let d = self.data;
         match self.format {
-            FrameFormat::Rgb24 => out.copy_from_slice(&d[y * w * 3..][..w * 3]),
+            FrameFormat::Rgb24 => out.copy_from_slice(&d[y * s..][..w * 3]),
             FrameFormat::Bgr24 => {
-                for (o, i) in out.chunks_exact_mut(3).zip(d[y * w * 3..][..w * 3].chunks_exact(3)) {
+                for (o, i) in out.chunks_exact_mut(3).zip(d[y * s..][..w * 3].chunks_exact(3)) {
                     o.copy_from_slice(&[i[2], i[1], i[0]]);
                 }
             }
             FrameFormat::Rgba => {
-                for (o, i) in out.chunks_exact_mut(3).zip(d[y * w * 4..][..w * 4].chunks_exact(4)) {
+                for (o, i) in out.chunks_exact_mut(3).zip(d[y * s..][..w * 4].chunks_exact(4)) {
                     o.copy_from_slice(&i[..3]);
                 }
             }
+            FrameFormat::Bgra => {
+                for (o, i) in out.chunks_exact_mut(3).zip(d[y * s..][..w * 4].chunks_exact(4)) {
+                    o.copy_from_slice(&[i[2], i[1], i[0]]);
+                }
+            }
             FrameFormat::Gray8 => {
-                for (o, &g) in out.chunks_exact_mut(3).zip(&d[y * w..][..w]) {
+                for (o, &g) in out.chunks_exact_mut(3).zip(&d[y * s..][..w]) {
                     o.copy_from_slice(&[g, g, g]);
                 }
             }
             FrameFormat::Yuv420p | FrameFormat::Nv12 => {
                 let cw = w.div_ceil(2);
-                let luma = &d[y * w..][..w];
-                let chroma = &d[w * h..];
+                let cs = self.format.chroma_stride(s);
+                let luma = &d[y * s..][..w];
+                let chroma = &d[s * h..];
                 let cy = y / 2;
                 // Each chroma sample covers two pixels of the row.
                 let mut pairs = out.chunks_mut(6).zip(luma.chunks(2));
                 if self.format == FrameFormat::Yuv420p {
-                    let plane = cw * h.div_ceil(2);
-                    let (us, vs) = (&chroma[cy * cw..][..cw], &chroma[plane + cy * cw..][..cw]);
+                    let plane = cs * h.div_ceil(2);
+                    let (us, vs) = (&chroma[cy * cs..][..cw], &chroma[plane + cy * cs..][..cw]);
                     for ((o, l), (&u, &v)) in pairs.by_ref().zip(us.iter().zip(vs)) {
                         yuv_pair(o, l, u, v, yuv);
                     }
                 } else {
-                    let uv = &chroma[cy * cw * 2..][..cw * 2];
+                    let uv = &chroma[cy * cs..][..cw * 2];
                     for ((o, l), c) in pairs.by_ref().zip(uv.chunks_exact(2)) {
                         yuv_pair(o, l, c[0], c[1], yuv);
                     }
@@ -247,6 +305,27 @@ impl<'a> RawFrame<'a> {
     pub fn preprocess_into(&self, p: &Preprocess, yuv: &YuvToRgb, out: &mut Vec<f32>) {
         preprocess_rows(self.width, self.height, |y, row| self.rgb_row(y, row, yuv), p, out);
     }
+}
+
+/// Checks a row stride given for `format` frames of `width` pixels: at least the unpadded row,
+/// even for I420 (whose chroma rows are half as long), and not for MJPEG.
+pub fn check_stride(format: FrameFormat, width: usize, stride: Option<usize>) -> Result<Option<usize>> {
+    let Some(stride) = stride else { return Ok(None) };
+    let Some(min) = format.min_stride(width) else {
+        return Err(Error::Input("a row stride applies to raw frames, not mjpeg".into()));
+    };
+    if stride < min {
+        return Err(Error::Input(format!(
+            "a row stride of {stride} bytes is less than one {width}-pixel {} row ({min} bytes)",
+            format.name()
+        )));
+    }
+    if format == FrameFormat::Yuv420p && stride % 2 == 1 && stride != min {
+        return Err(Error::Input(format!(
+            "a padded yuv420p row stride must be even (its chroma rows are half as long), not {stride}"
+        )));
+    }
+    Ok(Some(stride))
 }
 
 /// Converts one or two pixels sharing a chroma sample.
@@ -285,17 +364,33 @@ impl<R: Read> FrameReader<R> {
     /// `size` is required for raw formats; for MJPEG it is checked against each decoded frame
     /// by the caller.
     pub fn new(reader: R, format: FrameFormat, size: Option<(usize, usize)>) -> Result<Self> {
+        Self::with_stride(reader, format, size, None)
+    }
+
+    /// [`FrameReader::new`] for raw frames whose rows are padded to `stride` bytes.
+    pub fn with_stride(
+        reader: R,
+        format: FrameFormat,
+        size: Option<(usize, usize)>,
+        stride: Option<usize>,
+    ) -> Result<Self> {
         let frame_len = match (format, size) {
-            (FrameFormat::Mjpeg, _) => 0,
-            (_, None) => {
-                return Err(Error::Input(format!("--frame-size WxH is required for {} frames", format.name())));
+            (FrameFormat::Mjpeg, _) => {
+                check_stride(format, 0, stride)?;
+                0
             }
+            (_, None) => return Err(Error::Input(format!("{} frames need a frame size", format.name()))),
             (_, Some((w, h))) if w == 0 || h == 0 || w > MAX_IMAGE_SIDE as usize || h > MAX_IMAGE_SIDE as usize => {
                 return Err(Error::Input(format!(
                     "frame size {w}x{h}: each side must be between 1 and {MAX_IMAGE_SIDE}"
                 )));
             }
-            (_, Some((w, h))) => format.frame_len(w, h).expect("sides are bounded"),
+            (_, Some((w, h))) => {
+                let stride = check_stride(format, w, stride)?.unwrap_or(format.min_stride(w).expect("raw format"));
+                format
+                    .frame_len_strided(w, h, stride)
+                    .ok_or_else(|| Error::Input(format!("a {w}x{h} frame with {stride}-byte rows is too large")))?
+            }
         };
         Ok(FrameReader {
             reader: BufReader::with_capacity(1 << 16, reader),
@@ -456,6 +551,8 @@ pub struct StreamOptions {
     pub format: FrameFormat,
     /// Frame width and height: required for raw formats; for MJPEG, checked if given.
     pub size: Option<(usize, usize)>,
+    /// Bytes per row of raw frames whose rows are padded (`None`: unpadded).
+    pub stride: Option<usize>,
     pub matrix: YuvMatrix,
     pub range: YuvRange,
     /// Classify every Nth frame (1 = all); the others are read and dropped.
@@ -481,7 +578,7 @@ pub fn prepare_frame(bytes: &[u8], opts: &StreamOptions, p: &Preprocess, out: &m
     }
     let (w, h) = opts.size.ok_or_else(|| Error::Input("raw frames need a frame size".into()))?;
     let yuv = YuvToRgb::new(opts.matrix, opts.range);
-    RawFrame::new(opts.format, w, h, bytes)?.preprocess_into(p, &yuv, out);
+    RawFrame::with_stride(opts.format, w, h, opts.stride, bytes)?.preprocess_into(p, &yuv, out);
     Ok(())
 }
 
@@ -541,7 +638,7 @@ pub fn classify_stream<R: Read + Send + 'static>(
     if opts.every == 0 {
         return Err(Error::Input("--every must be at least 1".into()));
     }
-    let mut frames = FrameReader::new(reader, opts.format, opts.size)?;
+    let mut frames = FrameReader::with_stride(reader, opts.format, opts.size, opts.stride)?;
     let preprocess = model.config().preprocess.clone();
     // One prepared frame waits while another is being classified: enough to overlap the two.
     let (ready_tx, ready_rx) = sync_channel::<Result<Prepared>>(1);
@@ -629,6 +726,11 @@ mod tests {
         assert_eq!(FrameFormat::Rgba.frame_len(3, 3), Some(36));
         assert_eq!(FrameFormat::Mjpeg.frame_len(3, 3), None);
         assert_eq!(FrameFormat::Rgb24.frame_len(usize::MAX, 2), None);
+        // Padded rows: I420 chroma rows are half the stride, NV12's UV rows the whole stride.
+        assert_eq!(FrameFormat::Yuv420p.frame_len_strided(5, 3, 8), Some(24 + 2 * 2 * 4));
+        assert_eq!(FrameFormat::Nv12.frame_len_strided(5, 3, 8), Some(24 + 2 * 8));
+        assert_eq!(FrameFormat::Nv12.frame_len_strided(5, 3, 5), FrameFormat::Nv12.frame_len(5, 3));
+        assert_eq!(FrameFormat::Bgra.frame_len_strided(3, 2, 16), Some(32));
     }
 
     #[test]

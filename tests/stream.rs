@@ -94,6 +94,7 @@ fn frame_bytes(img: &RgbImage, format: &str) -> Vec<u8> {
         "rgb24" => img.data.clone(),
         "bgr24" => img.data.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect(),
         "rgba" => img.data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
+        "bgra" => img.data.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0], 255]).collect(),
         "gray8" => img.data.chunks_exact(3).map(|p| p[0]).collect(),
         "yuv420p" => {
             let (y, u, v) = yuv420(img);
@@ -132,7 +133,7 @@ fn every_raw_format_and_mjpeg_match_the_picture_as_a_file() {
     let colour_top1 = classify_file_top1(&model, &colour_png);
     let grey_top1 = classify_file_top1(&model, &grey_png);
     let size = format!("{W}x{H}");
-    for format in ["rgb24", "bgr24", "rgba", "gray8", "yuv420p", "nv12"] {
+    for format in ["rgb24", "bgr24", "rgba", "bgra", "gray8", "yuv420p", "nv12"] {
         let (src, want) = if format == "gray8" { (&grey_pic, grey_top1) } else { (&pic, colour_top1) };
         let one = frame_bytes(src, format);
         let input = one.repeat(FRAMES);
@@ -235,6 +236,84 @@ fn every_nth_frame_and_flag_errors() {
         let out = edgevit_stdin(&args, vec![]);
         let err = text(&out.stderr);
         assert!(!out.status.success() && err.contains(needle), "{flags:?}: {err}");
+    }
+}
+
+/// `tight`'s rows (of each plane) copied into rows of `stride` bytes (chroma rows: half of it
+/// for yuv420p, all of it for nv12, as libcamera pads them), the padding filled with junk.
+fn pad_rows(format: &str, w: usize, h: usize, tight: &[u8], stride: usize) -> Vec<u8> {
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let planes: Vec<(usize, usize, usize)> = match format {
+        "rgb24" | "bgr24" => vec![(w * 3, h, stride)],
+        "rgba" | "bgra" => vec![(w * 4, h, stride)],
+        "gray8" => vec![(w, h, stride)],
+        "yuv420p" => vec![(w, h, stride), (cw, ch, stride / 2), (cw, ch, stride / 2)],
+        "nv12" => vec![(w, h, stride), (2 * cw, ch, stride)],
+        other => panic!("no such format {other}"),
+    };
+    let (mut out, mut at) = (Vec::new(), 0);
+    for (row, rows, padded) in planes {
+        for _ in 0..rows {
+            out.extend_from_slice(&tight[at..at + row]);
+            out.resize(out.len() + padded - row, 0xA5);
+            at += row;
+        }
+    }
+    assert_eq!(at, tight.len());
+    out
+}
+
+#[test]
+fn padded_rows_give_the_same_logits_as_unpadded_frames() {
+    let model = tiny_int8().to_str().unwrap().to_string();
+    // Odd sides, so that chroma rows round up.
+    let (w, h) = (101, 75);
+    let pic = resize(&picture(), w, h, Filter::Bilinear);
+    let size = format!("{w}x{h}");
+    let logits = |format: &str, bytes: Vec<u8>, stride: Option<usize>| {
+        let stride = stride.map(|s| s.to_string());
+        let mut args = vec!["classify", "-m", &model, "--stream", "--frame-format", format, "--frame-size", &size];
+        args.extend(["--logits", "--top-k", "1"]);
+        if let Some(s) = &stride {
+            args.extend(["--frame-stride", s]);
+        }
+        let out = edgevit_stdin(&args, bytes);
+        assert!(out.status.success(), "{format} {stride:?}: {}", text(&out.stderr));
+        lines(&out).into_iter().map(|l| l["logits"].clone()).collect::<Vec<_>>()
+    };
+    for (format, bpp) in
+        [("rgb24", 3), ("bgr24", 3), ("rgba", 4), ("bgra", 4), ("gray8", 1), ("yuv420p", 1), ("nv12", 1)]
+    {
+        let tight = frame_bytes(&pic, format);
+        // rpicam-vid pads rows to a multiple of 64 bytes.
+        let stride = (w * bpp).next_multiple_of(64);
+        let padded = pad_rows(format, w, h, &tight, stride);
+        let want = logits(format, [tight.clone(), tight].concat(), None);
+        assert_eq!(want.len(), 2);
+        assert_eq!(logits(format, [padded.clone(), padded].concat(), Some(stride)), want, "{format}");
+    }
+
+    let bad: [(&str, &str, &str); 3] = [
+        ("rgb24", "300", "less than one 101-pixel rgb24 row (303 bytes)"),
+        ("yuv420p", "129", "must be even"),
+        ("mjpeg", "128", "raw frames, not mjpeg"),
+    ];
+    for (format, stride, needle) in bad {
+        let args = [
+            "classify",
+            "-m",
+            &model,
+            "--stream",
+            "--frame-format",
+            format,
+            "--frame-size",
+            &size,
+            "--frame-stride",
+            stride,
+        ];
+        let out = edgevit_stdin(&args, vec![0; 4096]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle) && err.contains("--frame-stride"), "{format}: {err}");
     }
 }
 
