@@ -1,7 +1,7 @@
 //! `edgevit`: classify images and tensors with a `.evit` model on the device.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -25,6 +25,7 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Classify(Classify),
+    Eval(Eval),
     Bench(Bench),
     Info(Info),
 }
@@ -33,7 +34,12 @@ enum Command {
 /// Measure a model: open time, first inference, p50/p90/p99 latency, images/s, peak memory,
 /// GOP/s and the share of time per operation. Give a model file, or an architecture to
 /// benchmark random weights of its real shape (nothing to download).
-#[argh(subcommand, name = "bench")]
+#[argh(
+    subcommand,
+    name = "bench",
+    example = "{command_name} -m vit-base.evit --threads 4 --runs 100",
+    example = "{command_name} --arch vit-ti16 --dtype int8 --threads 1 --json"
+)]
 struct Bench {
     /// the .evit model file
     #[argh(option, short = 'm')]
@@ -67,7 +73,13 @@ struct Bench {
 #[derive(FromArgs)]
 /// Classify images (JPEG, PNG), preprocessed float32 .npy tensors ([3,H,W] or [1,3,H,W]),
 /// or, with --stream, camera frames read from stdin.
-#[argh(subcommand, name = "classify")]
+#[argh(
+    subcommand,
+    name = "classify",
+    example = "{command_name} -m vit-base.evit cat.jpg dog.png --top-k 3",
+    example = "{command_name} -m vit-base.evit photos/ -r --json > results.jsonl",
+    example = "rpicam-vid -t 0 -n --codec yuv420 --width 640 --height 480 -o - | {command_name} -m vit-base.evit --stream --frame-format yuv420p --frame-size 640x480"
+)]
 struct Classify {
     /// the .evit model file
     #[argh(option, short = 'm')]
@@ -145,8 +157,45 @@ impl std::str::FromStr for FrameSize {
 }
 
 #[derive(FromArgs)]
+/// Accuracy on labelled images: top-1 and top-5, the classes it gets wrong most, and what it
+/// takes them for. Labels come from ImageNet file names (n01440764_123.JPEG, for 1000-class
+/// models) or from one folder per class, named by label or index (folders are searched
+/// recursively; unlabelled files are counted and skipped).
+#[argh(
+    subcommand,
+    name = "eval",
+    example = "{command_name} -m vit-base.evit imagenet-val/",
+    example = "{command_name} -m digits.evit test-digits/ --json --worst 3"
+)]
+struct Eval {
+    /// the .evit model file
+    #[argh(option, short = 'm')]
+    model: PathBuf,
+    /// how many of the worst classes and most frequent confusions to list (default 10)
+    #[argh(option, default = "10")]
+    worst: usize,
+    /// print one JSON object instead of readable text
+    #[argh(switch)]
+    json: bool,
+    /// worker threads (default: the number of CPU cores; at most 256)
+    #[argh(option)]
+    threads: Option<usize>,
+    /// read the model file into memory instead of mapping it
+    #[argh(switch)]
+    no_mmap: bool,
+    /// labelled images (JPEG, PNG, WebP, BMP) or .npy tensors, or folders of them
+    #[argh(positional)]
+    inputs: Vec<PathBuf>,
+}
+
+#[derive(FromArgs)]
 /// Describe a model file: architecture, preprocessing, labels, tensors.
-#[argh(subcommand, name = "info")]
+#[argh(
+    subcommand,
+    name = "info",
+    example = "{command_name} -m vit-base.evit --verify",
+    example = "{command_name} -m vit-base.evit --labels > labels.txt"
+)]
 struct Info {
     /// the .evit model file
     #[argh(option, short = 'm')]
@@ -172,6 +221,7 @@ fn main() -> ExitCode {
     let cli: Cli = parse_args();
     let result = match cli.command {
         Command::Classify(c) => classify(c),
+        Command::Eval(e) => eval(e),
         Command::Bench(b) => bench(b),
         Command::Info(i) => info(i),
     };
@@ -311,6 +361,114 @@ fn classify_files(args: &Classify, model: &Model) -> Result<ExitCode, Error> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn eval(args: Eval) -> Result<ExitCode, Error> {
+    if args.inputs.is_empty() {
+        return Err(Error::Input("no inputs given: name labelled images or folders of them".into()));
+    }
+    set_threads(args.threads)?;
+    let model = open_model(&args.model, args.no_mmap, false)?;
+    let paths: Vec<PathBuf> = args.inputs.iter().map(|a| input_path(a)).collect();
+    let labels = model.labels();
+    let mut accuracy = edgevit::eval::Accuracy::new(labels.len());
+    let (mut unlabelled, mut failed) = (0usize, 0usize);
+    let mut labelled = Vec::new();
+    for input in inputs::expand(&paths, true) {
+        match input {
+            Ok(Input::File(path)) => match edgevit::eval::label_of(&path, labels) {
+                Some(label) => labelled.push((Input::File(path), label)),
+                None => unlabelled += 1,
+            },
+            Ok(Input::Stdin) => return Err(Error::Input("eval reads labelled files: stdin (-) has no label".into())),
+            Err(e) => {
+                failed += 1;
+                eprintln!("edgevit: {}", printable(&e.to_string()));
+            }
+        }
+    }
+    if labelled.is_empty() {
+        return Err(Error::Input(format!(
+            "none of the {unlabelled} inputs is labelled: name them as ImageNet does (n01440764_123.JPEG, for a \
+             1000-class model) or put them in one folder per class, named by label or index"
+        )));
+    }
+    let bar = edgevit::progress::bar(labelled.len() as u64, "images");
+    bar.set_prefix("eval");
+    in_pool(|| {
+        let mut session = model.session();
+        for (input, label) in &labelled {
+            let result = load_input(input, &model).and_then(|pixels| {
+                accuracy.add(model.forward(&pixels, &mut session)?, *label);
+                Ok(())
+            });
+            match result {
+                Ok(()) => {}
+                Err(e) => {
+                    failed += 1;
+                    bar.suspend(|| eprintln!("edgevit: {}", printable(&e.to_string())));
+                }
+            }
+            bar.inc(1);
+        }
+    });
+    bar.finish_and_clear();
+    let report = accuracy.report(labels, args.worst);
+    let text = if args.json {
+        let mut obj = serde_json::json!({
+            "model": args.model.to_string_lossy(),
+            "dtype": model.config().weights.dtype.name(),
+            "unlabelled": unlabelled,
+            "failed": failed,
+        });
+        let extra = serde_json::to_value(&report).expect("reports serialise");
+        obj.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
+        format!("{obj}\n")
+    } else {
+        eval_text(&args.model, &model, &report, unlabelled, failed)
+    };
+    if emit(&text) == Output::Closed {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if failed > 0 {
+        eprintln!("edgevit: {failed} inputs could not be classified");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval_text(
+    path: &Path,
+    model: &Model,
+    r: &edgevit::eval::AccuracyReport,
+    unlabelled: usize,
+    failed: usize,
+) -> String {
+    let pct = |v: f64| format!("{:.2}%", v * 100.0);
+    let class = |c: &edgevit::eval::ClassRef| format!("[{}] {}", c.index, printable(&c.label));
+    let mut s = String::new();
+    let _ = writeln!(s, "model:   {} ({})", printable(&path.to_string_lossy()), model.config().weights.dtype.name());
+    let _ = writeln!(s, "inputs:  {} labelled, {unlabelled} unlabelled (skipped), {failed} failed", r.inputs);
+    let _ = writeln!(s, "top-1:   {} ({}/{})", pct(r.top1), r.top1_correct, r.inputs);
+    let _ = writeln!(s, "top-5:   {} ({}/{})", pct(r.top5), r.top5_correct, r.inputs);
+    if !r.worst_classes.is_empty() {
+        let _ = writeln!(s, "\nworst classes ({} of the {} with inputs):", r.worst_classes.len(), r.classes_seen);
+        let _ = writeln!(s, "  {:>8}  {:>8}  {:>6}  class", "top-1", "top-5", "inputs");
+        for c in &r.worst_classes {
+            let _ = write!(s, "  {:>8}  {:>8}  {:>6}  {}", pct(c.top1), pct(c.top5), c.inputs, class(&c.class));
+            if let Some(t) = &c.taken_for {
+                let _ = write!(s, " (taken for {} x{})", class(&t.class), t.count);
+            }
+            s.push('\n');
+        }
+    }
+    if !r.confusions.is_empty() {
+        let _ = writeln!(s, "\nmost frequent confusions (true -> predicted):");
+        for c in &r.confusions {
+            let _ = writeln!(s, "  {:>6}  {} -> {}", c.count, class(&c.truth), class(&c.predicted));
+        }
+    }
+    s
 }
 
 /// `classify --stream`: frames from stdin, one JSON line per classified frame, flushed at once.
@@ -507,18 +665,16 @@ fn bench(args: Bench) -> Result<ExitCode, Error> {
     };
     let open_ms = start.elapsed().as_secs_f64() * 1e3 - synth_ms.unwrap_or(0.0);
     let opts = BenchOptions { warmup: args.warmup, runs: args.runs, seconds: args.seconds };
-    let bar = std::io::stderr().is_terminal();
+    // Runs, or with --seconds the share of the time limit, whichever ends the measurement.
+    let bar = edgevit::progress::bar(args.runs as u64, "runs");
+    bar.set_prefix("bench");
     let report = in_pool(|| {
         edgevit::bench::run(&model, opts, open_ms, synth_ms, |done, fraction| {
-            if bar {
-                let filled = (fraction * 30.0).round() as usize;
-                eprint!("\rbench [{}{}] {done} runs", "#".repeat(filled), " ".repeat(30 - filled.min(30)));
-            }
+            bar.set_position((done as u64).max((fraction * args.runs as f64) as u64));
         })
-    })?;
-    if bar {
-        eprint!("\r{}\r", " ".repeat(50));
-    }
+    });
+    bar.finish_and_clear();
+    let report = report?;
     let text = if args.json {
         format!("{}\n", serde_json::to_string(&report).map_err(|e| Error::Input(e.to_string()))?)
     } else {

@@ -361,3 +361,15 @@ fn folders_and_stdin_are_inputs() {
         text(&mixed.stderr)
     );
 }
+
+#[test]
+fn every_subcommand_help_shows_examples() {
+    for sub in ["classify", "eval", "bench", "info"] {
+        let out = edgevit(&[sub, "--help"]);
+        let help = text(&out.stdout);
+        assert!(
+            out.status.success() && help.contains("Examples:\n") && help.contains(&format!("edgevit {sub} ")),
+            "{sub}: {help}"
+        );
+    }
+}

@@ -3,13 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use edgevit::eval::label_of;
+
 use edgevit::npy::{read_npy, NpyData};
 use edgevit::preprocess::load_and_preprocess;
 use edgevit::{Error, Model};
-
-/// The 1000 ImageNet-1k WordNet ids in class-index order (sorted), as every ImageNet-1k
-/// classifier numbers its outputs. Source: timm's `imagenet_synsets.txt` (Apache-2.0).
-const IMAGENET_SYNSETS: &str = include_str!("../data/imagenet_synsets.txt");
 
 /// Running totals of the comparison.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -98,52 +96,6 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
-/// The class an input is labelled with, if any: an ImageNet file name (`n01440764_123.JPEG`)
-/// for 1000-class models, or a parent folder named after a class (its label or its index).
-pub fn label_of(path: &Path, labels: &[String]) -> Option<usize> {
-    let stem = path.file_name()?.to_str()?;
-    if labels.len() == 1000 {
-        let wnid = stem.split(['_', '.']).next()?;
-        if wnid.len() == 9 && wnid.starts_with('n') && wnid[1..].bytes().all(|b| b.is_ascii_digit()) {
-            if let Some(i) = IMAGENET_SYNSETS.lines().position(|l| l.trim() == wnid) {
-                return Some(i);
-            }
-        }
-    }
-    let folder = path.parent()?.file_name()?.to_str()?;
-    labels.iter().position(|l| l == folder).or_else(|| folder.parse::<usize>().ok().filter(|&i| i < labels.len()))
-}
-
-/// Expands folders (recursively) into the image and `.npy` files they hold, sorted.
-pub fn collect_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut stack = vec![p.clone()];
-            while let Some(dir) = stack.pop() {
-                let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                for e in entries {
-                    let path = e.map_err(|e| format!("{}: {e}", dir.display()))?.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if is_input(&path) {
-                        out.push(path);
-                    }
-                }
-            }
-        } else {
-            out.push(p.clone());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn is_input(p: &Path) -> bool {
-    let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
-    matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png" | "npy"))
-}
-
 fn load(model: &Model, path: &Path) -> Result<Vec<f32>, Error> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         match read_npy(path)?.data {
@@ -156,8 +108,14 @@ fn load(model: &Model, path: &Path) -> Result<Vec<f32>, Error> {
 }
 
 /// Runs both models on every input. Inputs that cannot be read are reported through
-/// `on_error` and skipped.
-pub fn compare(reference: &Model, candidate: &Model, inputs: &[PathBuf], mut on_error: impl FnMut(String)) -> Fidelity {
+/// `on_error` and skipped; `on_done` is called after each input.
+pub fn compare(
+    reference: &Model,
+    candidate: &Model,
+    inputs: &[PathBuf],
+    mut on_error: impl FnMut(String),
+    mut on_done: impl FnMut(),
+) -> Fidelity {
     let (mut sr, mut sc) = (reference.session(), candidate.session());
     let mut f = Fidelity::default();
     for path in inputs {
@@ -170,6 +128,7 @@ pub fn compare(reference: &Model, candidate: &Model, inputs: &[PathBuf], mut on_
             Ok((r, c)) => f.add(&r, &c, label_of(path, reference.labels())),
             Err(e) => on_error(e.to_string()),
         }
+        on_done();
     }
     f
 }
@@ -189,18 +148,5 @@ mod tests {
         let mut f = Fidelity::default();
         f.add(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], &[0.0, 1.0, 2.0, 3.0, 5.5, 5.0], Some(5));
         assert_eq!((f.top1_agree, f.top5_overlap, f.ref_correct, f.cand_correct), (0, 5, 1, 0));
-    }
-
-    #[test]
-    fn labels_from_imagenet_names_and_folders() {
-        let imagenet: Vec<String> = (0..1000).map(|i| format!("class {i}")).collect();
-        assert_eq!(label_of(Path::new("x/n01440764_10026.JPEG"), &imagenet), Some(0));
-        assert_eq!(label_of(Path::new("n01514668_10054.JPEG"), &imagenet), Some(7));
-        assert_eq!(label_of(Path::new("n15075141_1.JPEG"), &imagenet), Some(999));
-        let digits: Vec<String> = (0..10).map(|i| i.to_string()).collect();
-        assert_eq!(label_of(Path::new("data/7/a.png"), &digits), Some(7));
-        let named = vec!["cat".to_string(), "dog".to_string()];
-        assert_eq!(label_of(Path::new("pets/dog/x.jpg"), &named), Some(1));
-        assert_eq!(label_of(Path::new("pets/x.jpg"), &named), None);
     }
 }

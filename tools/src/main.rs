@@ -28,7 +28,7 @@ enum Command {
 #[derive(FromArgs)]
 /// Write a model with random weights at the real shape of a standard ViT (for benchmarks and
 /// memory tests; its predictions mean nothing).
-#[argh(subcommand, name = "synth")]
+#[argh(subcommand, name = "synth", example = "{command_name} --arch vit-ti16 --dtype int8 -o random-vit-ti.evit")]
 struct Synth {
     /// vit-ti16, vit-s16, vit-b16 or vit-l16
     #[argh(option)]
@@ -48,7 +48,7 @@ struct Synth {
 /// Compare a candidate model with a reference on the same inputs: top-1 agreement, top-5
 /// overlap, mean KL divergence, logit cosine, and accuracy for labelled inputs (ImageNet file
 /// names such as n01440764_1.JPEG, or a folder per class named by label or index).
-#[argh(subcommand, name = "compare")]
+#[argh(subcommand, name = "compare", example = "{command_name} vit-base-f32.evit vit-base.evit imagenet-val/")]
 struct Compare {
     /// the reference model (e.g. the f32 .evit)
     #[argh(positional)]
@@ -65,7 +65,13 @@ struct Compare {
 /// Convert a Vision Transformer checkpoint folder into one .evit model file: a Hugging Face
 /// ViTForImageClassification snapshot (config.json, model.safetensors,
 /// preprocessor_config.json) or a timm ViT (timm's config.json and model.safetensors).
-#[argh(subcommand, name = "quantize")]
+#[argh(
+    subcommand,
+    name = "quantize",
+    example = "{command_name} google/vit-base-patch16-224 -o vit-base.evit",
+    example = "{command_name} ./vit-base --dtype f16 -o vit-base-f16.evit",
+    example = "{command_name} ./vit_small_timm --labels imagenet.txt -o vit-s.evit"
+)]
 struct Quantize {
     /// the checkpoint folder, or a Hugging Face Hub repository id (owner/name[@revision]) to
     /// download into the Hugging Face cache
@@ -124,7 +130,18 @@ fn synth(args: Synth) -> Result<(), String> {
 }
 
 fn compare(args: Compare) -> Result<(), String> {
-    let inputs = edgevit_tools::compare::collect_inputs(&args.inputs)?;
+    let mut failed = 0;
+    let mut inputs = Vec::new();
+    for input in edgevit::inputs::expand(&args.inputs, true) {
+        match input {
+            Ok(edgevit::inputs::Input::File(path)) => inputs.push(path),
+            Ok(edgevit::inputs::Input::Stdin) => return Err("compare reads files and folders, not stdin (-)".into()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("edgevit-tools: {e}");
+            }
+        }
+    }
     if inputs.is_empty() {
         return Err("no inputs: name image or .npy files, or folders holding them".into());
     }
@@ -133,14 +150,22 @@ fn compare(args: Compare) -> Result<(), String> {
     if reference.labels().len() != candidate.labels().len() {
         return Err(format!("the models have {} and {} classes", reference.labels().len(), candidate.labels().len()));
     }
-    let mut failed = 0;
-    let fidelity = edgevit_tools::compare::compare(&reference, &candidate, &inputs, |e| {
-        failed += 1;
-        eprintln!("edgevit-tools: {e}");
-    });
+    let bar = edgevit::progress::bar(inputs.len() as u64, "inputs");
+    bar.set_prefix("compare");
+    let fidelity = edgevit_tools::compare::compare(
+        &reference,
+        &candidate,
+        &inputs,
+        |e| {
+            failed += 1;
+            bar.suspend(|| eprintln!("edgevit-tools: {e}"));
+        },
+        || bar.inc(1),
+    );
+    bar.finish_and_clear();
     print!("{}", fidelity.report());
     if failed > 0 {
-        return Err(format!("{failed} of {} inputs could not be classified", inputs.len()));
+        return Err(format!("{failed} of {} inputs could not be classified", inputs.len() + failed));
     }
     Ok(())
 }
@@ -188,15 +213,14 @@ fn quantize(args: Quantize) -> Result<(), String> {
         return Err("--keep-f32 applies to --dtype int8 and f16".into());
     }
     let storage = storage(args.dtype, &keep);
-    let terminal = std::io::stderr().is_terminal();
+    let bar = edgevit::progress::bar(0, "tensors");
+    bar.set_prefix("quantize");
     let size = write_model_with_progress(&model, &storage, &args.output, |done, total| {
-        if terminal {
-            eprint!("\redgevit-tools: converting tensor {}/{total}", done + 1);
-        }
-    })?;
-    if terminal {
-        eprint!("\r{}\r", " ".repeat(50));
-    }
+        bar.set_length(total as u64);
+        bar.set_position(done as u64 + 1);
+    });
+    bar.finish_and_clear();
+    let size = size?;
     let a = &model.config.architecture;
     eprintln!(
         "edgevit-tools: wrote {} ({:.1} MB, {} {}, {} layers, hidden {}, {} labels) in {:.1} s",

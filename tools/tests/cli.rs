@@ -224,3 +224,15 @@ fn version_and_flag_errors_name_the_program_and_the_subcommand_help() {
     let bad = tools(&["quantize", "snap", "--frobnicate"]);
     assert_one_line_error(&bad, "Unrecognized argument: --frobnicate (see `edgevit-tools quantize --help`)");
 }
+
+#[test]
+fn every_subcommand_help_shows_examples() {
+    for sub in ["quantize", "compare", "synth"] {
+        let out = tools(&[sub, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && help.contains("Examples:\n") && help.contains(&format!("edgevit-tools {sub} ")),
+            "{sub}: {help}"
+        );
+    }
+}
