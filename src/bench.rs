@@ -15,6 +15,8 @@ pub struct BenchOptions {
     /// Timed runs (the measurement stops at whichever of `runs` and `seconds` comes first).
     pub runs: usize,
     pub seconds: Option<f64>,
+    /// Time every layer's operations too ([`BenchReport::profile`]).
+    pub profile: bool,
 }
 
 /// Everything `bench` reports. Times in milliseconds.
@@ -32,6 +34,8 @@ pub struct BenchReport {
     pub first_inference_ms: f64,
     pub runs: usize,
     pub mean_ms: f64,
+    /// Standard deviation of the timed runs' latency.
+    pub stddev_ms: f64,
     pub min_ms: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -44,8 +48,68 @@ pub struct BenchReport {
     pub peak_rss_mb: Option<f64>,
     /// Share of the timed runs' forward time per kind of operation, in forward order.
     pub op_share: Vec<OpShare>,
+    /// With `--profile`: every layer's operations, in forward order, per run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<ProfileRow>>,
     /// Where the figures come from, so that results from many boards can be compared.
     pub machine: Machine,
+}
+
+/// One operation of one layer (or of the model, outside the encoder layers) in a profile.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProfileRow {
+    /// The encoder layer, from 0; absent for the patch embedding, the final layernorm and the
+    /// classifier.
+    pub layer: Option<usize>,
+    pub op: &'static str,
+    /// Mean milliseconds per run.
+    pub ms: f64,
+    /// Of the forward pass's timed total.
+    pub share: f64,
+    /// Multiply-add work (x2) per second, for the products.
+    pub gops: Option<f64>,
+    /// f32 bytes read and written per second, for the layernorms.
+    pub gbps: Option<f64>,
+    pub kernel: String,
+}
+
+/// The profile's rows from summed op times (`ops`, whose per-layer parts are `layers`) over
+/// `runs` runs.
+pub fn profile_rows(model: &Model, ops: &OpTimes, layers: &[OpTimes], runs: usize) -> Vec<ProfileRow> {
+    let a = model.architecture();
+    let (t, d, i) = (a.tokens() as f64, a.hidden_size as f64, a.intermediate_size as f64);
+    let kernels = model.op_kernels();
+    let kernel = |op: &str| kernels.iter().find(|k| k.0 == op).map(|k| k.1.clone()).unwrap_or_default();
+    let total = ops.total().as_secs_f64().max(f64::MIN_POSITIVE);
+    let per_run = |d: Duration| d.as_secs_f64() / runs.max(1) as f64;
+    let row = |layer: Option<usize>, op: &'static str, d: Duration, work: Option<f64>, bytes: Option<f64>| {
+        let secs = per_run(d).max(f64::MIN_POSITIVE);
+        ProfileRow {
+            layer,
+            op,
+            ms: secs * 1e3,
+            share: d.as_secs_f64() / total,
+            gops: work.map(|w| w / secs / 1e9),
+            gbps: bytes.map(|b| b / secs / 1e9),
+            kernel: kernel(op),
+        }
+    };
+    let patch = 2.0 * a.num_patches() as f64 * a.patch_len() as f64 * d;
+    let mut rows = vec![row(None, "patch_embed", ops.patch_embed, Some(patch), None)];
+    let mut layer_norms = Duration::ZERO;
+    for (l, lt) in layers.iter().enumerate() {
+        layer_norms += lt.layernorm;
+        // Two layernorms, each reading and writing t x d f32 values.
+        rows.push(row(Some(l), "layernorm", lt.layernorm, None, Some(2.0 * t * d * 8.0)));
+        rows.push(row(Some(l), "qkv", lt.qkv, Some(2.0 * t * d * 3.0 * d), None));
+        rows.push(row(Some(l), "attention", lt.attention, Some(2.0 * 2.0 * t * t * d), None));
+        rows.push(row(Some(l), "projection", lt.projection, Some(2.0 * t * d * d), None));
+        rows.push(row(Some(l), "mlp", lt.mlp, Some(2.0 * 2.0 * t * d * i), None));
+    }
+    rows.push(row(None, "layernorm", ops.layernorm.saturating_sub(layer_norms), None, None));
+    let head = 2.0 * a.head_inputs() as f64 * a.num_labels as f64;
+    rows.push(row(None, "classifier", ops.classifier, Some(head), None));
+    rows
 }
 
 /// The binary and the machine a benchmark ran on.
@@ -129,6 +193,7 @@ pub fn run(
     }
     let mut latencies = Vec::with_capacity(opts.runs);
     let mut ops = OpTimes::default();
+    let mut layers = vec![OpTimes::default(); a.num_layers];
     let began = Instant::now();
     let limit = opts.seconds.map(Duration::from_secs_f64);
     while latencies.len() < opts.runs && limit.is_none_or(|l| began.elapsed() < l) {
@@ -136,6 +201,9 @@ pub fn run(
         model.forward(&pixels, &mut session)?;
         latencies.push(ms(t.elapsed()));
         ops.add(session.op_times());
+        for (sum, l) in layers.iter_mut().zip(session.layer_times()) {
+            sum.add(l);
+        }
         let fraction = match limit {
             Some(l) => (began.elapsed().as_secs_f64() / l.as_secs_f64()).max(latencies.len() as f64 / opts.runs as f64),
             None => latencies.len() as f64 / opts.runs as f64,
@@ -149,6 +217,8 @@ pub fn run(
     let gops = ops_per_inference(a) / 1e9;
     let total = ops.total().as_secs_f64().max(f64::MIN_POSITIVE);
     let storage = model.config().weights.describe();
+    let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+    let variance = latencies.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (latencies.len().max(2) - 1) as f64;
     Ok(BenchReport {
         model: model.file().path().display().to_string(),
         storage,
@@ -159,7 +229,8 @@ pub fn run(
         open_ms,
         first_inference_ms,
         runs: latencies.len(),
-        mean_ms: latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
+        mean_ms: mean,
+        stddev_ms: variance.sqrt(),
         min_ms: sorted.first().copied().unwrap_or(f64::NAN),
         p50_ms: p50,
         p90_ms: percentile(&sorted, 0.9),
@@ -169,6 +240,7 @@ pub fn run(
         achieved_gops: gops / (p50 / 1e3),
         peak_rss_mb: peak_rss_mb(),
         op_share: ops.entries().iter().map(|&(op, d)| OpShare { op, share: d.as_secs_f64() / total }).collect(),
+        profile: opts.profile.then(|| profile_rows(model, &ops, &layers, latencies.len())),
         machine: Machine::this(),
     })
 }
@@ -205,8 +277,40 @@ impl BenchReport {
         line("peak RSS:", self.peak_rss_mb.map_or("unknown".into(), |m| format!("{m:.1} MB")));
         let shares: Vec<String> = self.op_share.iter().map(|o| format!("{} {:.1}%", o.op, o.share * 100.0)).collect();
         line("time per op:", shares.join(", "));
+        if let Some(rows) = &self.profile {
+            s.push_str(&profile_table(rows));
+        }
         s
     }
+}
+
+/// The profile as a table: one line per layer and operation.
+pub fn profile_table(rows: &[ProfileRow]) -> String {
+    let mut s =
+        format!("\n{:>5}  {:<11} {:>9} {:>7} {:>13}  kernel\n", "layer", "op", "ms/run", "share", "GOP/s | GB/s");
+    for r in rows {
+        let layer = r.layer.map_or("-".to_string(), |l| l.to_string());
+        let rate = match (r.gops, r.gbps) {
+            (Some(g), _) => format!("{g:.1} GOP/s"),
+            (None, Some(b)) => format!("{b:.1} GB/s"),
+            _ => "-".to_string(),
+        };
+        s.push_str(&format!(
+            "{layer:>5}  {:<11} {:>9.3} {:>6.1}% {rate:>13}  {}\n",
+            r.op,
+            r.ms,
+            r.share * 100.0,
+            r.kernel
+        ));
+    }
+    let total: f64 = rows.iter().map(|r| r.ms).sum();
+    s.push_str(&format!(
+        "{:>5}  {:<11} {total:>9.3} {:>6.1}%\n",
+        "",
+        "total",
+        100.0 * rows.iter().map(|r| r.share).sum::<f64>()
+    ));
+    s
 }
 
 #[cfg(test)]

@@ -247,6 +247,35 @@ impl Model {
         }
     }
 
+    fn linear_kernel(&self, lin: &LinearWeights) -> &'static str {
+        match lin {
+            LinearWeights::Int8 { .. } => self.i8_kernel.name(),
+            LinearWeights::F16 { .. } => self.f16_kernel.name(),
+            LinearWeights::F32 { .. } => self.f32_kernel.name(),
+        }
+    }
+
+    /// The kernels behind each kind of operation of [`OpTimes`], by name, for profiles.
+    pub fn op_kernels(&self) -> [(&'static str, String); 7] {
+        let w = &self.weights;
+        let [layernorm, softmax, gelu, quantize] = RowIsa::best().kernel_names();
+        let int8 = self.config().weights.dtype == WeightDType::Int8;
+        let with_quantize = |k: String| if int8 { format!("{k} + {quantize}") } else { k };
+        let first = w.layers.first();
+        let layer =
+            |f: fn(&LayerWeights) -> &LinearWeights| first.map_or("-", |l| self.linear_kernel(f(l))).to_string();
+        let [scores, values] = self.attention_kernels().names();
+        [
+            ("patch_embed", self.linear_kernel(&w.patch).to_string()),
+            ("layernorm", with_quantize(layernorm)),
+            ("qkv", layer(|l| &l.qkv)),
+            ("attention", format!("scores {scores}, {softmax}, values {values}")),
+            ("projection", layer(|l| &l.proj)),
+            ("mlp", format!("{} + {gelu} + {}", layer(|l| &l.fc1), layer(|l| &l.fc2))),
+            ("classifier", self.linear_kernel(&w.head).to_string()),
+        ]
+    }
+
     /// Every kernel the forward pass uses, by name, for `info` and `bench`: the GEMM kernel of
     /// each weight dtype, attention's two, and the row kernels.
     pub fn kernel_names(&self) -> Vec<String> {
@@ -361,8 +390,9 @@ impl Model {
         let threads = Threads(rayon::current_num_threads());
         let (t, d, inter) = (a.tokens(), a.hidden_size, a.intermediate_size);
         let w = &self.weights;
-        let Session { patches, x, h, qkv, ctx, mlp, scores, logits, q, times } = s;
+        let Session { patches, x, h, qkv, ctx, mlp, scores, logits, q, times, layer_times } = s;
         *times = OpTimes::default();
+        layer_times.fill(OpTimes::default());
         let mut clock = Laps(Instant::now());
 
         // Patch embedding: a convolution with stride = kernel is a matmul over flattened patches.
@@ -384,21 +414,21 @@ impl Model {
         let act = a.activation.kernel();
         let shape = attention_shape(a);
         let attn = self.attention_kernels();
-        for l in &w.layers {
+        for (l, lt) in w.layers.iter().zip(layer_times.iter_mut()) {
             let ln = (self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
             let input = normalize_and_prepare(&l.qkv, x, ln, h, t, q, self.prep());
-            clock.lap(&mut times.layernorm);
+            clock.lap2(&mut times.layernorm, &mut lt.layernorm);
             self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
-            clock.lap(&mut times.qkv);
+            clock.lap2(&mut times.qkv, &mut lt.qkv);
             attention(attn, qkv, ctx, scores, shape, threads);
-            clock.lap(&mut times.attention);
+            clock.lap2(&mut times.attention, &mut lt.attention);
             let input = prepare(&l.proj, ctx, t, d, q, self.prep());
             self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);
-            clock.lap(&mut times.projection);
+            clock.lap2(&mut times.projection, &mut lt.projection);
 
             let ln = (self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
             let input = normalize_and_prepare(&l.fc1, x, ln, h, t, q, self.prep());
-            clock.lap(&mut times.layernorm);
+            clock.lap2(&mut times.layernorm, &mut lt.layernorm);
             // An int8 fc2 takes GELU in the row pass that quantizes its input; otherwise fc1's
             // epilogue applies the activation.
             let gelu_in_quantize = l.fc2.is_int8() && act == Activation::Gelu;
@@ -410,7 +440,7 @@ impl Model {
                 prepare(&l.fc2, mlp, t, inter, q, self.prep())
             };
             self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate);
-            clock.lap(&mut times.mlp);
+            clock.lap2(&mut times.mlp, &mut lt.mlp);
         }
 
         // Only the rows the classifier reads are normalised.
@@ -723,12 +753,21 @@ pub struct Session {
     logits: Vec<f32>,
     q: QuantBuffer,
     times: OpTimes,
+    /// Per encoder layer (its layernorm, qkv, attention, projection and mlp).
+    layer_times: Vec<OpTimes>,
 }
 
 impl Session {
     /// Where the last forward pass spent its time.
     pub fn op_times(&self) -> &OpTimes {
         &self.times
+    }
+
+    /// The same, per encoder layer: each layer's layernorm, qkv, attention, projection and
+    /// mlp (patch embedding, the final layernorm and the classifier are in [`Session::op_times`]
+    /// only).
+    pub fn layer_times(&self) -> &[OpTimes] {
+        &self.layer_times
     }
 }
 
@@ -781,6 +820,14 @@ impl Laps {
         *slot += now - self.0;
         self.0 = now;
     }
+
+    /// [`Laps::lap`], charged to an op's total and to its layer's.
+    fn lap2(&mut self, slot: &mut Duration, layer_slot: &mut Duration) {
+        let now = Instant::now();
+        *slot += now - self.0;
+        *layer_slot += now - self.0;
+        self.0 = now;
+    }
 }
 
 impl Session {
@@ -809,6 +856,7 @@ impl Session {
                 },
             },
             times: OpTimes::default(),
+            layer_times: vec![OpTimes::default(); a.num_layers],
         }
     }
 }

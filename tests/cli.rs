@@ -262,9 +262,68 @@ fn bench_reports_latency_memory_compute_and_op_shares() {
         (vec!["bench", "-m", model, "--dtype", "int8"], "--dtype goes with --arch"),
         (vec!["bench", "-m", model, "--runs", "0"], "--runs"),
         (vec!["bench", "-m", model, "--seconds", "-1"], "--seconds"),
+        (vec!["bench", "-m", model, "--threads", "1,x"], "--threads 1,x: 'x'"),
+        (vec!["bench", "-m", model, "--threads", "0"], "at least 1"),
+        (vec!["bench", "--arch", "vit-ti16,vit-x", "--runs", "1"], "--arch vit-ti16,vit-x"),
+        (vec!["bench", "-m", model, "-m", model, "--json"], "--format json"),
+        (vec!["bench", "-m", model, "--format", "xml"], "md, csv, json"),
     ] {
         assert_clean_failure(&edgevit(&args), needle);
     }
+}
+
+#[test]
+fn bench_profile_has_every_layer_and_shares_that_sum_to_one() {
+    let args = ["bench", "--arch", "vit-ti16", "--threads", "1", "--runs", "2", "--warmup", "0", "--json", "--profile"];
+    let r = json(&edgevit(&args));
+    let rows = r["profile"].as_array().unwrap();
+    // Patch embedding, 12 layers x (layernorm, qkv, attention, projection, mlp), the final
+    // layernorm and the classifier.
+    assert_eq!(rows.len(), 1 + 12 * 5 + 2, "{r}");
+    let shares: f64 = rows.iter().map(|row| row["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "{shares}");
+    for (i, row) in rows[1..61].iter().enumerate() {
+        assert_eq!(row["layer"], i / 5, "{row}");
+        assert!(row["kernel"].as_str().is_some_and(|k| !k.is_empty()), "{row}");
+        assert!(row["gops"].as_f64().is_some() != (row["op"] == "layernorm"), "{row}");
+    }
+    // The per-layer rows add up to the op shares the report already had.
+    let mlp: f64 = rows.iter().filter(|row| row["op"] == "mlp").map(|row| row["share"].as_f64().unwrap()).sum();
+    let op = r["op_share"].as_array().unwrap().iter().find(|o| o["op"] == "mlp").unwrap()["share"].as_f64().unwrap();
+    assert!((mlp - op).abs() < 1e-9, "{mlp} vs {op}");
+    let out = edgevit(&["bench", "--arch", "vit-ti16", "--threads", "1", "--runs", "1", "--warmup", "0", "--profile"]);
+    let table = text(&out.stdout);
+    assert!(table.contains("layer  op") && table.contains("   11  mlp") && table.contains("total"), "{table}");
+}
+
+#[test]
+fn bench_sweeps_every_combination_into_one_table() {
+    let base =
+        ["bench", "--arch", "vit-ti16", "--dtype", "int8,f32", "--threads", "1,2", "--runs", "1", "--warmup", "0"];
+    let md = edgevit(&base);
+    assert!(md.status.success(), "{}", text(&md.stderr));
+    let md = text(&md.stdout);
+    let lines: Vec<&str> = md.lines().collect();
+    assert_eq!(lines.len(), 2 + 4, "{md}");
+    assert!(lines[0].starts_with("| model | storage | threads | mean ms | stddev ms | p50 ms | p99 ms"), "{md}");
+    let cells = |l: &str| l.trim_matches('|').split(" | ").map(str::trim).map(str::to_string).collect::<Vec<_>>();
+    let configs: Vec<(String, String)> =
+        lines[2..].iter().map(|l| (cells(l)[0].clone(), cells(l)[2].clone())).collect();
+    let want = [("int8", "1"), ("int8", "2"), ("f32", "1"), ("f32", "2")];
+    for ((model, threads), (dtype, n)) in configs.iter().zip(want) {
+        assert_eq!((model.as_str(), threads.as_str()), (format!("random vit-ti16 {dtype}").as_str(), n), "{md}");
+    }
+    let mut args = base.to_vec();
+    args.extend(["--format", "json"]);
+    let all = json(&edgevit(&args));
+    let threads: Vec<u64> = all.as_array().unwrap().iter().map(|r| r["threads"].as_u64().unwrap()).collect();
+    assert_eq!(threads, [1, 2, 1, 2]);
+    assert!(all[0]["stddev_ms"].as_f64().is_some_and(|s| s >= 0.0));
+    args.truncate(base.len());
+    args.extend(["--format", "csv"]);
+    let csv = text(&edgevit(&args).stdout);
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().contains("\"int8 (patch_embed, head in f32)\""), "{csv}");
 }
 
 #[test]

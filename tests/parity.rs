@@ -17,7 +17,8 @@ fn logits_from_reference_pixels_match_transformers() {
         let got = model.forward(pixels, &mut session).unwrap();
         let rel = rel_max_diff(got, want);
         worst = worst.max(rel);
-        assert!(rel <= 1e-3, "{name}: max |diff| is {rel:.2e} of the logit range");
+        // Measured 1.23e-6 on x86 and under qemu as the Cortex-A72 and A76 (2026-11-30).
+        assert!(rel <= 1e-5, "{name}: max |diff| is {rel:.2e} of the logit range");
         assert_eq!(argmax(got), argmax(want), "{name}: top-1");
         assert_eq!(top5(got), top5(want), "{name}: top-5 set");
     }
