@@ -12,8 +12,8 @@ use crate::config::{
     DEFAULT_KEEP_F32,
 };
 use crate::error::{Error, Result};
+use crate::format::expected_tensors;
 use crate::format::{self, AlignedBytes, DType, EvitFile, Layout, TensorPlan};
-use crate::model::expected_tensors;
 
 /// The standard ImageNet ViTs at 224x224 with 16x16 patches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use edgevit::config::{
     ActivationName, Architecture, Classifier, Family, Filter, ModelConfig, Normalize, Preprocess, Resize, WeightStorage,
 };
-use edgevit::model::expected_tensors;
+use edgevit::format::expected_tensors;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 

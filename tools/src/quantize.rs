@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use edgevit::config::{WeightDType, WeightStorage, KEEPABLE_F32};
+use edgevit::format::expected_tensors;
 use edgevit::format::{self, DType, Layout, TensorData};
-use edgevit::model::expected_tensors;
 use edgevit_kernels::gemm::pack::{channel_sums, pack_k1n16_f16, pack_k1n16_f32, pack_k4n16, quantize_per_row};
 
 use crate::hf::Imported;

@@ -1,0 +1,158 @@
+//! The forward pass: patch embedding, the encoder layers and the classifier.
+
+use std::time::Instant;
+
+use edgevit_kernels::attention::attention;
+use edgevit_kernels::gemm::f16::{f16_gemm, f16_gemm_halves, PackedF16};
+use edgevit_kernels::gemm::f32::{f32_gemm, PackedF32};
+use edgevit_kernels::gemm::i8::{i8_gemm, PackedI8};
+use edgevit_kernels::gemm::Epilogue;
+use edgevit_kernels::rows::activation::Activation;
+use edgevit_kernels::rows::layernorm::layernorm_row;
+use edgevit_kernels::Threads;
+
+use super::input::{
+    attention_shape, first_non_finite, im2col, mean_of_rows, normalize_and_prepare, prepare, prepare_gelu, LinearInput,
+};
+use super::session::{Laps, OpTimes, Session};
+use super::weights::LinearWeights;
+use super::Model;
+use crate::config::Classifier;
+use crate::error::{Error, Result};
+
+impl Model {
+    /// `out` (rows x out features, row stride `ldo`) gets `input * W^T + b`, stored, activated
+    /// or added, per `epilogue`.
+    fn linear(
+        &self,
+        lin: &LinearWeights,
+        input: LinearInput<'_>,
+        rows: usize,
+        out: &mut [f32],
+        ldo: usize,
+        epilogue: Epilogue,
+    ) {
+        let threads = Threads(rayon::current_num_threads());
+        match (*lin, input) {
+            (LinearWeights::F32 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
+                let w = PackedF32 { data: self.f32s(weight), n, k };
+                f32_gemm(self.f32_kernel, x, k, rows, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
+            }
+            (LinearWeights::F16 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
+                let w = PackedF16 { data: self.u16s(weight), n, k };
+                f16_gemm(self.f16_kernel, x, k, rows, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
+            }
+            (LinearWeights::F16 { weight, bias, out: n, inp: k }, LinearInput::Halves(x)) => {
+                let w = PackedF16 { data: self.u16s(weight), n, k };
+                let bias = bias.map(|b| self.f32s(b));
+                f16_gemm_halves(self.f16_kernel, x, rows, w, bias, out, ldo, epilogue, threads);
+            }
+            (LinearWeights::Int8 { weight, scale, sum, bias, out: n, inp: k }, LinearInput::Int8(q)) => {
+                let w = PackedI8 { data: self.i8s(weight), n, k, scales: self.f32s(scale), sums: self.i32s(sum) };
+                i8_gemm(self.i8_kernel, q, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
+            }
+            _ => unreachable!("the caller prepares the input in the layer's dtype"),
+        }
+    }
+
+    /// Runs the network on one preprocessed image (`channels x height x width`, CHW order) and
+    /// returns its logits, which live in `session` until the next call.
+    pub fn forward<'s>(&self, pixels: &[f32], s: &'s mut Session) -> Result<&'s [f32]> {
+        let a = self.architecture();
+        if pixels.len() != a.input_len() {
+            return Err(Error::Input(format!(
+                "input has {} values; this model takes {}x{}x{} = {}",
+                pixels.len(),
+                a.num_channels,
+                a.image_height,
+                a.image_width,
+                a.input_len()
+            )));
+        }
+        if let Some(i) = first_non_finite(pixels) {
+            return Err(Error::Input(format!("input value {i} is {} (NaN or infinite)", pixels[i])));
+        }
+        let threads = Threads(rayon::current_num_threads());
+        let (t, d, inter) = (a.tokens(), a.hidden_size, a.intermediate_size);
+        let w = &self.weights;
+        let Session { patches, x, h, qkv, ctx, mlp, scores, logits, q, times, layer_times } = s;
+        *times = OpTimes::default();
+        layer_times.fill(OpTimes::default());
+        let mut clock = Laps(Instant::now());
+
+        // Patch embedding: a convolution with stride = kernel is a matmul over flattened patches.
+        im2col(pixels, a, patches);
+        let np = a.num_patches();
+        let input = prepare(&w.patch, patches, np, a.patch_len(), q, self.prep());
+        let prefix = a.prefix_tokens();
+        self.linear(&w.patch, input, np, &mut x[prefix * d..], d, Epilogue::Store);
+        x[..d].copy_from_slice(self.f32s(w.cls));
+        if let Some(dist) = w.dist {
+            x[d..2 * d].copy_from_slice(self.f32s(dist));
+        }
+        for (x, p) in x.iter_mut().zip(self.f32s(w.pos)) {
+            *x += p;
+        }
+        clock.lap(&mut times.patch_embed);
+
+        let eps = a.layer_norm_eps;
+        let act = a.activation.kernel();
+        let shape = attention_shape(a);
+        let attn = self.attention_kernels();
+        for (l, lt) in w.layers.iter().zip(layer_times.iter_mut()) {
+            let ln = (self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
+            let input = normalize_and_prepare(&l.qkv, x, ln, h, t, q, self.prep());
+            clock.lap2(&mut times.layernorm, &mut lt.layernorm);
+            self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
+            clock.lap2(&mut times.qkv, &mut lt.qkv);
+            attention(attn, qkv, ctx, scores, shape, threads);
+            clock.lap2(&mut times.attention, &mut lt.attention);
+            let input = prepare(&l.proj, ctx, t, d, q, self.prep());
+            self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);
+            clock.lap2(&mut times.projection, &mut lt.projection);
+
+            let ln = (self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
+            let input = normalize_and_prepare(&l.fc1, x, ln, h, t, q, self.prep());
+            clock.lap2(&mut times.layernorm, &mut lt.layernorm);
+            // An int8 fc2 takes GELU in the row pass that quantizes its input; otherwise fc1's
+            // epilogue applies the activation.
+            let gelu_in_quantize = l.fc2.is_int8() && act == Activation::Gelu;
+            let fc1_epilogue = if gelu_in_quantize { Epilogue::Store } else { Epilogue::Activate(act) };
+            self.linear(&l.fc1, input, t, mlp, inter, fc1_epilogue);
+            let input = if gelu_in_quantize {
+                prepare_gelu(mlp, t, inter, q, self.prep())
+            } else {
+                prepare(&l.fc2, mlp, t, inter, q, self.prep())
+            };
+            self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate);
+            clock.lap2(&mut times.mlp, &mut lt.mlp);
+        }
+
+        // Only the rows the classifier reads are normalised.
+        let norm = (self.f32s(w.norm.0), self.f32s(w.norm.1));
+        match a.classifier {
+            Classifier::ClassToken => layernorm_row(&x[..d], &mut h[..d], norm.0, norm.1, eps),
+            Classifier::ClassAndDistillationTokens => {
+                layernorm_row(&x[..d], &mut h[..d], norm.0, norm.1, eps);
+                layernorm_row(&x[d..2 * d], &mut h[d..2 * d], norm.0, norm.1, eps);
+            }
+            Classifier::MeanOfPatches => {
+                let (normed, mean) = h[..2 * d].split_at_mut(d);
+                mean_of_rows(&x[prefix * d..t * d], d, mean);
+                layernorm_row(mean, normed, norm.0, norm.1, eps);
+            }
+        }
+        clock.lap(&mut times.layernorm);
+        let width = a.head_inputs();
+        let input = prepare(&w.head, &h[..width], 1, width, q, self.prep());
+        self.linear(&w.head, input, 1, logits, a.num_labels, Epilogue::Store);
+        clock.lap(&mut times.classifier);
+        if let Some(i) = first_non_finite(logits) {
+            return Err(Error::Input(format!(
+                "the model computed a non-finite logit ({} for class {i}) on this input: its weights overflow f32",
+                logits[i]
+            )));
+        }
+        Ok(logits)
+    }
+}

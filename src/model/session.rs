@@ -1,0 +1,129 @@
+//! A forward pass's buffers and where its time went.
+
+use std::time::{Duration, Instant};
+
+use edgevit_kernels::attention::AttentionScratch;
+use edgevit_kernels::gemm::pack::padded_k;
+
+use super::input::{attention_shape, QuantBuffer};
+use crate::config::Architecture;
+
+/// Every buffer one forward pass uses. Make one per thread with [`Model::session`].
+pub struct Session {
+    pub(super) patches: Vec<f32>,
+    pub(super) x: Vec<f32>,
+    pub(super) h: Vec<f32>,
+    pub(super) qkv: Vec<f32>,
+    pub(super) ctx: Vec<f32>,
+    pub(super) mlp: Vec<f32>,
+    pub(super) scores: AttentionScratch,
+    pub(super) logits: Vec<f32>,
+    pub(super) q: QuantBuffer,
+    pub(super) times: OpTimes,
+    /// Per encoder layer (its layernorm, qkv, attention, projection and mlp).
+    pub(super) layer_times: Vec<OpTimes>,
+}
+
+impl Session {
+    /// Where the last forward pass spent its time.
+    pub fn op_times(&self) -> &OpTimes {
+        &self.times
+    }
+
+    /// The same, per encoder layer: each layer's layernorm, qkv, attention, projection and
+    /// mlp (patch embedding, the final layernorm and the classifier are in [`Session::op_times`]
+    /// only).
+    pub fn layer_times(&self) -> &[OpTimes] {
+        &self.layer_times
+    }
+}
+
+/// Wall time per kind of operation in one forward pass. Activation quantization (int8) is
+/// counted with the Linear layer it feeds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OpTimes {
+    pub patch_embed: Duration,
+    pub layernorm: Duration,
+    pub qkv: Duration,
+    pub attention: Duration,
+    pub projection: Duration,
+    pub mlp: Duration,
+    pub classifier: Duration,
+}
+
+impl OpTimes {
+    /// (name, time) for each kind, in forward order.
+    pub fn entries(&self) -> [(&'static str, Duration); 7] {
+        [
+            ("patch_embed", self.patch_embed),
+            ("layernorm", self.layernorm),
+            ("qkv", self.qkv),
+            ("attention", self.attention),
+            ("projection", self.projection),
+            ("mlp", self.mlp),
+            ("classifier", self.classifier),
+        ]
+    }
+    pub fn total(&self) -> Duration {
+        self.entries().iter().map(|e| e.1).sum()
+    }
+    pub fn add(&mut self, o: &OpTimes) {
+        self.patch_embed += o.patch_embed;
+        self.layernorm += o.layernorm;
+        self.qkv += o.qkv;
+        self.attention += o.attention;
+        self.projection += o.projection;
+        self.mlp += o.mlp;
+        self.classifier += o.classifier;
+    }
+}
+
+/// A stopwatch that charges the time since its last lap to a slot.
+pub(super) struct Laps(pub(super) Instant);
+
+impl Laps {
+    pub(super) fn lap(&mut self, slot: &mut Duration) {
+        let now = Instant::now();
+        *slot += now - self.0;
+        self.0 = now;
+    }
+
+    /// [`Laps::lap`], charged to an op's total and to its layer's.
+    pub(super) fn lap2(&mut self, slot: &mut Duration, layer_slot: &mut Duration) {
+        let now = Instant::now();
+        *slot += now - self.0;
+        *layer_slot += now - self.0;
+        self.0 = now;
+    }
+}
+
+impl Session {
+    /// `halves`: room for activations rounded to half (f16 models on half-precision kernels).
+    pub(super) fn new(a: &Architecture, halves: bool) -> Self {
+        let (t, d) = (a.tokens(), a.hidden_size);
+        let widest = padded_k(d.max(a.intermediate_size).max(a.patch_len()));
+        Session {
+            patches: vec![0.0; a.num_patches() * a.patch_len()],
+            x: vec![0.0; t * d],
+            h: vec![0.0; t * d],
+            qkv: vec![0.0; t * 3 * d],
+            ctx: vec![0.0; t * d],
+            mlp: vec![0.0; t * a.intermediate_size],
+            // Keys and values in each kernel's form, and one score tile per thread.
+            scores: AttentionScratch::new(attention_shape(a), rayon::current_num_threads()),
+            logits: vec![0.0; a.num_labels],
+            q: QuantBuffer {
+                data: vec![0; t * widest],
+                scales: vec![0.0; t],
+                offsets: vec![0.0; t],
+                halves: if halves {
+                    vec![0; t * d.max(a.intermediate_size).max(a.patch_len()).max(a.head_inputs())]
+                } else {
+                    Vec::new()
+                },
+            },
+            times: OpTimes::default(),
+            layer_times: vec![OpTimes::default(); a.num_layers],
+        }
+    }
+}
