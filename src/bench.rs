@@ -14,6 +14,7 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Timed runs (the measurement stops at whichever of `runs` and `seconds` comes first).
     pub runs: usize,
+    /// How long the timed runs may take at most, in seconds.
     pub seconds: Option<f64>,
     /// Time every layer's operations too ([`BenchReport::profile`]).
     pub profile: bool,
@@ -22,27 +23,42 @@ pub struct BenchOptions {
 /// Everything `bench` reports. Times in milliseconds.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
+    /// The model file's path, or `random <arch> <dtype>` for `--arch`.
     pub model: String,
+    /// How the weights are stored (e.g. `int8 (patch_embed, head in f32)`).
     pub storage: String,
+    /// Worker threads the forward passes ran on.
     pub threads: usize,
+    /// The kernels the forward pass uses on this CPU.
     pub kernels: Vec<String>,
+    /// The model file's size.
     pub model_mb: f64,
     /// Building the random-weight model in memory (`--arch` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synth_ms: Option<f64>,
+    /// Mapping and validating the file (or, for `--arch`, opening the built bytes).
     pub open_ms: f64,
+    /// The first forward pass, which touches every weight page once.
     pub first_inference_ms: f64,
+    /// Timed runs made.
     pub runs: usize,
+    /// Mean latency of the timed runs.
     pub mean_ms: f64,
     /// Standard deviation of the timed runs' latency.
     pub stddev_ms: f64,
+    /// Fastest timed run.
     pub min_ms: f64,
+    /// Median latency.
     pub p50_ms: f64,
+    /// 90th percentile latency.
     pub p90_ms: f64,
+    /// 99th percentile latency.
     pub p99_ms: f64,
+    /// Timed runs per second of wall time.
     pub images_per_s: f64,
     /// Multiply-adds count 2 operations; at the median latency.
     pub gops_per_inference: f64,
+    /// `gops_per_inference` at the median latency.
     pub achieved_gops: f64,
     /// Peak resident memory of the process (Linux: VmHWM), if known.
     pub peak_rss_mb: Option<f64>,
@@ -61,6 +77,7 @@ pub struct ProfileRow {
     /// The encoder layer, from 0; absent for the patch embedding, the final layernorm and the
     /// classifier.
     pub layer: Option<usize>,
+    /// `patch_embed`, `layernorm`, `qkv`, `attention`, `projection`, `mlp` or `classifier`.
     pub op: &'static str,
     /// Mean milliseconds per run.
     pub ms: f64,
@@ -70,6 +87,7 @@ pub struct ProfileRow {
     pub gops: Option<f64>,
     /// f32 bytes read and written per second, for the layernorms.
     pub gbps: Option<f64>,
+    /// The kernels behind the operation, by name.
     pub kernel: String,
 }
 
@@ -115,17 +133,24 @@ pub fn profile_rows(model: &Model, ops: &OpTimes, layers: &[OpTimes], runs: usiz
 /// The binary and the machine a benchmark ran on.
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
+    /// The edgevit version.
     pub edgevit: &'static str,
+    /// The git commit the binary was built from.
     pub commit: &'static str,
+    /// The target triple the binary was built for.
     pub target: &'static str,
+    /// The CPU's model name, where the system says it.
     pub cpu: Option<String>,
+    /// Cores the system reports.
     pub cores: usize,
+    /// The CPU features the kernels choose by, that this CPU has.
     pub cpu_features: Vec<&'static str>,
     /// UTC, YYYY-MM-DD.
     pub date: String,
 }
 
 impl Machine {
+    /// This binary on this machine, today.
     pub fn this() -> Self {
         use crate::version;
         Machine {
@@ -140,9 +165,12 @@ impl Machine {
     }
 }
 
+/// The share of forward time one kind of operation took.
 #[derive(Clone, Debug, Serialize)]
 pub struct OpShare {
+    /// The operation, as in [`OpTimes::entries`].
     pub op: &'static str,
+    /// Of the timed runs' total forward time, from 0 to 1.
     pub share: f64,
 }
 

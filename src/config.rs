@@ -8,8 +8,11 @@ pub use edgevit_kernels::rows::activation::Activation;
 /// Upper bounds that keep a hostile header from asking for absurd scratch memory. Generous:
 /// ViT-H/14 at 518 px has 1370 tokens and width 1280.
 pub const MAX_DIM: usize = 16_384;
+/// Most encoder layers a file may declare.
 pub const MAX_LAYERS: usize = 256;
+/// Most tokens (patches plus class and distillation tokens).
 pub const MAX_TOKENS: usize = 8_192;
+/// Most classes.
 pub const MAX_LABELS: usize = 1 << 20;
 /// The largest model input side, and the largest size any preprocessing step (exact resize,
 /// shortest-edge resize, crop) may ask for, in pixels: 4x what ViT-H/14 at 518 px needs, small
@@ -18,20 +21,33 @@ pub const MAX_INPUT_SIDE: usize = 2_048;
 /// The longest label, in bytes.
 pub const MAX_LABEL_LEN: usize = 4_096;
 
+/// The network's shape: what `config.json` says, in edgevit's words.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Architecture {
+    /// Input height in pixels.
     pub image_height: usize,
+    /// Input width in pixels.
     pub image_width: usize,
+    /// Side of the square patches.
     pub patch_size: usize,
+    /// Input channels (3 for RGB).
     pub num_channels: usize,
+    /// Width of every token (the embedding size).
     pub hidden_size: usize,
+    /// Encoder layers.
     pub num_layers: usize,
+    /// Attention heads per layer.
     pub num_heads: usize,
+    /// Width of the MLP's hidden layer.
     pub intermediate_size: usize,
+    /// Classes the head predicts.
     pub num_labels: usize,
+    /// LayerNorm's epsilon.
     pub layer_norm_eps: f32,
+    /// The MLP's activation.
     pub activation: ActivationName,
+    /// Whether the query, key and value projections have biases.
     pub qkv_bias: bool,
     /// The checkpoint family the weights came from (absent, meaning ViT, in files written
     /// before DeiT support; recorded for `info`, it changes nothing in the forward pass).
@@ -102,10 +118,15 @@ impl Classifier {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivationName {
+    /// `0.5 x (1 + erf(x / sqrt 2))` (Hugging Face `gelu`).
     Gelu,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
     GeluTanh,
+    /// `x sigmoid(1.702 x)` (`quick_gelu`).
     QuickGelu,
+    /// `max(0, x)`.
     Relu,
+    /// `x sigmoid(x)` (`silu`, `swish`).
     Silu,
 }
 
@@ -131,6 +152,7 @@ impl ActivationName {
             Self::Silu => "silu",
         }
     }
+    /// The kernels' form of this activation.
     pub fn kernel(self) -> Activation {
         match self {
             Self::Gelu => Activation::Gelu,
@@ -143,9 +165,11 @@ impl ActivationName {
 }
 
 impl Architecture {
+    /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_heads
     }
+    /// Patches per image.
     pub fn num_patches(&self) -> usize {
         (self.image_height / self.patch_size) * (self.image_width / self.patch_size)
     }
@@ -168,6 +192,7 @@ impl Architecture {
     pub fn patch_len(&self) -> usize {
         self.num_channels * self.patch_size * self.patch_size
     }
+    /// Values in one input tensor (channels x height x width).
     pub fn input_len(&self) -> usize {
         self.num_channels * self.image_height * self.image_width
     }
@@ -239,11 +264,17 @@ impl Architecture {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Filter {
+    /// Nearest neighbour.
     Nearest,
+    /// Lanczos (a = 3).
     Lanczos,
+    /// Bilinear (triangle filter, widened when shrinking, as PIL does).
     Bilinear,
+    /// Bicubic (a = -0.5, widened when shrinking, as PIL does).
     Bicubic,
+    /// Box (area average).
     Box,
+    /// Hamming.
     Hamming,
 }
 
@@ -262,13 +293,22 @@ impl Filter {
     }
 }
 
+/// The resize step of preprocessing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Resize {
     /// Resize to exactly this size, ignoring the aspect ratio.
-    Exact { height: usize, width: usize },
+    Exact {
+        /// Output height.
+        height: usize,
+        /// Output width.
+        width: usize,
+    },
     /// Scale so the shorter side becomes `size`, keeping the aspect ratio.
-    ShortestEdge { size: usize },
+    ShortestEdge {
+        /// The shorter side's new length.
+        size: usize,
+    },
 }
 
 /// Preprocessing from decoded RGB to the model's input tensor, in this order:
@@ -276,7 +316,9 @@ pub enum Resize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocess {
+    /// The resize, if any, before the crop.
     pub resize: Option<Resize>,
+    /// The resampling filter of the resize.
     pub filter: Filter,
     /// Centre crop to (height, width) after resizing.
     pub crop: Option<[usize; 2]>,
@@ -286,10 +328,13 @@ pub struct Preprocess {
     pub normalize: Option<Normalize>,
 }
 
+/// Per-channel normalisation: `(x - mean) / std`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Normalize {
+    /// Subtracted from each channel (R, G, B).
     pub mean: [f32; 3],
+    /// Each channel is then divided by this.
     pub std: [f32; 3],
 }
 
@@ -307,6 +352,7 @@ impl Preprocess {
         }
     }
 
+    /// Checks that the steps produce this architecture's input size, within the bounds.
     pub fn validate(&self, arch: &Architecture) -> Result<(), String> {
         if let Some(n) = &self.normalize {
             if n.std.iter().chain(&n.mean).any(|v| !v.is_finite()) || n.std.contains(&0.0) {
@@ -363,15 +409,18 @@ pub fn shortest_edge_size(h: usize, w: usize, size: usize) -> (usize, usize) {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightStorage {
+    /// The storage of every Linear layer not in `keep_f32`.
     pub dtype: WeightDType,
     /// Linear layers kept in f32 whatever `dtype` says: "patch_embed" and/or "head".
     #[serde(default)]
     pub keep_f32: Vec<String>,
 }
 
+/// The storage of one Linear layer's weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightDType {
+    /// Full precision, packed k1n16.
     F32,
     /// Symmetric int8 per output channel, packed k4n16, with f32 scales and int32 channel sums.
     Int8,
@@ -401,6 +450,7 @@ impl WeightDType {
 }
 
 impl WeightStorage {
+    /// Every Linear layer in f32.
     pub fn f32() -> Self {
         WeightStorage { dtype: WeightDType::F32, keep_f32: Vec::new() }
     }
@@ -428,6 +478,7 @@ impl WeightStorage {
         }
     }
 
+    /// Checks that `keep_f32` names only layers that may be kept.
     pub fn validate(&self) -> Result<(), String> {
         match self.keep_f32.iter().find(|k| !KEEPABLE_F32.contains(&k.as_str())) {
             Some(k) => Err(format!("keep_f32 names '{k}'; only {KEEPABLE_F32:?} may be kept in f32")),
@@ -449,11 +500,15 @@ mod tests {
     }
 }
 
+/// Everything a model file says besides its tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// The network's shape.
     pub architecture: Architecture,
+    /// How an image becomes the input tensor.
     pub preprocess: Preprocess,
+    /// How the Linear layers' weights are stored.
     pub weights: WeightStorage,
     /// One name per output class, in index order.
     pub labels: Vec<String>,
@@ -463,6 +518,7 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// Checks every number against the bounds and the parts against each other.
     pub fn validate(&self) -> Result<(), String> {
         self.architecture.validate()?;
         self.preprocess.validate(&self.architecture)?;

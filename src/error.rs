@@ -3,24 +3,38 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Everything the runtime can refuse, with a message a user can act on.
 #[derive(Debug)]
 pub enum Error {
     /// A file could not be read or written.
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// A model file is damaged, truncated, or not an `.evit` file.
-    Format { path: PathBuf, message: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// An input (image, tensor) cannot be used with this model.
     Input(String),
     /// A valid request this build or this model does not support.
     Unsupported(String),
 }
 
+/// The runtime's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Error::Io { path: path.to_path_buf(), source }
     }
+    /// A model file at `path` that cannot be used, and why.
     pub fn format(path: &Path, message: impl Into<String>) -> Self {
         Error::Format { path: path.to_path_buf(), message: message.into() }
     }

@@ -44,6 +44,7 @@ pub struct Accuracy {
 }
 
 impl Accuracy {
+    /// Counts for a model with `classes` classes.
     pub fn new(classes: usize) -> Self {
         Accuracy { per_class: vec![[0; 3]; classes], confusions: BTreeMap::new() }
     }
@@ -61,6 +62,7 @@ impl Accuracy {
         }
     }
 
+    /// Inputs counted so far.
     pub fn inputs(&self) -> usize {
         self.per_class.iter().map(|c| c[0]).sum()
     }
@@ -115,10 +117,15 @@ impl Accuracy {
 /// What `edgevit eval --json` prints (besides the model and the input counts).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AccuracyReport {
+    /// Labelled inputs scored.
     pub inputs: usize,
+    /// Inputs whose top class is their label.
     pub top1_correct: usize,
+    /// Inputs whose label is among the top five.
     pub top5_correct: usize,
+    /// `top1_correct / inputs`.
     pub top1: f64,
+    /// `top5_correct / inputs`.
     pub top5: f64,
     /// Classes with at least one input.
     pub classes_seen: usize,
@@ -128,33 +135,48 @@ pub struct AccuracyReport {
     pub confusions: Vec<Confusion>,
 }
 
+/// A class by index and label.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClassRef {
+    /// The class index (the model's output position).
     pub index: usize,
+    /// Its label.
     pub label: String,
 }
 
+/// How one class fared.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClassAccuracy {
+    /// The class.
     pub class: ClassRef,
+    /// Its labelled inputs.
     pub inputs: usize,
+    /// Share ranked first.
     pub top1: f64,
+    /// Share in the top five.
     pub top5: f64,
     /// The class its inputs were most often taken for, when missed.
     pub taken_for: Option<Confused>,
 }
 
+/// A class others were taken for, and how often.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Confused {
+    /// The class predicted.
     pub class: ClassRef,
+    /// Inputs it was predicted for.
     pub count: usize,
 }
 
+/// One kind of top-1 miss: inputs of class `truth` ranked `predicted` first.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Confusion {
+    /// The inputs' label.
     #[serde(rename = "true")]
     pub truth: ClassRef,
+    /// What the model ranked first.
     pub predicted: ClassRef,
+    /// How many inputs.
     pub count: usize,
 }
 

@@ -15,6 +15,7 @@ pub const EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "npy"];
 /// One input to classify.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
+    /// A file (an image or a `.npy` tensor).
     File(PathBuf),
     /// An image or .npy tensor on standard input.
     Stdin,
@@ -86,7 +87,9 @@ fn list(dir: &Path, recursive: bool, files: &mut Vec<PathBuf>) -> Result<()> {
 
 /// What stdin held: an image, or a .npy tensor (recognised by its magic bytes).
 pub enum StdinContent {
+    /// A decoded image.
     Image(DecodedImage),
+    /// A `.npy` tensor.
     Tensor(NpyArray),
 }
 

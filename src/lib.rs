@@ -38,6 +38,8 @@
 //! # Ok::<(), edgevit::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod args;
 pub mod bench;
 pub mod config;

@@ -5,15 +5,21 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// The element data of a `.npy` array.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NpyData {
+    /// Little-endian float32 values.
     F32(Vec<f32>),
+    /// Bytes.
     U8(Vec<u8>),
 }
 
+/// A `.npy` array: its shape and data (C order).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NpyArray {
+    /// The dimensions.
     pub shape: Vec<usize>,
+    /// The elements.
     pub data: NpyData,
 }
 
@@ -21,12 +27,14 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// Arrays larger than this are refused before any allocation.
 const MAX_BYTES: usize = 1 << 31;
 
+/// Reads a `.npy` file (bounded by its header's size, never a device or a FIFO).
 pub fn read_npy(path: &Path) -> Result<NpyArray> {
     // The largest array plus the largest header a valid file can have.
     let bytes = crate::files::read_regular(path, (MAX_BYTES + (1 << 20)) as u64, ".npy")?;
     parse_npy(&bytes).map_err(|m| Error::Input(format!("{}: not a usable .npy file: {m}", path.display())))
 }
 
+/// Parses `.npy` bytes: format 1.0 to 3.0, float32 or uint8, C order.
 pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("missing the \\x93NUMPY magic".into());

@@ -20,8 +20,11 @@ pub const MAX_IMAGE_FILE_BYTES: u64 = MAX_DECODE_BYTES;
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RgbImage {
+    /// Pixels per row.
     pub width: usize,
+    /// Rows.
     pub height: usize,
+    /// R, G, B bytes, row after row.
     pub data: Vec<u8>,
 }
 
@@ -52,9 +55,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage, String> {
 pub struct DecodedImage(image::DynamicImage);
 
 impl DecodedImage {
+    /// Pixels per row.
     pub fn width(&self) -> usize {
         self.0.width() as usize
     }
+    /// Rows.
     pub fn height(&self) -> usize {
         self.0.height() as usize
     }

@@ -29,8 +29,10 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The words `--arch` takes, for messages.
     pub const NAMES: &'static str = "vit-ti16, vit-s16, vit-b16, vit-l16";
 
+    /// The word `--arch` takes for this preset.
     pub fn name(self) -> &'static str {
         match self {
             Preset::Tiny => "vit-ti16",
@@ -50,6 +52,7 @@ impl Preset {
         }
     }
 
+    /// The preset's architecture (ImageNet-1k head, 224x224 input).
     pub fn architecture(self) -> Architecture {
         let (hidden, layers, heads) = self.dims();
         Architecture {

@@ -22,9 +22,13 @@ pub use write::{build, to_bytes, write, write_bytes, TensorData, TensorPlan};
 #[cfg(target_endian = "big")]
 compile_error!("edgevit reads its little-endian model files in place and supports only little-endian CPUs");
 
+/// The file's first 8 bytes (PNG-style: a high byte, the name, CR LF, EOF, ...).
 pub const MAGIC: [u8; 8] = *b"\x89EVIT\r\n\x1a";
+/// The format version this build reads and writes.
 pub const VERSION: u32 = 1;
+/// Bytes of the fixed prefix before the JSON header.
 pub const PREFIX_LEN: usize = 64;
+/// Alignment of the data section and of every tensor in it.
 pub const ALIGN: usize = 64;
 /// A JSON header larger than this is refused before it is parsed.
 pub const MAX_HEADER_LEN: u64 = 64 << 20;
@@ -33,14 +37,18 @@ pub const MAX_HEADER_LEN: u64 = 64 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DType {
+    /// 32-bit IEEE 754.
     F32,
     /// IEEE 754 half precision.
     F16,
+    /// Signed 8-bit integer.
     I8,
+    /// Signed 32-bit integer.
     I32,
 }
 
 impl DType {
+    /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
@@ -86,9 +94,13 @@ impl Layout {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TensorEntry {
+    /// The tensor's name (see [`expected_tensors`]).
     pub name: String,
+    /// Its element type.
     pub dtype: DType,
+    /// How its elements are ordered.
     pub layout: Layout,
+    /// Its logical shape (`[out, in]` for a weight, whatever its packing).
     pub shape: Vec<u64>,
     /// Byte offset from the start of the data section; a multiple of 64.
     pub offset: u64,
@@ -99,15 +111,19 @@ pub struct TensorEntry {
 }
 
 impl TensorEntry {
+    /// Elements the shape holds, or `None` on overflow.
     pub fn numel(&self) -> Option<u64> {
         self.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
     }
 }
 
+/// The JSON header: the config and the tensor table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Header {
+    /// The model's configuration.
     pub config: ModelConfig,
+    /// Every tensor, in file order.
     pub tensors: Vec<TensorEntry>,
 }
 
@@ -123,12 +139,15 @@ pub struct AlignedBytes {
 struct Block([u8; 64]);
 
 impl AlignedBytes {
+    /// `len` zero bytes.
     pub fn zeroed(len: usize) -> Self {
         AlignedBytes { blocks: vec![Block([0; 64]); len.div_ceil(64)], len }
     }
+    /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.blocks)[..self.len]
     }
+    /// The bytes, to fill.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut bytemuck::cast_slice_mut(&mut self.blocks)[..self.len]
     }
@@ -257,12 +276,15 @@ impl EvitFile {
         }
     }
 
+    /// The path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The parsed and validated header.
     pub fn header(&self) -> &Header {
         &self.header
     }
+    /// The file's length in bytes.
     pub fn file_len(&self) -> usize {
         self.all_bytes().len()
     }

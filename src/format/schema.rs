@@ -7,9 +7,13 @@ use crate::config::{Architecture, WeightDType, WeightStorage};
 /// One tensor a model file must hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
+    /// The tensor's name.
     pub name: String,
+    /// Its element type.
     pub dtype: DType,
+    /// How its elements are ordered.
     pub layout: Layout,
+    /// Its logical shape.
     pub shape: Vec<usize>,
 }
 
@@ -18,7 +22,7 @@ fn spec(name: String, dtype: DType, layout: Layout, shape: Vec<usize>) -> Tensor
 }
 
 /// The tensors a model of this architecture and weight storage must hold, in file order.
-/// The tools write exactly this list and [`Model::open`] demands it: one definition of the names.
+/// The tools write exactly this list and [`crate::Model::open`] demands it: one definition of the names.
 ///
 /// A Linear layer `X` stored in f32 has `X.weight` (`[out, in]`, row-major) and `X.bias`; in
 /// int8 it has `X.weight` (`[out, in]` packed k4n16), `X.scale` (f32 per output channel),

@@ -12,14 +12,20 @@ use crate::error::{Error, Result};
 
 /// A tensor to be written.
 pub struct TensorData<'a> {
+    /// The tensor's name.
     pub name: String,
+    /// Its element type.
     pub dtype: DType,
+    /// How its elements are ordered.
     pub layout: Layout,
+    /// Its logical shape.
     pub shape: Vec<usize>,
+    /// Its bytes, little-endian, already in `layout` order.
     pub bytes: Cow<'a, [u8]>,
 }
 
 impl<'a> TensorData<'a> {
+    /// A row-major f32 tensor.
     pub fn f32(name: impl Into<String>, shape: Vec<usize>, values: &'a [f32]) -> Self {
         TensorData {
             name: name.into(),
@@ -30,6 +36,7 @@ impl<'a> TensorData<'a> {
         }
     }
 
+    /// A row-major i32 tensor.
     pub fn i32(name: impl Into<String>, shape: Vec<usize>, values: &[i32]) -> TensorData<'static> {
         let bytes = Cow::Owned(bytemuck::cast_slice(values).to_vec());
         TensorData { name: name.into(), dtype: DType::I32, layout: Layout::RowMajor, shape, bytes }
@@ -63,9 +70,13 @@ impl<'a> TensorData<'a> {
 /// A tensor's place in a file to be built: everything but its bytes.
 #[derive(Clone, Debug)]
 pub struct TensorPlan {
+    /// The tensor's name.
     pub name: String,
+    /// Its element type.
     pub dtype: DType,
+    /// How its elements are ordered.
     pub layout: Layout,
+    /// Its logical shape.
     pub shape: Vec<usize>,
 }
 

@@ -67,15 +67,19 @@ impl Model {
         })
     }
 
+    /// The configuration the file holds.
     pub fn config(&self) -> &ModelConfig {
         &self.file.header().config
     }
+    /// The network's shape.
     pub fn architecture(&self) -> &Architecture {
         &self.config().architecture
     }
+    /// Class names, by index.
     pub fn labels(&self) -> &[String] {
         &self.config().labels
     }
+    /// The open file the weights are read from.
     pub fn file(&self) -> &EvitFile {
         &self.file
     }
@@ -239,8 +243,11 @@ impl Model {
 /// One ranked class.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Prediction {
+    /// The class index.
     pub index: usize,
+    /// Its label (the index as text when the file has no label for it).
     pub label: String,
+    /// Softmax probability over all classes.
     pub prob: f32,
 }
 

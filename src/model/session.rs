@@ -8,7 +8,7 @@ use edgevit_kernels::gemm::pack::padded_k;
 use super::input::{attention_shape, QuantBuffer};
 use crate::config::Architecture;
 
-/// Every buffer one forward pass uses. Make one per thread with [`Model::session`].
+/// Every buffer one forward pass uses. Make one per thread with [`crate::Model::session`].
 pub struct Session {
     pub(super) patches: Vec<f32>,
     pub(super) x: Vec<f32>,
@@ -42,12 +42,19 @@ impl Session {
 /// counted with the Linear layer it feeds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct OpTimes {
+    /// Patch embedding (im2col and its GEMM) and position embeddings.
     pub patch_embed: Duration,
+    /// LayerNorms, with the quantization or rounding of their output.
     pub layernorm: Duration,
+    /// The query, key and value projections.
     pub qkv: Duration,
+    /// Scores, softmax and the weighted sum of values.
     pub attention: Duration,
+    /// The output projection and its residual.
     pub projection: Duration,
+    /// fc1, the activation, fc2 and the residual.
     pub mlp: Duration,
+    /// The classifier head.
     pub classifier: Duration,
 }
 
@@ -64,9 +71,11 @@ impl OpTimes {
             ("classifier", self.classifier),
         ]
     }
+    /// All kinds together.
     pub fn total(&self) -> Duration {
         self.entries().iter().map(|e| e.1).sum()
     }
+    /// Adds another pass's times (to sum over runs).
     pub fn add(&mut self, o: &OpTimes) {
         self.patch_embed += o.patch_embed;
         self.layernorm += o.layernorm;

@@ -14,18 +14,22 @@ pub enum FrameFormat {
     Yuv420p,
     /// Y plane, then one plane of interleaved U, V at half width and height (rounded up).
     Nv12,
+    /// R, G, B bytes per pixel.
     Rgb24,
+    /// B, G, R bytes per pixel.
     Bgr24,
     /// RGB plus an alpha (or padding) byte, which is ignored: picamera2's XBGR8888.
     Rgba,
     /// BGR plus an alpha (or padding) byte, which is ignored: picamera2's XRGB8888.
     Bgra,
+    /// One grey byte per pixel.
     Gray8,
     /// Concatenated JPEG images, each a complete file.
     Mjpeg,
 }
 
 impl FrameFormat {
+    /// The words `name` gives, for messages.
     pub const NAMES: &'static str = "yuv420p, nv12, rgb24, bgr24, rgba, bgra, gray8, mjpeg";
 
     /// The word `--frame-format` takes.
@@ -125,8 +129,10 @@ impl FromStr for YuvMatrix {
 /// Whether Y spans 16..235 and U, V 16..240 (limited, "TV") or all of 0..255 (full, "PC").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum YuvRange {
+    /// Y in 16..=235, U and V in 16..=240 ("TV").
     #[default]
     Limited,
+    /// All of 0..=255 ("PC", JPEG).
     Full,
 }
 
@@ -155,6 +161,7 @@ pub struct YuvToRgb {
 }
 
 impl YuvToRgb {
+    /// The converter for this matrix and range.
     pub fn new(matrix: YuvMatrix, range: YuvRange) -> Self {
         let (kr, kb) = match matrix {
             YuvMatrix::Bt601 => (0.299, 0.114),
@@ -177,6 +184,7 @@ impl YuvToRgb {
         }
     }
 
+    /// One pixel's R, G, B.
     #[inline]
     pub fn convert(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
         let yy = self.luma_term(y);
@@ -201,12 +209,16 @@ impl YuvToRgb {
 /// One raw frame in memory.
 #[derive(Clone, Copy, Debug)]
 pub struct RawFrame<'a> {
+    /// How the bytes are laid out.
     pub format: FrameFormat,
+    /// Pixels per row.
     pub width: usize,
+    /// Rows.
     pub height: usize,
     /// Bytes per row of the first (or only) plane, padding included (see
     /// [`FrameFormat::frame_len_strided`] for the chroma rows).
     pub stride: usize,
+    /// The frame's bytes, exactly one frame.
     pub data: &'a [u8],
 }
 

@@ -19,12 +19,15 @@ use crate::preprocess::decode;
 /// What a stream holds and how to read it.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamOptions {
+    /// How each frame is laid out.
     pub format: FrameFormat,
     /// Frame width and height: required for raw formats; for MJPEG, checked if given.
     pub size: Option<(usize, usize)>,
     /// Bytes per row of raw frames whose rows are padded (`None`: unpadded).
     pub stride: Option<usize>,
+    /// The YUV to RGB matrix (YUV formats).
     pub matrix: YuvMatrix,
+    /// The YUV range (YUV formats).
     pub range: YuvRange,
     /// Classify every Nth frame (1 = all); the others are read and dropped.
     pub every: u64,
@@ -57,12 +60,14 @@ pub fn prepare_frame(bytes: &[u8], opts: &StreamOptions, p: &Preprocess, out: &m
 pub struct FrameResult<'a> {
     /// The frame's position in the stream, from 0 (skipped frames count).
     pub index: u64,
+    /// The frame's logits.
     pub logits: &'a [f32],
     /// Time spent waiting for and reading the frame's bytes.
     pub read_ms: f64,
     /// Colour conversion, resize and normalisation (on the reader thread, overlapping the
     /// previous frame's inference).
     pub preprocess_ms: f64,
+    /// The forward pass.
     pub inference_ms: f64,
 }
 
