@@ -1,13 +1,14 @@
-//! What `classify` reads: files, folders of them, and stdin (`-`). Folders are listed in
-//! sorted order (by path) so that results come out the same on every run; `recursive` descends
-//! into subfolders.
+//! What `classify`, `eval` and `compare` read: files, folders of them, and stdin (`-`), and
+//! each as the model's input ([`load`]). Folders are listed in sorted order (by path) so that
+//! results come out the same on every run; `recursive` descends into subfolders.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::config::{Architecture, ModelConfig};
 use crate::error::{Error, Result};
-use crate::npy::{parse_npy, NpyArray};
-use crate::preprocess::{decode, DecodedImage, MAX_IMAGE_FILE_BYTES};
+use crate::npy::{parse_npy, read_npy, NpyArray, NpyData};
+use crate::preprocess::{decode, load_and_preprocess, DecodedImage, MAX_IMAGE_FILE_BYTES};
 
 /// File name extensions a folder is searched for (case does not matter).
 pub const EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "npy"];
@@ -111,6 +112,53 @@ pub fn read_stdin() -> Result<StdinContent> {
         return parse_npy(&bytes).map(StdinContent::Tensor).map_err(|e| Error::Input(format!("-: {e}")));
     }
     decode(&bytes).map(StdinContent::Image).map_err(|e| Error::Input(format!("-: {e}")))
+}
+
+/// The model input for `input`: an image decoded and preprocessed as `config` says, or an
+/// already preprocessed float32 `.npy` tensor of the model's input shape (`[C, H, W]` or
+/// `[1, C, H, W]`), from a file or stdin.
+pub fn load(input: &Input, config: &ModelConfig) -> Result<Vec<f32>> {
+    let path = match input {
+        Input::File(path) => path,
+        Input::Stdin => {
+            return match read_stdin()? {
+                StdinContent::Image(img) => {
+                    let mut out = Vec::new();
+                    img.preprocess_into(&config.preprocess, &mut out);
+                    Ok(out)
+                }
+                StdinContent::Tensor(arr) => tensor_input(Path::new("-"), arr, &config.architecture),
+            }
+        }
+    };
+    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+    if !is_npy {
+        return load_and_preprocess(path, config);
+    }
+    tensor_input(path, read_npy(path)?, &config.architecture)
+}
+
+/// A `.npy` tensor as the model's input, if it has the model's input shape and is float32.
+fn tensor_input(path: &Path, arr: NpyArray, a: &Architecture) -> Result<Vec<f32>> {
+    let want = [a.num_channels, a.image_height, a.image_width];
+    let shape_ok = arr.shape == want || (arr.shape.len() == 4 && arr.shape[0] == 1 && arr.shape[1..] == want);
+    match arr.data {
+        NpyData::F32(v) if shape_ok => Ok(v),
+        NpyData::F32(_) => Err(Error::Input(format!(
+            "{}: tensor shape {:?}; this model takes [{}, {}, {}] or [1, {}, {}, {}]",
+            path.display(),
+            arr.shape,
+            want[0],
+            want[1],
+            want[2],
+            want[0],
+            want[1],
+            want[2]
+        ))),
+        NpyData::U8(_) => {
+            Err(Error::Input(format!("{}: a preprocessed tensor must be float32, not uint8", path.display())))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,14 @@
 //! `edgevit classify`: image and `.npy` files, folders of them, stdin, and (`--stream`) camera
 //! frames.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use argh::FromArgs;
-use edgevit::inputs::{self, Input, StdinContent};
-use edgevit::npy::{read_npy, NpyData};
+use edgevit::inputs;
 use edgevit::stream::{FrameFormat, StreamOptions, YuvMatrix, YuvRange};
-use edgevit::{preprocess, top_k, Error, Model, Prediction};
+use edgevit::{top_k, Error, Model, Prediction};
 
 use crate::{emit, in_pool, input_path, open_model, printable, set_threads, Output, FRAME_TIMEOUT_RANGE};
 
@@ -140,7 +139,7 @@ fn classify_files(args: &Classify, model: &Model) -> Result<ExitCode, Error> {
     for input in inputs {
         let start = Instant::now();
         let result = input.and_then(|input| {
-            let pixels = load_input(&input, model)?;
+            let pixels = inputs::load(&input, model.config())?;
             Ok((input, model.forward(&pixels, &mut session)?.to_vec()))
         });
         let ms = start.elapsed().as_secs_f64() * 1e3;
@@ -252,52 +251,6 @@ fn classify_stream(args: Classify) -> Result<ExitCode, Error> {
         }
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e),
-    }
-}
-
-/// Reads an image (decoded and preprocessed) or an already preprocessed `.npy` tensor.
-pub(crate) fn load_input(input: &Input, model: &Model) -> Result<Vec<f32>, Error> {
-    let path = match input {
-        Input::File(path) => path,
-        Input::Stdin => {
-            return match inputs::read_stdin()? {
-                StdinContent::Image(img) => {
-                    let mut out = Vec::new();
-                    img.preprocess_into(&model.config().preprocess, &mut out);
-                    Ok(out)
-                }
-                StdinContent::Tensor(arr) => tensor_input(Path::new("-"), arr, model),
-            }
-        }
-    };
-    let is_npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
-    if !is_npy {
-        return preprocess::load_and_preprocess(path, model.config());
-    }
-    tensor_input(path, read_npy(path)?, model)
-}
-
-/// A `.npy` tensor as the model's input, if it has the model's input shape and is float32.
-fn tensor_input(path: &Path, arr: edgevit::npy::NpyArray, model: &Model) -> Result<Vec<f32>, Error> {
-    let a = model.architecture();
-    let want = [a.num_channels, a.image_height, a.image_width];
-    let shape_ok = arr.shape == want || (arr.shape.len() == 4 && arr.shape[0] == 1 && arr.shape[1..] == want);
-    match arr.data {
-        NpyData::F32(v) if shape_ok => Ok(v),
-        NpyData::F32(_) => Err(Error::Input(format!(
-            "{}: tensor shape {:?}; this model takes [{}, {}, {}] or [1, {}, {}, {}]",
-            path.display(),
-            arr.shape,
-            want[0],
-            want[1],
-            want[2],
-            want[0],
-            want[1],
-            want[2]
-        ))),
-        NpyData::U8(_) => {
-            Err(Error::Input(format!("{}: a preprocessed tensor must be float32, not uint8", path.display())))
-        }
     }
 }
 

@@ -8,7 +8,6 @@ use argh::FromArgs;
 use edgevit::inputs::{self, Input};
 use edgevit::{Error, Model};
 
-use crate::classify::load_input;
 use crate::{emit, in_pool, input_path, open_model, printable, set_threads, Output};
 
 #[derive(FromArgs)]
@@ -78,7 +77,7 @@ pub(crate) fn eval(args: Eval) -> Result<ExitCode, Error> {
     in_pool(|| {
         let mut session = model.session();
         for (input, label) in &labelled {
-            let result = load_input(input, &model).and_then(|pixels| {
+            let result = inputs::load(input, model.config()).and_then(|pixels| {
                 accuracy.add(model.forward(&pixels, &mut session)?, *label);
                 Ok(())
             });

@@ -1,12 +1,11 @@
 //! `edgevit-tools compare`: how closely one model (say int8) follows another (say f32) on the
 //! same inputs, and how accurate both are when the inputs carry labels.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use edgevit::eval::label_of;
 
-use edgevit::npy::{read_npy, NpyData};
-use edgevit::preprocess::load_and_preprocess;
+use edgevit::inputs::{load, Input};
 use edgevit::{Error, Model};
 
 /// Running totals of the comparison.
@@ -96,17 +95,6 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
-fn load(model: &Model, path: &Path) -> Result<Vec<f32>, Error> {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        match read_npy(path)?.data {
-            NpyData::F32(v) => Ok(v),
-            NpyData::U8(_) => Err(Error::Input(format!("{}: expected a float32 tensor", path.display()))),
-        }
-    } else {
-        load_and_preprocess(path, model.config())
-    }
-}
-
 /// Runs both models on every input. Inputs that cannot be read are reported through
 /// `on_error` and skipped; `on_done` is called after each input.
 pub fn compare(
@@ -120,8 +108,8 @@ pub fn compare(
     let mut f = Fidelity::default();
     for path in inputs {
         let mut run = || -> Result<(Vec<f32>, Vec<f32>), Error> {
-            let r = reference.forward(&load(reference, path)?, &mut sr)?.to_vec();
-            let c = candidate.forward(&load(candidate, path)?, &mut sc)?.to_vec();
+            let r = reference.forward(&load(&Input::File(path.clone()), reference.config())?, &mut sr)?.to_vec();
+            let c = candidate.forward(&load(&Input::File(path.clone()), candidate.config())?, &mut sc)?.to_vec();
             Ok((r, c))
         };
         match run() {
