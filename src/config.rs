@@ -449,6 +449,19 @@ impl WeightDType {
     }
 }
 
+impl std::str::FromStr for WeightDType {
+    type Err = String;
+    /// The words `--dtype` takes: `int8`, `f16`, `f32`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "int8" => Ok(Self::Int8),
+            "f16" => Ok(Self::F16),
+            "f32" => Ok(Self::F32),
+            other => Err(format!("'{other}' is not one of: int8, f16, f32")),
+        }
+    }
+}
+
 impl WeightStorage {
     /// Every Linear layer in f32.
     pub fn f32() -> Self {

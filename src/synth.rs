@@ -88,16 +88,6 @@ impl FromStr for Preset {
     }
 }
 
-/// Weight storage by name, as `--dtype` takes it.
-pub fn parse_dtype(s: &str) -> Result<WeightDType, String> {
-    match s {
-        "int8" => Ok(WeightDType::Int8),
-        "f32" => Ok(WeightDType::F32),
-        "f16" => Ok(WeightDType::F16),
-        other => Err(format!("--dtype '{other}' is not one of: int8, f16, f32")),
-    }
-}
-
 /// A deterministic xorshift64* generator: the same seed gives the same model everywhere.
 struct Rng(u64);
 

@@ -5,8 +5,8 @@ mod common;
 use std::process::Output;
 
 use common::*;
+use edgevit::config::WeightDType;
 use edgevit::npy::npy_f32_bytes;
-use edgevit_tools::quantize::StoreDType;
 
 fn edgevit(args: &[&str]) -> Output {
     common::exec::run(env!("CARGO_BIN_EXE_edgevit"), args)
@@ -63,7 +63,7 @@ fn json_logits_from_npy_match_transformers() {
 #[test]
 fn bad_inputs_fail_alone_and_the_rest_are_classified() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = convert(&repo().join("demo/vit-mnist"), StoreDType::F32);
+    let demo = convert(&repo().join("demo/vit-mnist"), WeightDType::F32);
     let garbage = dir.path().join("garbage.jpg");
     std::fs::write(&garbage, b"this is not a JPEG").unwrap();
     let truncated = dir.path().join("truncated.png");
@@ -96,7 +96,7 @@ fn bad_inputs_fail_alone_and_the_rest_are_classified() {
 
 #[test]
 fn readable_output_names_each_digit() {
-    let demo = convert(&repo().join("demo/vit-mnist"), StoreDType::F32);
+    let demo = convert(&repo().join("demo/vit-mnist"), WeightDType::F32);
     let examples: Vec<String> =
         (0..10).map(|d| repo().join(format!("demo/examples/digit-{d}.png")).to_str().unwrap().to_string()).collect();
     let mut args = vec!["classify", "-m", demo.to_str().unwrap(), "--top-k", "2"];
@@ -115,7 +115,7 @@ fn readable_output_names_each_digit() {
 
 #[test]
 fn nonsense_flags_and_damaged_models_are_clear_errors() {
-    let demo = convert(&repo().join("demo/vit-mnist"), StoreDType::F32);
+    let demo = convert(&repo().join("demo/vit-mnist"), WeightDType::F32);
     let m = demo.to_str().unwrap();
     let img = repo().join("demo/examples/digit-1.png");
     let img = img.to_str().unwrap();
@@ -372,7 +372,7 @@ fn info_labels_prints_every_label_in_order() {
 #[test]
 fn folders_and_stdin_are_inputs() {
     use std::io::Write;
-    let demo = convert(&repo().join("demo/vit-mnist"), StoreDType::F32);
+    let demo = convert(&repo().join("demo/vit-mnist"), WeightDType::F32);
     let m = demo.to_str().unwrap();
     let examples = repo().join("demo/examples");
     let mut pngs: Vec<String> = std::fs::read_dir(&examples)

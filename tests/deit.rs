@@ -6,9 +6,9 @@
 mod common;
 
 use common::{check_snapshot, convert, load_safetensors, rel_max_diff, repo};
+use edgevit::config::WeightDType;
 use edgevit::config::{Classifier, Family};
 use edgevit::Model;
-use edgevit_tools::quantize::StoreDType;
 
 fn labels(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix} {i}")).collect()
@@ -51,9 +51,9 @@ fn lower_precisions_follow_f32(name: &str, bound_f16: f32, bound_int8: f32) {
     let reference = load_safetensors(&dir.join(format!("{name}.reference.safetensors")));
     let (shape, pixels) = &reference["pixel_values"];
     let per = pixels.len() / shape[0];
-    let f32_model = Model::open(convert(&dir.join(name), StoreDType::F32)).unwrap();
+    let f32_model = Model::open(convert(&dir.join(name), WeightDType::F32)).unwrap();
     let mut s32 = f32_model.session();
-    for (dtype, bound) in [(StoreDType::F16, bound_f16), (StoreDType::Int8, bound_int8)] {
+    for (dtype, bound) in [(WeightDType::F16, bound_f16), (WeightDType::Int8, bound_int8)] {
         let model = Model::open(convert(&dir.join(name), dtype)).unwrap();
         let mut session = model.session();
         for b in 0..shape[0] {

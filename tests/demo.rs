@@ -4,13 +4,13 @@
 mod common;
 
 use common::*;
+use edgevit::config::WeightDType;
 use edgevit::Model;
-use edgevit_tools::quantize::StoreDType;
 
 #[test]
 fn heldout_accuracy_matches_transformers() {
     let demo = repo().join("demo");
-    let model = Model::open(convert(&demo.join("vit-mnist"), StoreDType::F32)).unwrap();
+    let model = Model::open(convert(&demo.join("vit-mnist"), WeightDType::F32)).unwrap();
     let heldout = demo_heldout();
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(demo.join("heldout/reference.json")).unwrap()).unwrap();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::process::Output;
 
 use common::*;
-use edgevit_tools::quantize::StoreDType;
+use edgevit::config::WeightDType;
 use serde_json::Value;
 
 fn edgevit(args: &[&str]) -> Output {
@@ -28,7 +28,7 @@ fn eval_json(args: &[&str]) -> Value {
 #[test]
 fn folders_per_class_give_transformers_accuracy_per_class() {
     let demo = repo().join("demo");
-    let model = convert(&demo.join("vit-mnist"), StoreDType::F32);
+    let model = convert(&demo.join("vit-mnist"), WeightDType::F32);
     let model = model.to_str().unwrap();
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(demo.join("heldout/reference.json")).unwrap()).unwrap();

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::*;
+use edgevit::config::WeightDType;
 use edgevit::Model;
-use edgevit_tools::quantize::StoreDType;
 
 fn edgevit(args: &[&str]) -> Output {
     common::exec::run(env!("CARGO_BIN_EXE_edgevit"), args)
@@ -26,7 +26,7 @@ fn assert_clean_failure(out: &Output, needle: &str) {
     assert!(err.contains(needle), "stderr should mention '{needle}': {err}");
 }
 
-fn demo_model(dtype: StoreDType) -> PathBuf {
+fn demo_model(dtype: WeightDType) -> PathBuf {
     convert(&repo().join("demo/vit-mnist"), dtype)
 }
 
@@ -85,7 +85,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 #[test]
 fn preprocessing_sizes_are_bounded_at_open_and_at_quantize() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(demo_model(StoreDType::F32)).unwrap();
+    let bytes = std::fs::read(demo_model(WeightDType::F32)).unwrap();
     let json_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
     let json = std::str::from_utf8(&bytes[64..64 + json_len]).unwrap().to_string();
     let resize_at = json.find("\"resize\":").unwrap();
@@ -117,8 +117,8 @@ fn preprocessing_sizes_are_bounded_at_open_and_at_quantize() {
 #[test]
 fn files_that_pass_verify_but_hold_nan_or_wrong_sums_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let f32m = demo_model(StoreDType::F32);
-    let int8 = demo_model(StoreDType::Int8);
+    let f32m = demo_model(WeightDType::F32);
+    let int8 = demo_model(WeightDType::Int8);
     for (path, name, value) in [
         (&f32m, "head.bias", f32::NAN),
         (&f32m, "layers.0.ln1.weight", f32::INFINITY),
@@ -147,7 +147,7 @@ fn files_that_pass_verify_but_hold_nan_or_wrong_sums_are_refused() {
 #[test]
 fn trailing_bytes_and_non_zero_padding_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(demo_model(StoreDType::Int8)).unwrap();
+    let bytes = std::fs::read(demo_model(WeightDType::Int8)).unwrap();
     // Non-zero padding between the JSON and the data section.
     let json_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
     let data = u64::from_le_bytes(bytes[24..32].try_into().unwrap()) as usize;
@@ -174,7 +174,7 @@ fn trailing_bytes_and_non_zero_padding_are_refused() {
 #[test]
 fn fifos_devices_and_folders_are_refused_not_waited_on() {
     let dir = tempfile::tempdir().unwrap();
-    let model = demo_model(StoreDType::F32);
+    let model = demo_model(WeightDType::F32);
     let fifo = dir.path().join("in.png");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
     let mut inputs: Vec<String> = vec!["/dev/zero".into(), dir.path().to_str().unwrap().into()];
@@ -203,7 +203,7 @@ fn fifos_devices_and_folders_are_refused_not_waited_on() {
 #[test]
 fn truncated_jpegs_are_errors_and_the_rest_are_classified() {
     let dir = tempfile::tempdir().unwrap();
-    let model = demo_model(StoreDType::F32);
+    let model = demo_model(WeightDType::F32);
     let photo = std::fs::read_dir(shared().join("images/imagenet-samples"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -220,7 +220,7 @@ fn truncated_jpegs_are_errors_and_the_rest_are_classified() {
 
 #[test]
 fn command_line_limits_fail_at_once() {
-    let model = demo_model(StoreDType::F32);
+    let model = demo_model(WeightDType::F32);
     let m = model.to_str().unwrap();
     let start = std::time::Instant::now();
     assert_clean_failure(&edgevit(&["classify", "-m", m, "--threads", "100000", &digit()]), "more than the 256");
@@ -251,7 +251,7 @@ fn command_line_limits_fail_at_once() {
 fn text_output_escapes_control_characters_and_non_utf8_names_are_classified() {
     use std::os::unix::ffi::OsStrExt;
     let dir = tempfile::tempdir().unwrap();
-    let model = demo_model(StoreDType::F32);
+    let model = demo_model(WeightDType::F32);
     // A file name with a newline and an escape sequence, and one that is not UTF-8.
     let forged = dir.path().join("a\n   99.99%  FORGED [0]\x1b[31m.png");
     std::fs::copy(digit(), &forged).unwrap();
@@ -275,7 +275,7 @@ fn text_output_escapes_control_characters_and_non_utf8_names_are_classified() {
 
 #[test]
 fn write_errors_fail_and_a_closed_pipe_ends_quietly_in_both_modes() {
-    let model = demo_model(StoreDType::F32);
+    let model = demo_model(WeightDType::F32);
     let m = model.to_str().unwrap();
     let bin = env!("CARGO_BIN_EXE_edgevit");
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full");
@@ -314,7 +314,7 @@ fn write_errors_fail_and_a_closed_pipe_ends_quietly_in_both_modes() {
 fn a_killed_writer_leaves_no_partial_file_behind_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("m.evit");
-    let bytes = std::fs::read(demo_model(StoreDType::Int8)).unwrap();
+    let bytes = std::fs::read(demo_model(WeightDType::Int8)).unwrap();
     // Partial files from a process that no longer runs (pid 2147483647 cannot exist).
     let stale = [dir.path().join("m.evit.partial-2147483647-0"), dir.path().join("m.evit.partial")];
     for s in &stale {
@@ -340,7 +340,7 @@ fn a_killed_writer_leaves_no_partial_file_behind_the_next_one() {
 
 #[test]
 fn huge_frame_sizes_cost_memory_only_as_frames_arrive() {
-    let model = demo_model(StoreDType::F32);
+    let model = demo_model(WeightDType::F32);
     let bin = env!("CARGO_BIN_EXE_edgevit");
     // 16384 x 16384 RGBA frames would be 1 GiB each: while none arrives, none is allocated.
     let args = [

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use edgevit_tools::quantize::StoreDType;
+use edgevit::config::WeightDType;
 
 /// A line of `/proc/self/status`, in kB.
 fn status_kb(key: &str) -> u64 {
@@ -18,7 +18,7 @@ fn status_kb(key: &str) -> u64 {
 
 #[test]
 fn large_grey_and_rgba_pngs_cost_their_decoded_size_and_a_small_constant() {
-    let model = edgevit::Model::open(convert(&repo().join("demo/vit-mnist"), StoreDType::F32)).unwrap();
+    let model = edgevit::Model::open(convert(&repo().join("demo/vit-mnist"), WeightDType::F32)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let side = 6000u32;
     let grey = dir.path().join("grey.png");

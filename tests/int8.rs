@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
+use edgevit::config::WeightDType;
 use edgevit::preprocess::{load_image, preprocess, RgbImage};
 use edgevit::Model;
 use edgevit_kernels::gemm::i8::I8Kernel;
 use edgevit_tools::compare::kl_divergence;
-use edgevit_tools::quantize::StoreDType;
 
 #[test]
 fn reference_images_keep_their_top1() {
@@ -88,7 +88,7 @@ fn augmented_photos_agree_with_f32() {
 fn demo_heldout_accuracy_within_half_a_point_of_f32() {
     let demo = repo().join("demo");
     let heldout = demo_heldout();
-    let acc: Vec<f64> = [StoreDType::F32, StoreDType::Int8]
+    let acc: Vec<f64> = [WeightDType::F32, WeightDType::Int8]
         .into_iter()
         .map(|dtype| {
             let model = Model::open(convert(&demo.join("vit-mnist"), dtype)).unwrap();
@@ -136,7 +136,7 @@ fn patch_header(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
 
 #[test]
 fn unrunnable_int8_files_are_refused_at_open() {
-    let path = convert(&repo().join("demo/vit-mnist"), StoreDType::Int8);
+    let path = convert(&repo().join("demo/vit-mnist"), WeightDType::Int8);
     let bytes = std::fs::read(&path).unwrap();
     let model = Model::open(&path).unwrap();
     let header = model.file().header().clone();

@@ -6,8 +6,8 @@ mod common;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use common::*;
+use edgevit::config::WeightDType;
 use edgevit::Model;
-use edgevit_tools::quantize::StoreDType;
 
 /// Rewrites the JSON header and fixes the length, data offset and both checksums, so the
 /// mutation reaches the validation behind them instead of stopping at a checksum.
@@ -46,7 +46,7 @@ const NASTY: &[&str] = &[
 
 #[test]
 fn ten_thousand_damaged_model_files_give_errors_not_panics() {
-    let path = convert(&repo().join("demo/vit-mnist"), StoreDType::Int8);
+    let path = convert(&repo().join("demo/vit-mnist"), WeightDType::Int8);
     let bytes = std::fs::read(&path).unwrap();
     let json_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
     let json = std::str::from_utf8(&bytes[64..64 + json_len]).unwrap().to_string();

@@ -369,7 +369,7 @@ fn rss_kb(pid: u32) -> u64 {
 fn ten_thousand_frames_with_flat_memory() {
     use std::io::{BufRead, BufReader, Write};
     const N: usize = 10_000;
-    let model = convert(&repo().join("demo/vit-mnist"), edgevit_tools::quantize::StoreDType::Int8);
+    let model = convert(&repo().join("demo/vit-mnist"), edgevit::config::WeightDType::Int8);
     let (w, h) = (40usize, 30usize);
     let frames: Vec<Vec<u8>> =
         (0..7).map(|k| (0..w * h * 3 / 2).map(|i| ((i * 7 + k * 31) % 256) as u8).collect()).collect();

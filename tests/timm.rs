@@ -5,8 +5,9 @@ mod common;
 
 use common::timm_layout::write_timm_folder;
 use common::*;
+use edgevit::config::WeightDType;
 use edgevit::config::{Filter, Resize};
-use edgevit_tools::quantize::{storage, write_model, StoreDType, DEFAULT_KEEP_F32};
+use edgevit_tools::quantize::{storage, write_model, DEFAULT_KEEP_F32};
 use edgevit_tools::timm::TimmOptions;
 
 fn hf_labels() -> Vec<String> {
@@ -33,7 +34,7 @@ fn timm_layout_gives_identical_logits_in_f32_and_int8() {
 
     let keep: Vec<String> = DEFAULT_KEEP_F32.iter().map(|s| s.to_string()).collect();
     let entries = reference_entries();
-    for dtype in [StoreDType::F32, StoreDType::Int8] {
+    for dtype in [WeightDType::F32, WeightDType::Int8] {
         let st = storage(dtype, &keep);
         let (a, b) = (dir.path().join("timm.evit"), dir.path().join("hf.evit"));
         write_model(&timm, &st, &a).unwrap();

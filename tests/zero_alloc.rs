@@ -52,8 +52,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn forward_allocates_nothing_after_the_first_call() {
-    let f16 =
-        common::convert(&common::shared().join("models/vit-tiny-imagenet"), edgevit_tools::quantize::StoreDType::F16);
+    let f16 = common::convert(&common::shared().join("models/vit-tiny-imagenet"), edgevit::config::WeightDType::F16);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .start_handler(|_| IN_POOL.with(|c| c.set(true)))

@@ -123,7 +123,8 @@ pub(crate) fn bench(args: Bench) -> Result<ExitCode, Error> {
                 ));
             }
             let presets = list("--arch", arch, |v| v.parse::<Preset>())?;
-            let dtypes = list("--dtype", args.dtype.as_deref().unwrap_or("int8"), edgevit::synth::parse_dtype)?;
+            let dtypes =
+                list("--dtype", args.dtype.as_deref().unwrap_or("int8"), str::parse::<edgevit::config::WeightDType>)?;
             presets.iter().flat_map(|&p| dtypes.iter().map(move |&d| BenchModel::Random(p, d))).collect()
         }
         (false, Some(_)) => return Err(Error::Input("give either -m MODEL or --arch, not both".into())),

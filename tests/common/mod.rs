@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use edgevit_tools::quantize::{storage, write_model, StoreDType, DEFAULT_KEEP_F32};
+use edgevit::config::WeightDType;
+use edgevit_tools::quantize::{storage, write_model, DEFAULT_KEEP_F32};
 
 pub mod exec;
 pub mod timm_layout;
@@ -28,7 +29,7 @@ pub fn shared() -> PathBuf {
 
 /// Quantizes a snapshot folder into a temporary `.evit` and returns its path (kept for the
 /// test process's lifetime).
-pub fn convert(snapshot: &Path, dtype: StoreDType) -> PathBuf {
+pub fn convert(snapshot: &Path, dtype: WeightDType) -> PathBuf {
     let keep: Vec<String> = DEFAULT_KEEP_F32.iter().map(|s| s.to_string()).collect();
     convert_with(snapshot, &storage(dtype, &keep))
 }
@@ -46,13 +47,13 @@ pub fn convert_with(snapshot: &Path, storage: &edgevit::config::WeightStorage) -
 /// The real ViT-Tiny from `../shared`, converted to f32 once per test binary.
 pub fn tiny_f32() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| convert(&shared().join("models/vit-tiny-imagenet"), StoreDType::F32))
+    PATH.get_or_init(|| convert(&shared().join("models/vit-tiny-imagenet"), WeightDType::F32))
 }
 
 /// The real ViT-Tiny in int8 with the default storage, converted once per test binary.
 pub fn tiny_int8() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| convert(&shared().join("models/vit-tiny-imagenet"), StoreDType::Int8))
+    PATH.get_or_init(|| convert(&shared().join("models/vit-tiny-imagenet"), WeightDType::Int8))
 }
 
 /// All f32 tensors of a safetensors file, by name, with their shapes.
@@ -161,7 +162,7 @@ impl Rng {
 /// weights. Returns the opened model.
 pub fn check_snapshot(name: &str, labels: &[&str]) -> edgevit::Model {
     let dir = repo().join("tests/data/snapshots");
-    let model = edgevit::Model::open(convert(&dir.join(name), StoreDType::F32)).unwrap();
+    let model = edgevit::Model::open(convert(&dir.join(name), WeightDType::F32)).unwrap();
     assert_eq!(model.labels(), labels);
     let reference = load_safetensors(&dir.join(format!("{name}.reference.safetensors")));
     let mut session = model.session();

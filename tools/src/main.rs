@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use argh::FromArgs;
 use edgevit::config::Family;
-use edgevit_tools::quantize::{parse_keep_f32, storage, write_model_with_progress, StoreDType, DEFAULT_KEEP_F32};
+use edgevit::config::WeightDType;
+use edgevit_tools::quantize::{parse_keep_f32, storage, write_model_with_progress, DEFAULT_KEEP_F32};
 use edgevit_tools::timm::TimmOptions;
 
 #[derive(FromArgs)]
@@ -79,8 +80,8 @@ struct Quantize {
     snapshot: PathBuf,
     /// weight storage: int8 (per-channel symmetric, the fast default), f16 (half the size of
     /// f32, computed in f32) or f32 (exact)
-    #[argh(option, default = "StoreDType::Int8")]
-    dtype: StoreDType,
+    #[argh(option, default = "WeightDType::Int8")]
+    dtype: WeightDType,
     /// with int8 or f16: Linear layers to keep in f32, comma-separated from patch_embed, head,
     /// or none (default: patch_embed,head)
     #[argh(option)]
@@ -115,7 +116,7 @@ fn main() -> ExitCode {
 }
 
 fn synth(args: Synth) -> Result<(), String> {
-    let dtype = edgevit::synth::parse_dtype(&args.dtype)?;
+    let dtype = str::parse::<edgevit::config::WeightDType>(&args.dtype)?;
     let bytes = edgevit::synth::build(args.arch, dtype, args.seed).map_err(|e| e.to_string())?;
     edgevit::format::write_bytes(&args.output, &bytes).map_err(|e| e.to_string())?;
     eprintln!(
@@ -209,7 +210,7 @@ fn quantize(args: Quantize) -> Result<(), String> {
         Some(s) => parse_keep_f32(s)?,
         None => DEFAULT_KEEP_F32.iter().map(|s| s.to_string()).collect(),
     };
-    if args.keep_f32.is_some() && args.dtype == StoreDType::F32 {
+    if args.keep_f32.is_some() && args.dtype == WeightDType::F32 {
         return Err("--keep-f32 applies to --dtype int8 and f16".into());
     }
     let storage = storage(args.dtype, &keep);

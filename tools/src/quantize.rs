@@ -10,26 +10,6 @@ use edgevit_kernels::gemm::pack::{channel_sums, pack_k1n16_f16, pack_k1n16_f32, 
 
 use crate::hf::Imported;
 
-/// Storage types `edgevit-tools quantize --dtype` accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreDType {
-    F32,
-    Int8,
-    F16,
-}
-
-impl std::str::FromStr for StoreDType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" => Ok(Self::F32),
-            "int8" => Ok(Self::Int8),
-            "f16" => Ok(Self::F16),
-            other => Err(format!("--dtype '{other}' is not one of: int8, f16, f32")),
-        }
-    }
-}
-
 pub use edgevit::config::DEFAULT_KEEP_F32;
 
 /// Parses `--keep-f32 patch_embed,head` (or `none`).
@@ -49,11 +29,11 @@ pub fn parse_keep_f32(s: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-pub fn storage(dtype: StoreDType, keep_f32: &[String]) -> WeightStorage {
+pub fn storage(dtype: WeightDType, keep_f32: &[String]) -> WeightStorage {
     match dtype {
-        StoreDType::F32 => WeightStorage::f32(),
-        StoreDType::Int8 => WeightStorage { dtype: WeightDType::Int8, keep_f32: keep_f32.to_vec() },
-        StoreDType::F16 => WeightStorage { dtype: WeightDType::F16, keep_f32: keep_f32.to_vec() },
+        WeightDType::F32 => WeightStorage::f32(),
+        WeightDType::Int8 => WeightStorage { dtype: WeightDType::Int8, keep_f32: keep_f32.to_vec() },
+        WeightDType::F16 => WeightStorage { dtype: WeightDType::F16, keep_f32: keep_f32.to_vec() },
     }
 }
 

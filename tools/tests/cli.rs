@@ -164,7 +164,8 @@ fn bad_snapshots_are_one_line_errors() {
     // Flag errors come from argh: the message, then a pointer to --help.
     let bad_flag = tools(&["quantize", snap.to_str().unwrap(), "--dtype", "int4", "-o", "x.evit"]);
     assert_eq!(bad_flag.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("--dtype 'int4' is not one of: int8, f16, f32"));
+    assert!(String::from_utf8_lossy(&bad_flag.stderr)
+        .contains("'--dtype' with value 'int4': 'int4' is not one of: int8, f16, f32"));
     assert!(!out.exists(), "no output file after failures");
 }
 
