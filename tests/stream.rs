@@ -288,9 +288,11 @@ fn padded_rows_give_the_same_logits_as_unpadded_frames() {
         // rpicam-vid pads rows to a multiple of 64 bytes.
         let stride = (w * bpp).next_multiple_of(64);
         let padded = pad_rows(format, w, h, &tight, stride);
-        let want = logits(format, [tight.clone(), tight].concat(), None);
-        assert_eq!(want.len(), 2);
-        assert_eq!(logits(format, [padded.clone(), padded].concat(), Some(stride)), want, "{format}");
+        // Two frames back to back (one under qemu, where each inference takes about a second).
+        let frames = if cfg!(target_arch = "aarch64") { 1 } else { 2 };
+        let want = logits(format, tight.repeat(frames), None);
+        assert_eq!(want.len(), frames);
+        assert_eq!(logits(format, padded.repeat(frames), Some(stride)), want, "{format}");
     }
 
     let bad: [(&str, &str, &str); 3] = [
