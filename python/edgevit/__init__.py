@@ -11,8 +11,9 @@ works::
 ``classify`` takes a path, a PIL image, or a numpy ``uint8`` array: ``HxWx3`` (RGB, or BGR with
 ``format="bgr"``), ``HxWx4`` (``format="rgba"``, the default, or ``"bgra"``; picamera2's
 ``"XBGR8888"`` and ``"XRGB8888"`` name them too), ``HxW`` (grey), or a YUV 4:2:0 frame with
-``format="yuv420"`` or ``"nv12"`` (``(H*3/2) x W`` as picamera2 gives it, or flat with
-``size=(W, H)``). Colour conversion is fused into the resize, as for the CLI's camera streams.
+``format="yuv420"`` or ``"nv12"`` and ``size=(W, H)`` (an ``(H*3/2) x stride`` array as
+picamera2 gives it, whose padded rows are read in place, or a flat buffer; an unpadded
+``(H*3/2) x W`` array needs no ``size``). Colour conversion is fused into the resize, as for the CLI's camera streams.
 """
 
 from __future__ import annotations
