@@ -34,6 +34,11 @@ pub fn rank(logits: &[f32], label: usize) -> usize {
     logits.iter().enumerate().filter(|&(i, v)| v.total_cmp(&l).then(label.cmp(&i)).is_gt()).count()
 }
 
+/// The class ranked first (rank 0): the largest logit, the lowest index among equals.
+fn top(logits: &[f32]) -> usize {
+    (0..logits.len()).reduce(|best, i| if logits[i].total_cmp(&logits[best]).is_gt() { i } else { best }).unwrap_or(0)
+}
+
 /// Running counts over labelled inputs.
 #[derive(Clone, Debug)]
 pub struct Accuracy {
@@ -57,8 +62,7 @@ impl Accuracy {
         c[1] += (r == 0) as usize;
         c[2] += (r < 5) as usize;
         if r != 0 {
-            let predicted = (0..logits.len()).find(|&i| rank(logits, i) == 0).expect("one class ranks first");
-            *self.confusions.entry((label, predicted)).or_default() += 1;
+            *self.confusions.entry((label, top(logits))).or_default() += 1;
         }
     }
 
@@ -202,6 +206,7 @@ mod tests {
     fn ranks_break_ties_by_index() {
         let l = [0.5, 2.0, 2.0, -1.0];
         assert_eq!([0, 1, 2, 3].map(|i| rank(&l, i)), [2, 0, 1, 3]);
+        assert_eq!(top(&l), 1);
     }
 
     #[test]

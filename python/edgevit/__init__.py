@@ -71,8 +71,23 @@ class _Frame(NamedTuple):
     stride: Optional[int]
 
 
+def _check_size(size: Any) -> Optional[Tuple[int, int]]:
+    """`size=` as (width, height) of positive whole numbers, or None."""
+    if size is None:
+        return None
+    try:
+        width, height = size
+        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in (width, height))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"size={size!r}: give (width, height) in pixels, e.g. size=(640, 480)")
+    return int(width), int(height)
+
+
 def _frame(image: Any, format: Optional[str], size: Optional[Tuple[int, int]]) -> _Frame:
     """A PIL image or numpy array as a raw frame the runtime reads in place."""
+    size = _check_size(size)
     if _is_pil(image):
         if format is not None or size is not None:
             raise ValueError("format= and size= describe numpy arrays; a PIL image carries its own mode and size")
@@ -109,8 +124,8 @@ def _frame(image: Any, format: Optional[str], size: Optional[Tuple[int, int]]) -
     elif _CHANNELS[fmt] != channels:
         raise ValueError(f"format {format!r} has {_CHANNELS[fmt]} channels; the array has {channels} (shape {image.shape})")
     height, width = image.shape[:2]
-    if size is not None and tuple(size) != (width, height):
-        raise ValueError(f"size={tuple(size)} but the array is {width}x{height} (shape {image.shape})")
+    if size is not None and size != (width, height):
+        raise ValueError(f"size={size} but the array is {width}x{height} (shape {image.shape})")
     # In place when the array is already packed row after row; otherwise one copy.
     return _Frame(np.ascontiguousarray(image), fmt, width, height, None)
 

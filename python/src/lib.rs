@@ -1,9 +1,9 @@
 //! `edgevit._edgevit`: the Rust runtime as a Python extension, wrapped by `edgevit/__init__.py`
 //! (which turns PIL images and numpy arrays of any layout into what these functions take).
 //!
-//! Each model owns a thread pool and a stack of sessions: a call takes a session (making one
-//! only when every session is busy in another Python thread), so repeated calls allocate no
-//! scratch memory, as in the CLI. The GIL is released while an image is decoded, converted,
+//! Each model owns a thread pool and a stack of sessions (each with a frame tensor): a call
+//! takes one, making one only when every session is busy in another Python thread, so
+//! repeated calls allocate no scratch memory, as in the CLI. The GIL is released while an image is decoded, converted,
 //! resized and classified; numpy arrays are read in place.
 
 use std::path::PathBuf;
@@ -44,29 +44,36 @@ fn to_py(e: Error) -> PyErr {
     }
 }
 
-/// An open model with its threads and spare sessions.
+/// One call's scratch space: the forward pass's buffers, and a frame's input tensor.
+struct Scratch {
+    session: Session,
+    pixels: Vec<f32>,
+}
+
+/// An open model with its threads and spare scratch spaces.
 struct Loaded {
     model: edgevit::Model,
     pool: rayon::ThreadPool,
-    sessions: Mutex<Vec<Session>>,
+    sessions: Mutex<Vec<Scratch>>,
     /// Where the last forward pass (of any thread) spent its time.
     last_times: Mutex<OpTimes>,
 }
 
 impl Loaded {
-    fn spare(&self) -> MutexGuard<'_, Vec<Session>> {
+    fn spare(&self) -> MutexGuard<'_, Vec<Scratch>> {
         // A panic elsewhere cannot leave the list half-changed: push and pop are whole.
         self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` on the model's threads with a free session.
-    fn run<R: Send>(&self, f: impl FnOnce(&edgevit::Model, &mut Session) -> R + Send) -> R {
+    /// Runs `f` on the model's threads with a free scratch space.
+    fn run<R: Send>(&self, f: impl FnOnce(&edgevit::Model, &mut Scratch) -> R + Send) -> R {
         self.pool.install(|| {
             // Sessions are sized for the pool they are made in: make them inside it.
-            let mut session = self.spare().pop().unwrap_or_else(|| self.model.session());
-            let result = f(&self.model, &mut session);
-            *self.last_times.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = *session.op_times();
-            self.spare().push(session);
+            let mut scratch =
+                self.spare().pop().unwrap_or_else(|| Scratch { session: self.model.session(), pixels: Vec::new() });
+            let result = f(&self.model, &mut scratch);
+            *self.last_times.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = *scratch.session.op_times();
+            self.spare().push(scratch);
             result
         })
     }
@@ -238,7 +245,7 @@ impl Model {
             )));
         }
         let logits = py.detach(|| {
-            loaded.run(|model, session| {
+            loaded.run(|model, Scratch { session, .. }| {
                 let mut out = Vec::with_capacity(values.len() / len * model.labels().len());
                 for input in values.chunks_exact(len) {
                     out.extend_from_slice(model.forward(input, session)?);
@@ -261,7 +268,7 @@ impl Model {
         let loaded = self.loaded()?;
         let logits = py.detach(|| {
             let pixels = edgevit::preprocess::load_and_preprocess(&path, loaded.model.config())?;
-            loaded.run(|model, session| model.forward(&pixels, session).map(<[f32]>::to_vec))
+            loaded.run(|model, s| model.forward(&pixels, &mut s.session).map(<[f32]>::to_vec))
         });
         Ok(PyArray1::from_vec(py, logits.map_err(to_py)?))
     }
@@ -308,12 +315,10 @@ impl Model {
         let spec = FrameSpec::parse(format, width, height, stride, yuv_matrix, yuv_range)?;
         let bytes = contiguous(&data, "the frame")?;
         let logits = py.detach(|| {
-            loaded.run(|model, session| {
-                // The session's own buffers are busy with the forward pass; one frame's
-                // tensor (600 KB at 224x224) is made per call.
-                let mut pixels = Vec::with_capacity(model.architecture().input_len());
-                spec.preprocess(bytes, model, &mut pixels)?;
-                model.forward(&pixels, session).map(<[f32]>::to_vec)
+            loaded.run(|model, Scratch { session, pixels }| {
+                // Into the scratch space's tensor, reused from call to call.
+                spec.preprocess(bytes, model, pixels)?;
+                model.forward(pixels, session).map(<[f32]>::to_vec)
             })
         });
         Ok(PyArray1::from_vec(py, logits.map_err(to_py)?))

@@ -202,6 +202,8 @@ def test_bad_inputs_raise_clean_exceptions(int8, model_files, tmp_path, picture)
         (lambda: int8.classify(np.zeros(1000, np.uint8), format="nv12"), ValueError, "needs size="),
         (lambda: int8.classify(picture, top_k=0), ValueError, "top_k"),
         (lambda: int8.classify(picture, size=(1, 1)), ValueError, "size="),
+        (lambda: int8.classify(np.zeros(1000, np.uint8), format="nv12", size=(64, 48, 1)), ValueError, "(width, height)"),
+        (lambda: int8.classify(np.zeros(1000, np.uint8), format="nv12", size=(-64, 48)), ValueError, "(width, height)"),
         (lambda: int8.classify([1, 2, 3]), TypeError, "not list"),
         (lambda: int8.classify(tmp_path / "missing.png"), FileNotFoundError, "missing.png"),
         (lambda: int8.logits(np.zeros((3, 224, 224), np.float64)), ValueError, "must be float32"),
