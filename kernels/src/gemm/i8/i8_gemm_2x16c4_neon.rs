@@ -9,8 +9,89 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{Columns, Rows, check, for_each_tile, OutBlock};
+use super::{check, for_each_tile, Columns, Epilogue, OutBlock, Rows, NR};
 use crate::gemm::epilogue::neon::finish_i32;
+
+/// One step of the K loop: two groups of both rows times the panel's 16 channels, into the
+/// accumulators v16-v31 (see [`body`] for their order) with `$widen`: `sadalp` adds to them,
+/// `saddlp` starts them; v0-v15 are scratch.
+macro_rules! two_groups {
+    ($widen:literal) => {
+        concat!(
+            "ld1r {{v8.4s}}, [{a0}], #4\n",
+            "ld1r {{v9.4s}}, [{a0}], #4\n",
+            "ld1r {{v10.4s}}, [{a1}], #4\n",
+            "ld1r {{v11.4s}}, [{a1}], #4\n",
+            "ldp q0, q1, [{w}]\n",
+            "ldp q2, q3, [{w}, #32]\n",
+            "ldp q4, q5, [{w}, #64]\n",
+            "ldp q6, q7, [{w}, #96]\n",
+            "add {w}, {w}, #128\n",
+            "smull  v12.8h, v8.8b, v0.8b\n",
+            "smull2 v13.8h, v8.16b, v0.16b\n",
+            "smlal  v12.8h, v9.8b, v4.8b\n",
+            "smlal2 v13.8h, v9.16b, v4.16b\n",
+            $widen, " v16.4s, v12.8h\n",
+            $widen, " v17.4s, v13.8h\n",
+            "smull  v14.8h, v10.8b, v0.8b\n",
+            "smull2 v15.8h, v10.16b, v0.16b\n",
+            "smlal  v14.8h, v11.8b, v4.8b\n",
+            "smlal2 v15.8h, v11.16b, v4.16b\n",
+            $widen, " v18.4s, v14.8h\n",
+            $widen, " v19.4s, v15.8h\n",
+            "smull  v12.8h, v8.8b, v1.8b\n",
+            "smull2 v13.8h, v8.16b, v1.16b\n",
+            "smlal  v12.8h, v9.8b, v5.8b\n",
+            "smlal2 v13.8h, v9.16b, v5.16b\n",
+            $widen, " v20.4s, v12.8h\n",
+            $widen, " v21.4s, v13.8h\n",
+            "smull  v14.8h, v10.8b, v1.8b\n",
+            "smull2 v15.8h, v10.16b, v1.16b\n",
+            "smlal  v14.8h, v11.8b, v5.8b\n",
+            "smlal2 v15.8h, v11.16b, v5.16b\n",
+            $widen, " v22.4s, v14.8h\n",
+            $widen, " v23.4s, v15.8h\n",
+            "smull  v12.8h, v8.8b, v2.8b\n",
+            "smull2 v13.8h, v8.16b, v2.16b\n",
+            "smlal  v12.8h, v9.8b, v6.8b\n",
+            "smlal2 v13.8h, v9.16b, v6.16b\n",
+            $widen, " v24.4s, v12.8h\n",
+            $widen, " v25.4s, v13.8h\n",
+            "smull  v14.8h, v10.8b, v2.8b\n",
+            "smull2 v15.8h, v10.16b, v2.16b\n",
+            "smlal  v14.8h, v11.8b, v6.8b\n",
+            "smlal2 v15.8h, v11.16b, v6.16b\n",
+            $widen, " v26.4s, v14.8h\n",
+            $widen, " v27.4s, v15.8h\n",
+            "smull  v12.8h, v8.8b, v3.8b\n",
+            "smull2 v13.8h, v8.16b, v3.16b\n",
+            "smlal  v12.8h, v9.8b, v7.8b\n",
+            "smlal2 v13.8h, v9.16b, v7.16b\n",
+            $widen, " v28.4s, v12.8h\n",
+            $widen, " v29.4s, v13.8h\n",
+            "smull  v14.8h, v10.8b, v3.8b\n",
+            "smull2 v15.8h, v10.16b, v3.16b\n",
+            "smlal  v14.8h, v11.8b, v7.8b\n",
+            "smlal2 v15.8h, v11.16b, v7.16b\n",
+            $widen, " v30.4s, v14.8h\n",
+            $widen, " v31.4s, v15.8h\n",
+        )
+    };
+}
+
+/// One output vector of [`strip`]: `$o = (b + ow * za) + f32($e) * (ws * sa)` for row `$lane`
+/// (the lane of v12 and v13 that holds its factors), with `$t` as scratch.
+macro_rules! dequant {
+    ($e:literal, $o:literal, $ws:literal, $ow:literal, $b:literal, $t:literal, $lane:literal) => {
+        concat!(
+            "scvtf v", $e, ".4s, v", $e, ".4s\n",
+            "mov v", $o, ".16b, v", $b, ".16b\n",
+            "fmla v", $o, ".4s, v", $ow, ".4s, v13.s[", $lane, "]\n",
+            "fmul v", $t, ".4s, v", $ws, ".4s, v12.s[", $lane, "]\n",
+            "fmla v", $o, ".4s, v", $e, ".4s, v", $t, ".4s\n",
+        )
+    };
+}
 
 pub(super) fn run(
     a: &[i8],
@@ -22,12 +103,162 @@ pub(super) fn run(
     mut out: OutBlock<'_>,
 ) {
     let groups = check(a, stride, w, panels, 1, &out);
-    for_each_tile::<2, i8>(a, stride, &mut out, |rp, m0, mut tile| {
+    let accumulate = match out.epilogue {
+        Epilogue::Store => Some(false),
+        Epilogue::Accumulate => Some(true),
+        Epilogue::Activate(_) => None,
+    };
+    // Whole 16-column strips that are stored or added (every Linear layer but a GELU one, and
+    // attention's scores) take the asm strip: a Rust tile walk and epilogue cost about 100
+    // cycles per 2 x 16 tile on a Cortex-A72, a sixth of the multiplies for K = 192.
+    let tiles = out.rows / 2;
+    let done = match accumulate {
+        Some(accumulate) if out.cols == NR && groups >= 2 && groups.is_multiple_of(2) && tiles > 0 => {
+            // SAFETY: `check` made sure that `a` holds `out.rows` rows of `stride` = 4 * groups
+            // bytes and `w` one panel of `groups` groups of 64 bytes; `rows` has a factor per
+            // row; the block's `2 * tiles` rows of 16 floats at stride `ldo` are writable and
+            // ours (OutBlock's contract).
+            unsafe {
+                strip(a.as_ptr(), groups, w.as_ptr(), tiles, rows, cols, out.row_ptr(0), out.ldo, accumulate)
+            };
+            2 * tiles
+        }
+        _ => 0,
+    };
+    if done == out.rows {
+        return;
+    }
+    let (rows, a) = (rows.at(done, out.rows - done), &a[done * stride..]);
+    let mut rest = out.tile(done, out.rows - done);
+    for_each_tile::<2, i8>(a, stride, &mut rest, |rp, m0, mut tile| {
         // SAFETY: NEON is part of the aarch64 baseline; `check` made sure that every row
         // pointer addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
         let c = unsafe { body(rp, groups, w.as_ptr()) };
         finish_i32(&c, &rows.at(m0, tile.rows), cols, &mut tile);
     });
+}
+
+/// Every 2-row tile of a 16-column strip, stored or added to `dst`, in one asm loop: the K
+/// loop, the pair sums, and the dequantization with the same operations in the same order as
+/// [`finish_i32`] (`zb = b + ow * za`, then `zb + f32(acc) * (ws * sa)`, both fused), so the
+/// result is the twin's bit for bit.
+///
+/// # Safety
+/// `a` must address `2 * tiles` rows of `4 * groups` bytes (`groups` even, at least 2), `w`
+/// `groups` groups of 64 bytes, `rows` `2 * tiles` factors, and `dst` `2 * tiles` rows of 16
+/// writable floats at stride `ldo` floats that no one else touches.
+#[allow(clippy::too_many_arguments)]
+unsafe fn strip(
+    a: *const i8,
+    groups: usize,
+    w: *const i8,
+    tiles: usize,
+    rows: &Rows<'_>,
+    cols: &Columns,
+    dst: *mut f32,
+    ldo: usize,
+    accumulate: bool,
+) {
+    debug_assert!(groups >= 2 && groups.is_multiple_of(2) && rows.scale.len() >= 2 * tiles && rows.offset.len() >= 2 * tiles);
+    let stride = 4 * groups;
+    // SAFETY: by the caller's contract, every load stays in `a`, `w`, `rows` and `cols`, and
+    // every store in the rows of `dst`; only the declared registers are written.
+    unsafe {
+        asm!(
+            "3:",
+            "mov {w}, {w0}",
+            // The first two groups start the accumulators (no zeroing), the loop adds the rest.
+            two_groups!("saddlp"),
+            "subs {n}, {pairs}, #1",
+            "b.eq 4f",
+            "2:",
+            two_groups!("sadalp"),
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            "4:",
+            // The loop left a0 at row 1 and a1 at row 2: the next tile's rows.
+            "mov {a0}, {a1}",
+            "add {a1}, {a1}, {stride}",
+            // Row 0's sums of columns 4j..4j+4 into v16, v20, v24, v28; row 1's into v18, v22,
+            // v26, v30.
+            "addp v16.4s, v16.4s, v17.4s",
+            "addp v18.4s, v18.4s, v19.4s",
+            "addp v20.4s, v20.4s, v21.4s",
+            "addp v22.4s, v22.4s, v23.4s",
+            "addp v24.4s, v24.4s, v25.4s",
+            "addp v26.4s, v26.4s, v27.4s",
+            "addp v28.4s, v28.4s, v29.4s",
+            "addp v30.4s, v30.4s, v31.4s",
+            // Column factors: weight scales v0-v3, offsets' weights v4-v7, bias v8-v11; row
+            // scales in v12.s[0..2], offsets in v13.s[0..2].
+            "ldp q0, q1, [{ws}]",
+            "ldp q2, q3, [{ws}, #32]",
+            "ldp q4, q5, [{ow}]",
+            "ldp q6, q7, [{ow}, #32]",
+            "ldp q8, q9, [{b}]",
+            "ldp q10, q11, [{b}, #32]",
+            "ldr d12, [{sa}], #8",
+            "ldr d13, [{za}], #8",
+            // Each value: zb = b + ow * za into the odd register, then zb + f32(acc) * (ws * sa).
+            dequant!(16, 17, 0, 4, 8, 14, 0),
+            dequant!(20, 21, 1, 5, 9, 15, 0),
+            dequant!(24, 25, 2, 6, 10, 14, 0),
+            dequant!(28, 29, 3, 7, 11, 15, 0),
+            dequant!(18, 19, 0, 4, 8, 14, 1),
+            dequant!(22, 23, 1, 5, 9, 15, 1),
+            dequant!(26, 27, 2, 6, 10, 14, 1),
+            dequant!(30, 31, 3, 7, 11, 15, 1),
+            "add {d1}, {d0}, {ldo}",
+            "cbz {acc}, 5f",
+            // The residual: out = out + value.
+            "ldp q16, q20, [{d0}]",
+            "ldp q24, q28, [{d0}, #32]",
+            "ldp q18, q22, [{d1}]",
+            "ldp q26, q30, [{d1}, #32]",
+            "fadd v17.4s, v16.4s, v17.4s",
+            "fadd v21.4s, v20.4s, v21.4s",
+            "fadd v25.4s, v24.4s, v25.4s",
+            "fadd v29.4s, v28.4s, v29.4s",
+            "fadd v19.4s, v18.4s, v19.4s",
+            "fadd v23.4s, v22.4s, v23.4s",
+            "fadd v27.4s, v26.4s, v27.4s",
+            "fadd v31.4s, v30.4s, v31.4s",
+            "5:",
+            "stp q17, q21, [{d0}]",
+            "stp q25, q29, [{d0}, #32]",
+            "stp q19, q23, [{d1}]",
+            "stp q27, q31, [{d1}, #32]",
+            "add {d0}, {d1}, {ldo}",
+            "subs {tiles}, {tiles}, #1",
+            "b.ne 3b",
+            a0 = inout(reg) a => _,
+            a1 = inout(reg) a.add(stride) => _,
+            stride = in(reg) stride,
+            w0 = in(reg) w,
+            w = out(reg) _,
+            pairs = in(reg) groups / 2,
+            n = out(reg) _,
+            ws = in(reg) cols.w_scale.as_ptr(),
+            ow = in(reg) cols.w_offset.as_ptr(),
+            b = in(reg) cols.bias.as_ptr(),
+            sa = inout(reg) rows.scale.as_ptr() => _,
+            za = inout(reg) rows.offset.as_ptr() => _,
+            d0 = inout(reg) dst => _,
+            d1 = out(reg) _,
+            ldo = in(reg) 4 * ldo,
+            acc = in(reg) accumulate as usize,
+            tiles = inout(reg) tiles => _,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+            out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+            out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+            out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+            out("v24") _, out("v25") _, out("v26") _, out("v27") _,
+            out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+            options(nostack),
+        );
+    }
 }
 
 /// The 2 x 16 int32 sums: `c[r][j]` holds row r, channels 4j..4j+4.
@@ -36,7 +267,7 @@ pub(super) fn run(
 /// Each `rp[r]` must address `groups * 4` readable bytes and `w` `groups` groups of 64.
 #[inline(always)]
 unsafe fn body(rp: [*const i8; 2], groups: usize, w: *const i8) -> [[int32x4_t; 4]; 2] {
-    // acc[2 (4j + 2r)]: row r, channels 4j, 4j+1 as pair sums; acc[2 (4j + 2r) + 1]: 4j+2, 4j+3.
+    // acc[4j + 2r]: row r, channels 4j, 4j+1 as pair sums; acc[4j + 2r + 1]: 4j+2, 4j+3.
     let z = || unsafe { vdupq_n_s32(0) };
     let mut acc = [z(); 16];
     let (mut a0, mut a1, mut wp) = (rp[0], rp[1], w);
@@ -47,63 +278,7 @@ unsafe fn body(rp: [*const i8; 2], groups: usize, w: *const i8) -> [[int32x4_t; 
         unsafe {
             asm!(
                 "2:",
-                "ld1r {{v8.4s}}, [{a0}], #4",
-                "ld1r {{v9.4s}}, [{a0}], #4",
-                "ld1r {{v10.4s}}, [{a1}], #4",
-                "ld1r {{v11.4s}}, [{a1}], #4",
-                "ldp q0, q1, [{w}]",
-                "ldp q2, q3, [{w}, #32]",
-                "ldp q4, q5, [{w}, #64]",
-                "ldp q6, q7, [{w}, #96]",
-                "add {w}, {w}, #128",
-            "smull  v12.8h, v8.8b, v0.8b",
-            "smull2 v13.8h, v8.16b, v0.16b",
-            "smlal  v12.8h, v9.8b, v4.8b",
-            "smlal2 v13.8h, v9.16b, v4.16b",
-            "sadalp v16.4s, v12.8h",
-            "sadalp v17.4s, v13.8h",
-            "smull  v14.8h, v10.8b, v0.8b",
-            "smull2 v15.8h, v10.16b, v0.16b",
-            "smlal  v14.8h, v11.8b, v4.8b",
-            "smlal2 v15.8h, v11.16b, v4.16b",
-            "sadalp v18.4s, v14.8h",
-            "sadalp v19.4s, v15.8h",
-            "smull  v12.8h, v8.8b, v1.8b",
-            "smull2 v13.8h, v8.16b, v1.16b",
-            "smlal  v12.8h, v9.8b, v5.8b",
-            "smlal2 v13.8h, v9.16b, v5.16b",
-            "sadalp v20.4s, v12.8h",
-            "sadalp v21.4s, v13.8h",
-            "smull  v14.8h, v10.8b, v1.8b",
-            "smull2 v15.8h, v10.16b, v1.16b",
-            "smlal  v14.8h, v11.8b, v5.8b",
-            "smlal2 v15.8h, v11.16b, v5.16b",
-            "sadalp v22.4s, v14.8h",
-            "sadalp v23.4s, v15.8h",
-            "smull  v12.8h, v8.8b, v2.8b",
-            "smull2 v13.8h, v8.16b, v2.16b",
-            "smlal  v12.8h, v9.8b, v6.8b",
-            "smlal2 v13.8h, v9.16b, v6.16b",
-            "sadalp v24.4s, v12.8h",
-            "sadalp v25.4s, v13.8h",
-            "smull  v14.8h, v10.8b, v2.8b",
-            "smull2 v15.8h, v10.16b, v2.16b",
-            "smlal  v14.8h, v11.8b, v6.8b",
-            "smlal2 v15.8h, v11.16b, v6.16b",
-            "sadalp v26.4s, v14.8h",
-            "sadalp v27.4s, v15.8h",
-            "smull  v12.8h, v8.8b, v3.8b",
-            "smull2 v13.8h, v8.16b, v3.16b",
-            "smlal  v12.8h, v9.8b, v7.8b",
-            "smlal2 v13.8h, v9.16b, v7.16b",
-            "sadalp v28.4s, v12.8h",
-            "sadalp v29.4s, v13.8h",
-            "smull  v14.8h, v10.8b, v3.8b",
-            "smull2 v15.8h, v10.16b, v3.16b",
-            "smlal  v14.8h, v11.8b, v7.8b",
-            "smlal2 v15.8h, v11.16b, v7.16b",
-            "sadalp v30.4s, v14.8h",
-            "sadalp v31.4s, v15.8h",
+                two_groups!("sadalp"),
                 "subs {n}, {n}, #1",
                 "b.ne 2b",
                 a0 = inout(reg) a0,

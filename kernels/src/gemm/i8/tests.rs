@@ -182,6 +182,17 @@ macro_rules! variant_tests {
                     }
                 }
                 #[test]
+                fn strips_stored_and_added() {
+                    // Tall column strips, as the Linear layers and attention's scores run:
+                    // odd and even row counts, one and several panels, K of 2 groups to 192.
+                    let Some(kernel) = kernel() else { return };
+                    for (m, n, k) in [(2, 16, 8), (7, 32, 64), (197, 48, 192), (20, 16, 768)] {
+                        for e in [Epilogue::Store, Epilogue::Accumulate] {
+                            check(kernel, m, n, k, e, 1);
+                        }
+                    }
+                }
+                #[test]
                 fn threads() {
                     let Some(kernel) = kernel() else { return };
                     check(kernel, 37, 70, 130, Epilogue::Accumulate, 2);
