@@ -6,10 +6,8 @@ use rayon::prelude::*;
 
 use edgevit_kernels::attention::AttentionShape;
 use edgevit_kernels::gemm::f16::round_row_to_halves;
-use edgevit_kernels::gemm::i8::{I8Kernel, QuantRows};
-use edgevit_kernels::gemm::pack::padded_k;
+use edgevit_kernels::gemm::i8::{I8Kernel, QuantBuffer, QuantRows};
 use edgevit_kernels::rows::layernorm::layernorm_row;
-use edgevit_kernels::rows::quantize::{gelu_quantize_row, quantize_row};
 
 use super::weights::LinearWeights;
 use crate::config::Architecture;
@@ -42,7 +40,7 @@ pub(super) fn prepare<'a>(
     x: &'a [f32],
     rows: usize,
     k: usize,
-    q: &'a mut QuantBuffer,
+    q: &'a mut InputBuffers,
     prep: Prep,
 ) -> LinearInput<'a> {
     // (A session made before `set_f16_kernel` chose a half-precision kernel has no room for
@@ -53,16 +51,8 @@ pub(super) fn prepare<'a>(
     if !lin.is_int8() {
         return LinearInput::F32(&x[..rows * k]);
     }
-    let kernel = prep.i8;
-    let stride = padded_k(k);
-    let biased = kernel.wants_biased();
-    let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
-    let rows_in = x[..rows * k].par_chunks_exact(k).zip(q.data[..rows * stride].par_chunks_exact_mut(stride));
-    rows_in.zip(params).with_min_len(16).for_each(|((src, dst), (s, z))| {
-        (*s, *z) = quantize_row(src, dst, biased);
-    });
-    let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
-    LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased: kernel.wants_biased() })
+    let rows = x[..rows * k].par_chunks_exact(k);
+    LinearInput::Int8(q.int8.quantize_rows(prep.i8, k, rows, 16, |src, place| place.quantize(src)))
 }
 
 /// GELU of `rows` rows of `x` in place, quantized per row into `q` for an int8 layer, in one
@@ -71,18 +61,11 @@ pub(super) fn prepare_gelu<'a>(
     x: &'a mut [f32],
     rows: usize,
     k: usize,
-    q: &'a mut QuantBuffer,
+    q: &'a mut InputBuffers,
     prep: Prep,
 ) -> LinearInput<'a> {
-    let stride = padded_k(k);
-    let biased = prep.i8.wants_biased();
-    let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
-    let rows_in = x[..rows * k].par_chunks_exact_mut(k).zip(q.data[..rows * stride].par_chunks_exact_mut(stride));
-    rows_in.zip(params).with_min_len(16).for_each(|((src, dst), (s, z))| {
-        (*s, *z) = gelu_quantize_row(src, dst, biased);
-    });
-    let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
-    LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased })
+    let rows = x[..rows * k].par_chunks_exact_mut(k);
+    LinearInput::Int8(q.int8.quantize_rows(prep.i8, k, rows, 16, |src, place| place.gelu_quantize(src)))
 }
 
 /// LayerNorm of `rows` rows of `x` into `h`, then [`prepare`] for `lin`, row by row in
@@ -94,7 +77,7 @@ pub(super) fn normalize_and_prepare<'a>(
     (gamma, beta, eps): (&[f32], &[f32], f32),
     h: &'a mut [f32],
     rows: usize,
-    q: &'a mut QuantBuffer,
+    q: &'a mut InputBuffers,
     prep: Prep,
 ) -> LinearInput<'a> {
     let d = gamma.len();
@@ -116,23 +99,16 @@ pub(super) fn normalize_and_prepare<'a>(
         rows_in.with_min_len(8).for_each(|(x, h)| layernorm_row(x, h, gamma, beta, eps));
         return LinearInput::F32(&h[..rows * d]);
     }
-    let (stride, biased) = (padded_k(d), prep.i8.wants_biased());
-    let params = q.scales[..rows].par_iter_mut().zip(q.offsets[..rows].par_iter_mut());
-    let dst = q.data[..rows * stride].par_chunks_exact_mut(stride);
-    rows_in.zip(dst).zip(params).with_min_len(8).for_each(|(((x, h), dst), (s, z))| {
+    LinearInput::Int8(q.int8.quantize_rows(prep.i8, d, rows_in, 8, |(x, h), place| {
         layernorm_row(x, h, gamma, beta, eps);
-        (*s, *z) = quantize_row(h, dst, biased);
-    });
-    let (data, scales, offsets) = (&q.data[..rows * stride], &q.scales[..rows], &q.offsets[..rows]);
-    LinearInput::Int8(QuantRows { data, rows, stride, scales, offsets, biased })
+        place.quantize(h)
+    }))
 }
 
-/// Activations prepared for the next layer's kernel: quantized per row for int8 layers (data,
-/// rows x K padded to 4; scales; offsets), or rounded to half for a half-precision f16 kernel.
-pub(super) struct QuantBuffer {
-    pub(super) data: Vec<i8>,
-    pub(super) scales: Vec<f32>,
-    pub(super) offsets: Vec<f32>,
+/// Activations prepared for the next layer's kernel: quantized per row for int8 layers, or
+/// rounded to half for a half-precision f16 kernel.
+pub(super) struct InputBuffers {
+    pub(super) int8: QuantBuffer,
     pub(super) halves: Vec<u16>,
 }
 

@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use edgevit_kernels::attention::AttentionScratch;
-use edgevit_kernels::gemm::pack::padded_k;
+use edgevit_kernels::gemm::i8::QuantBuffer;
 
-use super::input::{attention_shape, QuantBuffer};
+use super::input::{attention_shape, InputBuffers};
 use crate::config::Architecture;
 
 /// Every buffer one forward pass uses. Make one per thread with [`crate::Model::session`].
@@ -18,7 +18,7 @@ pub struct Session {
     pub(super) mlp: Vec<f32>,
     pub(super) scores: AttentionScratch,
     pub(super) logits: Vec<f32>,
-    pub(super) q: QuantBuffer,
+    pub(super) q: InputBuffers,
     pub(super) times: OpTimes,
     /// Per encoder layer (its layernorm, qkv, attention, projection and mlp).
     pub(super) layer_times: Vec<OpTimes>,
@@ -110,7 +110,6 @@ impl Session {
     /// `halves`: room for activations rounded to half (f16 models on half-precision kernels).
     pub(super) fn new(a: &Architecture, halves: bool) -> Self {
         let (t, d) = (a.tokens(), a.hidden_size);
-        let widest = padded_k(d.max(a.intermediate_size).max(a.patch_len()));
         Session {
             patches: vec![0.0; a.num_patches() * a.patch_len()],
             x: vec![0.0; t * d],
@@ -121,10 +120,8 @@ impl Session {
             // Keys and values in each kernel's form, and one score tile per thread.
             scores: AttentionScratch::new(attention_shape(a), rayon::current_num_threads()),
             logits: vec![0.0; a.num_labels],
-            q: QuantBuffer {
-                data: vec![0; t * widest],
-                scales: vec![0.0; t],
-                offsets: vec![0.0; t],
+            q: InputBuffers {
+                int8: QuantBuffer::new(t, d.max(a.intermediate_size).max(a.patch_len())),
                 halves: if halves {
                     vec![0; t * d.max(a.intermediate_size).max(a.patch_len()).max(a.head_inputs())]
                 } else {

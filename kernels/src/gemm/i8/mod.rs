@@ -12,7 +12,9 @@ use super::driver::{drive, Problem};
 use super::for_each_tile;
 use super::pack::{k4n16_len, padded_k, KG, NR};
 use super::{Columns, Epilogue, OutBlock, Rows};
+use crate::rows::quantize::{gelu_quantize_row, quantize_row};
 use crate::Threads;
+use rayon::prelude::*;
 
 /// The signature every int8 microkernel shares: `out.rows` activation rows of `stride` bytes
 /// (K padded to whole groups) times `panels` consecutive k4n16 weight panels, dequantized
@@ -99,6 +101,71 @@ pub struct QuantRows<'a> {
     pub offsets: &'a [f32],
     /// Whether bytes hold `q + 128`.
     pub biased: bool,
+}
+
+/// Room for one layer's activations quantized per row, reused from layer to layer: the
+/// layout a kernel wants (K padded to whole groups, `q + 128` for the `vpdpbusd` kernels) stays
+/// inside, and the rows are quantized in parallel by the code that produces them, while each
+/// is still in L1 (LayerNorm or GELU, then the quantization).
+#[derive(Clone, Debug, Default)]
+pub struct QuantBuffer {
+    data: Vec<i8>,
+    scales: Vec<f32>,
+    offsets: Vec<f32>,
+}
+
+/// One row's place in a [`QuantBuffer`]: the producer of the row quantizes it with one of the
+/// methods, which return the [`Quantized`] token that [`QuantBuffer::quantize_rows`] asks for.
+pub struct QuantRow<'a> {
+    dst: &'a mut [i8],
+    biased: bool,
+}
+
+/// The scale and offset of a row that [`QuantRow`] quantized.
+pub struct Quantized(f32, f32);
+
+impl QuantRow<'_> {
+    /// Quantizes `src` ([`quantize_row`]).
+    pub fn quantize(self, src: &[f32]) -> Quantized {
+        let (scale, offset) = quantize_row(src, self.dst, self.biased);
+        Quantized(scale, offset)
+    }
+
+    /// GELU of `src` in place, then quantized, in one row pass ([`gelu_quantize_row`]).
+    pub fn gelu_quantize(self, src: &mut [f32]) -> Quantized {
+        let (scale, offset) = gelu_quantize_row(src, self.dst, self.biased);
+        Quantized(scale, offset)
+    }
+}
+
+impl QuantBuffer {
+    /// Room for up to `rows` rows of up to `k` inputs.
+    pub fn new(rows: usize, k: usize) -> QuantBuffer {
+        QuantBuffer { data: vec![0; rows * padded_k(k)], scales: vec![0.0; rows], offsets: vec![0.0; rows] }
+    }
+
+    /// Quantizes one row per item of `items` (rows of `k` inputs) for `kernel`, in parallel
+    /// tasks of at least `min_len` rows: `row(item, place)` produces the row and quantizes it
+    /// into its place. Returns the rows, ready for [`i8_gemm`].
+    pub fn quantize_rows<T: Send>(
+        &mut self,
+        kernel: I8Kernel,
+        k: usize,
+        items: impl IndexedParallelIterator<Item = T>,
+        min_len: usize,
+        row: impl Fn(T, QuantRow<'_>) -> Quantized + Sync + Send,
+    ) -> QuantRows<'_> {
+        let (rows, stride, biased) = (items.len(), padded_k(k), kernel.wants_biased());
+        assert!(rows <= self.scales.len() && rows * stride <= self.data.len(), "QuantBuffer: room for fewer rows");
+        let places = self.data[..rows * stride].par_chunks_exact_mut(stride);
+        let params = self.scales[..rows].par_iter_mut().zip(self.offsets[..rows].par_iter_mut());
+        items.zip(places).zip(params).with_min_len(min_len).for_each(|((item, dst), (s, z))| {
+            let Quantized(scale, offset) = row(item, QuantRow { dst, biased });
+            (*s, *z) = (scale, offset);
+        });
+        let (data, scales, offsets) = (&self.data[..rows * stride], &self.scales[..rows], &self.offsets[..rows]);
+        QuantRows { data, rows, stride, scales, offsets, biased }
+    }
 }
 
 /// A k4n16-packed int8 weight matrix (`n` output channels of `k` inputs) with its
