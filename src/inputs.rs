@@ -13,6 +13,10 @@ use crate::preprocess::{decode, load_and_preprocess, DecodedImage, MAX_IMAGE_FIL
 /// File name extensions a folder is searched for (case does not matter).
 pub const EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "npy"];
 
+/// How [`expand`]'s error for a folder without inputs ends when `recursive` is off: a front end
+/// can recognise it and say how to search the subfolders.
+pub const SUBFOLDERS_NOT_SEARCHED: &str = "(its subfolders were not searched)";
+
 /// One input to classify.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input {
@@ -54,7 +58,7 @@ pub fn expand(args: &[PathBuf], recursive: bool) -> Vec<Result<Input>> {
                     "{}: the folder holds no {} files{}",
                     arg.display(),
                     EXTENSIONS.join(", "),
-                    if recursive { "" } else { " (add --recursive to search its subfolders)" }
+                    if recursive { String::new() } else { format!(" {SUBFOLDERS_NOT_SEARCHED}") }
                 )))),
                 Ok(()) => {
                     files.sort();
@@ -187,6 +191,10 @@ mod tests {
         assert!(deep[4].contains("named twice"), "{}", deep[4]);
         let empty = tempfile::tempdir().unwrap();
         let e = names(expand(&[empty.path().to_path_buf()], false));
-        assert!(e[0].contains("holds no jpg, jpeg, png, webp, bmp, npy files (add --recursive"), "{}", e[0]);
+        assert!(
+            e[0].contains("holds no jpg, jpeg, png, webp, bmp, npy files (its subfolders were not searched)"),
+            "{}",
+            e[0]
+        );
     }
 }

@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Here with a random-weight ViT-Ti/16 built in memory (so the example runs anywhere), a
-//! 640x480 NV12 camera frame, and a session reused across frames so that classifying
-//! allocates nothing per frame:
+//! 640x480 NV12 camera frame, and a session reused across frames so that the model's buffers
+//! are allocated once (the frame's resize still allocates its row buffers, about
+//! `width x 3` bytes per source row it keeps):
 //!
 //! ```
 //! use edgevit::stream::{FrameFormat, RawFrame, YuvMatrix, YuvRange, YuvToRgb};

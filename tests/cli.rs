@@ -418,7 +418,10 @@ fn folders_and_stdin_are_inputs() {
     assert_eq!(mixed.status.code(), Some(1));
     assert_eq!(tops(&mixed).len(), 1);
     assert!(
-        text(&mixed.stderr).contains("the folder holds no jpg, jpeg, png, webp, bmp, npy files"),
+        text(&mixed.stderr).contains(
+            "the folder holds no jpg, jpeg, png, webp, bmp, npy files (its subfolders were not searched); \
+             add --recursive to search them"
+        ),
         "{}",
         text(&mixed.stderr)
     );

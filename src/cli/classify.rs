@@ -134,7 +134,17 @@ fn classify_files(args: &Classify, model: &Model) -> Result<ExitCode, Error> {
     let mut session = model.session();
     let mut failures = 0;
     let paths: Vec<PathBuf> = args.inputs.iter().map(|a| input_path(a)).collect();
-    let inputs = inputs::expand(&paths, args.recursive);
+    let inputs: Vec<_> = inputs::expand(&paths, args.recursive)
+        .into_iter()
+        .map(|input| {
+            input.map_err(|e| match e {
+                Error::Input(m) if m.ends_with(inputs::SUBFOLDERS_NOT_SEARCHED) => {
+                    Error::Input(format!("{m}; add --recursive to search them"))
+                }
+                e => e,
+            })
+        })
+        .collect();
     let total = inputs.len();
     for input in inputs {
         let start = Instant::now();

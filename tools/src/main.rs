@@ -79,7 +79,8 @@ struct Quantize {
     #[argh(positional)]
     snapshot: PathBuf,
     /// weight storage: int8 (per-channel symmetric, the fast default), f16 (half the size of
-    /// f32, computed in f32) or f32 (exact)
+    /// f32; widened to f32, or computed in half precision on CPUs with FP16 arithmetic such as
+    /// the Cortex-A76) or f32 (exact)
     #[argh(option, default = "WeightDType::Int8")]
     dtype: WeightDType,
     /// with int8 or f16: Linear layers to keep in f32, comma-separated from patch_embed, head,
