@@ -6,8 +6,109 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{Columns, Rows, check, for_each_tile, OutBlock, KG};
+use super::{check, for_each_tile, Columns, Epilogue, OutBlock, Rows, KG, NR};
 use crate::gemm::epilogue::neon::finish_i32;
+
+/// One step of the K loop: four groups (16 k) of four rows times the panel's 16 channels, into
+/// the accumulators v16-v31 (row r, channels 4j..4j+4 in v(16 + 4r + j)); v0-v3 hold the rows'
+/// 16 bytes, v4-v11 the weights of two groups at a time.
+macro_rules! four_groups {
+    () => {
+        concat!(
+            "ldr q0, [{a0}], #16\n",
+            "ldr q1, [{a1}], #16\n",
+            "ldr q2, [{a2}], #16\n",
+            "ldr q3, [{a3}], #16\n",
+            "ldp q4, q5, [{w}, #0]\n",
+            "ldp q6, q7, [{w}, #32]\n",
+            "sdot v16.4s, v4.16b, v0.4b[0]\n",
+            "sdot v17.4s, v5.16b, v0.4b[0]\n",
+            "sdot v18.4s, v6.16b, v0.4b[0]\n",
+            "sdot v19.4s, v7.16b, v0.4b[0]\n",
+            "sdot v20.4s, v4.16b, v1.4b[0]\n",
+            "sdot v21.4s, v5.16b, v1.4b[0]\n",
+            "sdot v22.4s, v6.16b, v1.4b[0]\n",
+            "sdot v23.4s, v7.16b, v1.4b[0]\n",
+            "sdot v24.4s, v4.16b, v2.4b[0]\n",
+            "sdot v25.4s, v5.16b, v2.4b[0]\n",
+            "sdot v26.4s, v6.16b, v2.4b[0]\n",
+            "sdot v27.4s, v7.16b, v2.4b[0]\n",
+            "sdot v28.4s, v4.16b, v3.4b[0]\n",
+            "sdot v29.4s, v5.16b, v3.4b[0]\n",
+            "sdot v30.4s, v6.16b, v3.4b[0]\n",
+            "sdot v31.4s, v7.16b, v3.4b[0]\n",
+            "ldp q8, q9, [{w}, #64]\n",
+            "ldp q10, q11, [{w}, #96]\n",
+            "sdot v16.4s, v8.16b, v0.4b[1]\n",
+            "sdot v17.4s, v9.16b, v0.4b[1]\n",
+            "sdot v18.4s, v10.16b, v0.4b[1]\n",
+            "sdot v19.4s, v11.16b, v0.4b[1]\n",
+            "sdot v20.4s, v8.16b, v1.4b[1]\n",
+            "sdot v21.4s, v9.16b, v1.4b[1]\n",
+            "sdot v22.4s, v10.16b, v1.4b[1]\n",
+            "sdot v23.4s, v11.16b, v1.4b[1]\n",
+            "sdot v24.4s, v8.16b, v2.4b[1]\n",
+            "sdot v25.4s, v9.16b, v2.4b[1]\n",
+            "sdot v26.4s, v10.16b, v2.4b[1]\n",
+            "sdot v27.4s, v11.16b, v2.4b[1]\n",
+            "sdot v28.4s, v8.16b, v3.4b[1]\n",
+            "sdot v29.4s, v9.16b, v3.4b[1]\n",
+            "sdot v30.4s, v10.16b, v3.4b[1]\n",
+            "sdot v31.4s, v11.16b, v3.4b[1]\n",
+            "ldp q4, q5, [{w}, #128]\n",
+            "ldp q6, q7, [{w}, #160]\n",
+            "sdot v16.4s, v4.16b, v0.4b[2]\n",
+            "sdot v17.4s, v5.16b, v0.4b[2]\n",
+            "sdot v18.4s, v6.16b, v0.4b[2]\n",
+            "sdot v19.4s, v7.16b, v0.4b[2]\n",
+            "sdot v20.4s, v4.16b, v1.4b[2]\n",
+            "sdot v21.4s, v5.16b, v1.4b[2]\n",
+            "sdot v22.4s, v6.16b, v1.4b[2]\n",
+            "sdot v23.4s, v7.16b, v1.4b[2]\n",
+            "sdot v24.4s, v4.16b, v2.4b[2]\n",
+            "sdot v25.4s, v5.16b, v2.4b[2]\n",
+            "sdot v26.4s, v6.16b, v2.4b[2]\n",
+            "sdot v27.4s, v7.16b, v2.4b[2]\n",
+            "sdot v28.4s, v4.16b, v3.4b[2]\n",
+            "sdot v29.4s, v5.16b, v3.4b[2]\n",
+            "sdot v30.4s, v6.16b, v3.4b[2]\n",
+            "sdot v31.4s, v7.16b, v3.4b[2]\n",
+            "ldp q8, q9, [{w}, #192]\n",
+            "ldp q10, q11, [{w}, #224]\n",
+            "sdot v16.4s, v8.16b, v0.4b[3]\n",
+            "sdot v17.4s, v9.16b, v0.4b[3]\n",
+            "sdot v18.4s, v10.16b, v0.4b[3]\n",
+            "sdot v19.4s, v11.16b, v0.4b[3]\n",
+            "sdot v20.4s, v8.16b, v1.4b[3]\n",
+            "sdot v21.4s, v9.16b, v1.4b[3]\n",
+            "sdot v22.4s, v10.16b, v1.4b[3]\n",
+            "sdot v23.4s, v11.16b, v1.4b[3]\n",
+            "sdot v24.4s, v8.16b, v2.4b[3]\n",
+            "sdot v25.4s, v9.16b, v2.4b[3]\n",
+            "sdot v26.4s, v10.16b, v2.4b[3]\n",
+            "sdot v27.4s, v11.16b, v2.4b[3]\n",
+            "sdot v28.4s, v8.16b, v3.4b[3]\n",
+            "sdot v29.4s, v9.16b, v3.4b[3]\n",
+            "sdot v30.4s, v10.16b, v3.4b[3]\n",
+            "sdot v31.4s, v11.16b, v3.4b[3]\n",
+            "add {w}, {w}, #256\n",
+        )
+    };
+}
+
+/// One output vector of [`strip`]: `$zb = (b + ow * za) + f32($e) * (ws * sa)` for row `$lane`
+/// (the lane of v12 and v13 that holds its factors), with v15 as scratch.
+macro_rules! dequant {
+    ($e:literal, $zb:literal, $ws:literal, $ow:literal, $b:literal, $lane:literal) => {
+        concat!(
+            "scvtf v", $e, ".4s, v", $e, ".4s\n",
+            "mov v", $zb, ".16b, v", $b, ".16b\n",
+            "fmla v", $zb, ".4s, v", $ow, ".4s, v13.s[", $lane, "]\n",
+            "fmul v15.4s, v", $ws, ".4s, v12.s[", $lane, "]\n",
+            "fmla v", $zb, ".4s, v", $e, ".4s, v15.4s\n",
+        )
+    };
+}
 
 pub(super) fn run(
     a: &[i8],
@@ -20,12 +121,188 @@ pub(super) fn run(
 ) {
     assert!(std::arch::is_aarch64_feature_detected!("dotprod"));
     let groups = check(a, stride, w, panels, 1, &out);
-    for_each_tile::<4, i8>(a, stride, &mut out, |rp, m0, mut tile| {
+    let accumulate = match out.epilogue {
+        Epilogue::Store => Some(false),
+        Epilogue::Accumulate => Some(true),
+        Epilogue::Activate(_) => None,
+    };
+    // Whole 16-column strips that are stored or added (every Linear layer but a GELU one, and
+    // attention's scores) take the asm strip: the Rust tile walk and epilogue cost about 120
+    // cycles per 4 x 16 tile on a Cortex-A76, a third of the multiplies for K = 192.
+    let tiles = out.rows / 4;
+    let done = match accumulate {
+        Some(accumulate) if out.cols == NR && groups >= 4 && groups.is_multiple_of(4) && tiles > 0 => {
+            // SAFETY: the dot-product extension is present (checked above); `check` made sure
+            // that `a` holds `out.rows` rows of `stride` = 4 * groups bytes and `w` one panel of
+            // `groups` groups of 64 bytes; `rows` has a factor per row; the block's
+            // `4 * tiles` rows of 16 floats at stride `ldo` are writable and ours (OutBlock's
+            // contract).
+            unsafe {
+                strip(a.as_ptr(), groups, w.as_ptr(), tiles, rows, cols, out.row_ptr(0), out.ldo, accumulate)
+            };
+            4 * tiles
+        }
+        _ => 0,
+    };
+    if done == out.rows {
+        return;
+    }
+    let (rows, a) = (rows.at(done, out.rows - done), &a[done * stride..]);
+    let mut rest = out.tile(done, out.rows - done);
+    for_each_tile::<4, i8>(a, stride, &mut rest, |rp, m0, mut tile| {
         // SAFETY: the dot-product extension is present (checked above); memory as checked by
         // `check`.
         let c = unsafe { body(rp, groups, w.as_ptr()) };
         finish_i32(&c, &rows.at(m0, tile.rows), cols, &mut tile);
     });
+}
+
+/// Every 4-row tile of a 16-column strip, stored or added to `dst`, in one asm loop: the K
+/// loop, and the dequantization with the same operations in the same order as [`finish_i32`]
+/// (`zb = b + ow * za`, then `zb + f32(acc) * (ws * sa)`, both fused), so the result is the
+/// twin's bit for bit. Each result lands in the register the previous value left free (v14,
+/// then v16..v30).
+///
+/// # Safety
+/// The CPU must have the dot-product extension. `a` must address `4 * tiles` rows of
+/// `4 * groups` bytes (`groups` a multiple of 4), `w` `groups` groups of 64 bytes, `rows`
+/// `4 * tiles` factors, and `dst` `4 * tiles` rows of 16 writable floats at stride `ldo` floats
+/// that no one else touches.
+#[target_feature(enable = "dotprod")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn strip(
+    a: *const i8,
+    groups: usize,
+    w: *const i8,
+    tiles: usize,
+    rows: &Rows<'_>,
+    cols: &Columns,
+    dst: *mut f32,
+    ldo: usize,
+    accumulate: bool,
+) {
+    debug_assert!(groups >= 4 && groups.is_multiple_of(4));
+    debug_assert!(rows.scale.len() >= 4 * tiles && rows.offset.len() >= 4 * tiles);
+    let stride = 4 * groups;
+    // SAFETY: by the caller's contract, every load stays in `a`, `w`, `rows` and `cols`, and
+    // every store in the rows of `dst`; only the declared registers are written.
+    unsafe {
+        asm!(
+            "3:",
+            "mov {w}, {w0}",
+            "mov {n}, {steps}",
+            "movi v16.16b, #0", "movi v17.16b, #0", "movi v18.16b, #0", "movi v19.16b, #0",
+            "movi v20.16b, #0", "movi v21.16b, #0", "movi v22.16b, #0", "movi v23.16b, #0",
+            "movi v24.16b, #0", "movi v25.16b, #0", "movi v26.16b, #0", "movi v27.16b, #0",
+            "movi v28.16b, #0", "movi v29.16b, #0", "movi v30.16b, #0", "movi v31.16b, #0",
+            "2:",
+            four_groups!(),
+            "subs {n}, {n}, #1",
+            "b.ne 2b",
+            // The loop left a0..a3 at rows 1..4: the next tile starts at a3.
+            "mov {a0}, {a3}",
+            "add {a1}, {a3}, {stride}",
+            "add {a2}, {a1}, {stride}",
+            "add {a3}, {a2}, {stride}",
+            // Column factors: weight scales v0-v3, offsets' weights v4-v7, bias v8-v11; the
+            // four rows' scales in v12, offsets in v13.
+            "ldp q0, q1, [{ws}]",
+            "ldp q2, q3, [{ws}, #32]",
+            "ldp q4, q5, [{ow}]",
+            "ldp q6, q7, [{ow}, #32]",
+            "ldp q8, q9, [{b}]",
+            "ldp q10, q11, [{b}, #32]",
+            "ldr q12, [{sa}], #16",
+            "ldr q13, [{za}], #16",
+            dequant!(16, 14, 0, 4, 8, 0),
+            dequant!(17, 16, 1, 5, 9, 0),
+            dequant!(18, 17, 2, 6, 10, 0),
+            dequant!(19, 18, 3, 7, 11, 0),
+            dequant!(20, 19, 0, 4, 8, 1),
+            dequant!(21, 20, 1, 5, 9, 1),
+            dequant!(22, 21, 2, 6, 10, 1),
+            dequant!(23, 22, 3, 7, 11, 1),
+            dequant!(24, 23, 0, 4, 8, 2),
+            dequant!(25, 24, 1, 5, 9, 2),
+            dequant!(26, 25, 2, 6, 10, 2),
+            dequant!(27, 26, 3, 7, 11, 2),
+            dequant!(28, 27, 0, 4, 8, 3),
+            dequant!(29, 28, 1, 5, 9, 3),
+            dequant!(30, 29, 2, 6, 10, 3),
+            dequant!(31, 30, 3, 7, 11, 3),
+            "add {d1}, {d0}, {ldo}",
+            "add {d2}, {d1}, {ldo}",
+            "add {d3}, {d2}, {ldo}",
+            "cbz {acc}, 5f",
+            // The residual: out = out + value.
+            "ldp q0, q1, [{d0}]",
+            "ldp q2, q3, [{d0}, #32]",
+            "fadd v14.4s, v0.4s, v14.4s",
+            "fadd v16.4s, v1.4s, v16.4s",
+            "fadd v17.4s, v2.4s, v17.4s",
+            "fadd v18.4s, v3.4s, v18.4s",
+            "ldp q0, q1, [{d1}]",
+            "ldp q2, q3, [{d1}, #32]",
+            "fadd v19.4s, v0.4s, v19.4s",
+            "fadd v20.4s, v1.4s, v20.4s",
+            "fadd v21.4s, v2.4s, v21.4s",
+            "fadd v22.4s, v3.4s, v22.4s",
+            "ldp q0, q1, [{d2}]",
+            "ldp q2, q3, [{d2}, #32]",
+            "fadd v23.4s, v0.4s, v23.4s",
+            "fadd v24.4s, v1.4s, v24.4s",
+            "fadd v25.4s, v2.4s, v25.4s",
+            "fadd v26.4s, v3.4s, v26.4s",
+            "ldp q0, q1, [{d3}]",
+            "ldp q2, q3, [{d3}, #32]",
+            "fadd v27.4s, v0.4s, v27.4s",
+            "fadd v28.4s, v1.4s, v28.4s",
+            "fadd v29.4s, v2.4s, v29.4s",
+            "fadd v30.4s, v3.4s, v30.4s",
+            "5:",
+            "stp q14, q16, [{d0}]",
+            "stp q17, q18, [{d0}, #32]",
+            "stp q19, q20, [{d1}]",
+            "stp q21, q22, [{d1}, #32]",
+            "stp q23, q24, [{d2}]",
+            "stp q25, q26, [{d2}, #32]",
+            "stp q27, q28, [{d3}]",
+            "stp q29, q30, [{d3}, #32]",
+            "add {d0}, {d3}, {ldo}",
+            "subs {tiles}, {tiles}, #1",
+            "b.ne 3b",
+            a0 = inout(reg) a => _,
+            a1 = inout(reg) a.add(stride) => _,
+            a2 = inout(reg) a.add(2 * stride) => _,
+            a3 = inout(reg) a.add(3 * stride) => _,
+            stride = in(reg) stride,
+            w0 = in(reg) w,
+            w = out(reg) _,
+            steps = in(reg) groups / 4,
+            n = out(reg) _,
+            ws = in(reg) cols.w_scale.as_ptr(),
+            ow = in(reg) cols.w_offset.as_ptr(),
+            b = in(reg) cols.bias.as_ptr(),
+            sa = inout(reg) rows.scale.as_ptr() => _,
+            za = inout(reg) rows.offset.as_ptr() => _,
+            d0 = inout(reg) dst => _,
+            d1 = out(reg) _,
+            d2 = out(reg) _,
+            d3 = out(reg) _,
+            ldo = in(reg) 4 * ldo,
+            acc = in(reg) accumulate as usize,
+            tiles = inout(reg) tiles => _,
+            out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+            out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+            out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+            out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+            out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+            out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+            out("v24") _, out("v25") _, out("v26") _, out("v27") _,
+            out("v28") _, out("v29") _, out("v30") _, out("v31") _,
+            options(nostack),
+        );
+    }
 }
 
 /// `acc.4s += w.16b . a.4b[LANE]`: each channel's 4 weights times one row's 4 activations.
