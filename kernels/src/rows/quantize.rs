@@ -242,16 +242,17 @@ mod neon {
         unsafe {
             let Some((scale, offset, inv)) = params(l, h) else { return constant(dst, l, flip) };
             let (vi, vo) = (vdupq_n_f32(inv), vdupq_n_f32(offset));
-            let (min, max) = (vdupq_n_f32(-127.0), vdupq_n_f32(127.0));
-            let vflip = vdupq_n_s8(flip);
+            let (lowest, vflip) = (vdupq_n_s8(-127), vdupq_n_s8(flip));
             for i in (0..whole).step_by(16) {
-                let q: [int32x4_t; 4] = std::array::from_fn(|j| {
-                    let t = vmulq_f32(vsubq_f32(vld1q_f32(sp.add(i + 4 * j)), vo), vi);
-                    vcvtnq_s32_f32(vminq_f32(vmaxq_f32(t, min), max))
-                });
+                // Round first, clamp after: the saturating narrows clamp to [-128, 127] and one
+                // integer max to -127, the same result as the twin's clamp to [-127, 127] before
+                // rounding (the bounds are integers; NaN converts to 0 both ways), for one
+                // instruction per 16 values instead of eight.
+                let q: [int32x4_t; 4] =
+                    std::array::from_fn(|j| vcvtnq_s32_f32(vmulq_f32(vsubq_f32(vld1q_f32(sp.add(i + 4 * j)), vo), vi)));
                 let h0 = vqmovn_high_s32(vqmovn_s32(q[0]), q[1]);
                 let h1 = vqmovn_high_s32(vqmovn_s32(q[2]), q[3]);
-                let b = vqmovn_high_s16(vqmovn_s16(h0), h1);
+                let b = vmaxq_s8(vqmovn_high_s16(vqmovn_s16(h0), h1), lowest);
                 vst1q_s8(dp.add(i), veorq_s8(b, vflip));
             }
             quantize_tail(src, dst, offset, inv, flip, whole);
