@@ -35,7 +35,7 @@
 //! let top = edgevit::top_k(logits, 3, model.labels());
 //! assert_eq!(top.len(), 3);
 //! assert!(top[0].prob >= top[1].prob && top[1].prob >= top[2].prob);
-//! assert_eq!(top, model.classify_frame(&frame, &yuv, 3)?);
+//! assert_eq!(top, frame.classify(&model, &yuv, 3)?);
 //! # Ok::<(), edgevit::Error>(())
 //! ```
 

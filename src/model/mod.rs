@@ -199,20 +199,6 @@ impl Model {
         Ok(top_k(self.forward(&pixels, &mut session)?, k, self.labels()))
     }
 
-    /// Classifies one raw camera frame (see [`crate::stream`]), converting and resizing it in
-    /// one pass.
-    pub fn classify_frame(
-        &self,
-        frame: &crate::stream::RawFrame<'_>,
-        yuv: &crate::stream::YuvToRgb,
-        k: usize,
-    ) -> Result<Vec<Prediction>> {
-        let mut pixels = Vec::new();
-        frame.preprocess_into(&self.config().preprocess, yuv, &mut pixels);
-        let mut session = self.session();
-        Ok(top_k(self.forward(&pixels, &mut session)?, k, self.labels()))
-    }
-
     /// Scratch buffers for one forward pass at a time, sized for the current rayon pool's
     /// threads (make sessions after configuring the pool).
     pub fn session(&self) -> Session {

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use crate::config::Preprocess;
 use crate::error::{Error, Result};
 use crate::preprocess::preprocess_rows;
+use crate::{top_k, Model, Prediction};
 
 /// How the frames of a stream are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,6 +314,16 @@ impl<'a> RawFrame<'a> {
     /// The model's input tensor for this frame, converted and resized in one pass.
     pub fn preprocess_into(&self, p: &Preprocess, yuv: &YuvToRgb, out: &mut Vec<f32>) {
         preprocess_rows(self.width, self.height, |y, row| self.rgb_row(y, row, yuv), p, out);
+    }
+
+    /// Classifies this frame with `model`: converted and resized in one pass, a forward pass
+    /// in a scratch session, the `k` most probable classes. To classify many frames, reuse a
+    /// [`crate::Session`] with [`RawFrame::preprocess_into`] and [`Model::forward`].
+    pub fn classify(&self, model: &Model, yuv: &YuvToRgb, k: usize) -> Result<Vec<Prediction>> {
+        let mut pixels = Vec::new();
+        self.preprocess_into(&model.config().preprocess, yuv, &mut pixels);
+        let mut session = model.session();
+        Ok(top_k(model.forward(&pixels, &mut session)?, k, model.labels()))
     }
 }
 
