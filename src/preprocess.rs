@@ -229,19 +229,35 @@ fn normalize_chw(img: &RgbImage, p: &Preprocess, out: &mut Vec<f32>) {
     };
     out.clear();
     out.resize(3 * oh * ow, 0.0);
-    for c in 0..3 {
-        let plane = &mut out[c * oh * ow..(c + 1) * oh * ow];
-        for y in 0..oh {
-            for x in 0..ow {
-                // A crop larger than the image pads with zeros, as Hugging Face's center_crop does.
-                let (sy, sx) = (y as isize + top, x as isize + left);
-                let v = if sy >= 0 && sx >= 0 && (sy as usize) < img.height && (sx as usize) < img.width {
-                    img.data[(sy as usize * img.width + sx as usize) * 3 + c] as f32
-                } else {
-                    0.0
-                };
-                plane[y * ow + x] = (v * scale - mean[c]) / std[c];
-            }
+    let value = |byte: u8, c: usize| (byte as f32 * scale - mean[c]) / std[c];
+    // A crop larger than the image pads with zeros, as Hugging Face's center_crop does: the
+    // padding is the value of a 0 byte. The columns that lie in the image, once per row.
+    let x0 = (-left).clamp(0, ow as isize) as usize;
+    let x1 = ((img.width as isize - left).clamp(0, ow as isize) as usize).max(x0);
+    let (r, g, b) = {
+        let (r, rest) = out.split_at_mut(oh * ow);
+        let (g, b) = rest.split_at_mut(oh * ow);
+        (r, g, b)
+    };
+    for y in 0..oh {
+        let row = y * ow..(y + 1) * ow;
+        let (r, g, b) = (&mut r[row.clone()], &mut g[row.clone()], &mut b[row]);
+        let sy = y as isize + top;
+        if sy < 0 || sy as usize >= img.height || x0 == x1 {
+            r.fill(value(0, 0));
+            g.fill(value(0, 1));
+            b.fill(value(0, 2));
+            continue;
+        }
+        for (c, plane) in [&mut *r, &mut *g, &mut *b].into_iter().enumerate() {
+            plane[..x0].fill(value(0, c));
+            plane[x1..].fill(value(0, c));
+        }
+        // One pass over the row's pixels, a plain loop the compiler vectorises (`ld3` on NEON).
+        let start = (sy as usize * img.width) as isize + left + x0 as isize;
+        let pixels = &img.data[start as usize * 3..(start as usize + x1 - x0) * 3];
+        for (((px, r), g), b) in pixels.chunks_exact(3).zip(&mut r[x0..x1]).zip(&mut g[x0..x1]).zip(&mut b[x0..x1]) {
+            (*r, *g, *b) = (value(px[0], 0), value(px[1], 1), value(px[2], 2));
         }
     }
 }
@@ -462,6 +478,7 @@ fn resize_nearest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Normalize;
 
     fn gradient(w: usize, h: usize) -> RgbImage {
         let data = (0..h)
@@ -522,6 +539,41 @@ mod tests {
         let want = [-1.0, 1.0, 0.4 - 1.0, -1.0, 1.0, 0.8 - 1.0];
         for (a, b) in t.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn crops_inside_and_larger_than_the_image_match_a_pixel_by_pixel_crop() {
+        let normalize = Some(Normalize { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] });
+        for (w, h) in [(1, 1), (5, 4), (7, 9), (10, 3)] {
+            let img = gradient(w, h);
+            for crop in [None, Some([3, 3]), Some([12, 12]), Some([4, 9]), Some([9, 2]), Some([1, 14])] {
+                let p = Preprocess {
+                    resize: None,
+                    filter: Filter::Bilinear,
+                    crop,
+                    rescale_factor: Some(1.0 / 255.0),
+                    normalize: normalize.clone(),
+                };
+                let mut got = Vec::new();
+                normalize_chw(&img, &p, &mut got);
+                // The reference: every output pixel on its own, zero bytes outside the image.
+                let (oh, ow) = p.output_size(h, w);
+                let (top, left) = ((h as isize - oh as isize) / 2, (w as isize - ow as isize) / 2);
+                let n = normalize.as_ref().unwrap();
+                let mut want = vec![0f32; 3 * oh * ow];
+                for c in 0..3 {
+                    for y in 0..oh {
+                        for x in 0..ow {
+                            let (sy, sx) = (y as isize + top, x as isize + left);
+                            let inside = sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w;
+                            let v = if inside { img.data[(sy as usize * w + sx as usize) * 3 + c] as f32 } else { 0.0 };
+                            want[(c * oh + y) * ow + x] = (v * (1.0 / 255.0) - n.mean[c]) / n.std[c];
+                        }
+                    }
+                }
+                assert!(got.iter().map(|v| v.to_bits()).eq(want.iter().map(|v| v.to_bits())), "{w}x{h} crop {crop:?}");
+            }
         }
     }
 
