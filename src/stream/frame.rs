@@ -292,19 +292,13 @@ impl<'a> RawFrame<'a> {
                 let luma = &d[y * s..][..w];
                 let chroma = &d[s * h..];
                 let cy = y / 2;
-                // Each chroma sample covers two pixels of the row.
-                let mut pairs = out.chunks_mut(6).zip(luma.chunks(2));
                 if self.format == FrameFormat::Yuv420p {
                     let plane = cs * h.div_ceil(2);
                     let (us, vs) = (&chroma[cy * cs..][..cw], &chroma[plane + cy * cs..][..cw]);
-                    for ((o, l), (&u, &v)) in pairs.by_ref().zip(us.iter().zip(vs)) {
-                        yuv_pair(o, l, u, v, yuv);
-                    }
+                    yuv_row(out, luma, |i| us[i], |i| vs[i], yuv);
                 } else {
                     let uv = &chroma[cy * cs..][..cw * 2];
-                    for ((o, l), c) in pairs.by_ref().zip(uv.chunks_exact(2)) {
-                        yuv_pair(o, l, c[0], c[1], yuv);
-                    }
+                    yuv_row(out, luma, |i| uv[2 * i], |i| uv[2 * i + 1], yuv);
                 }
             }
             FrameFormat::Mjpeg => unreachable!("RawFrame::new refuses MJPEG"),
@@ -348,13 +342,37 @@ pub fn check_stride(format: FrameFormat, width: usize, stride: Option<usize>) ->
     Ok(Some(stride))
 }
 
-/// Converts one or two pixels sharing a chroma sample.
-#[inline]
-fn yuv_pair(out: &mut [u8], luma: &[u8], u: u8, v: u8, yuv: &YuvToRgb) {
-    let (r, g, b) = yuv.chroma_terms(u, v);
-    for (o, &l) in out.chunks_exact_mut(3).zip(luma) {
-        let yy = yuv.luma_term(l);
-        o.copy_from_slice(&[clip16(yy + r), clip16(yy + g), clip16(yy + b)]);
+/// One row of 4:2:0 YUV as interleaved RGB: `u(i)` and `v(i)` give the chroma sample of
+/// pixels 2i and 2i + 1. Blocks of 64 pixels (32 chroma samples) go through fixed-size stack
+/// arrays: the even and odd pixels of a block share their chroma, so each is converted in a
+/// unit-stride loop over the 32 pairs, then interleaved; loops the compiler vectorises, where a
+/// loop writing 6 bytes per pixel pair stays scalar.
+fn yuv_row(out: &mut [u8], luma: &[u8], u: impl Fn(usize) -> u8, v: impl Fn(usize) -> u8, yuv: &YuvToRgb) {
+    const PAIRS: usize = 32;
+    for (b, (out, luma)) in out.chunks_mut(6 * PAIRS).zip(luma.chunks(2 * PAIRS)).enumerate() {
+        let n = luma.len();
+        let (mut even, mut odd, mut cu, mut cv) = ([0u8; PAIRS], [0u8; PAIRS], [0u8; PAIRS], [0u8; PAIRS]);
+        for k in 0..n.div_ceil(2) {
+            (even[k], cu[k], cv[k]) = (luma[2 * k], u(b * PAIRS + k), v(b * PAIRS + k));
+            odd[k] = *luma.get(2 * k + 1).unwrap_or(&0);
+        }
+        let mut rgb = [[0u8; 2 * PAIRS]; 3];
+        for (parity, lumas) in [even, odd].iter().enumerate() {
+            let mut planes = [[0u8; PAIRS]; 3];
+            for k in 0..PAIRS {
+                let yy = yuv.luma_term(lumas[k]);
+                let (cr, cg, cb) = yuv.chroma_terms(cu[k], cv[k]);
+                (planes[0][k], planes[1][k], planes[2][k]) = (clip16(yy + cr), clip16(yy + cg), clip16(yy + cb));
+            }
+            for (plane, out) in planes.iter().zip(&mut rgb) {
+                for k in 0..PAIRS {
+                    out[2 * k + parity] = plane[k];
+                }
+            }
+        }
+        for (x, o) in out.chunks_exact_mut(3).enumerate() {
+            o.copy_from_slice(&[rgb[0][x], rgb[1][x], rgb[2][x]]);
+        }
     }
 }
 

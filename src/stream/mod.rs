@@ -225,6 +225,46 @@ mod tests {
     }
 
     #[test]
+    fn yuv_rows_match_the_conversion_of_each_pixel() {
+        // Widths around the 64-pixel blocks of the row conversion, odd ones included, and
+        // padded rows; the reference reads each pixel's Y, U and V from the layout itself
+        // (chroma rows: I420 half the stride rounded up, NV12 the stride rounded up to even).
+        let c = YuvToRgb::new(YuvMatrix::Bt601, YuvRange::Limited);
+        for w in [1, 2, 3, 31, 63, 64, 65, 128, 129, 141] {
+            let h = 5;
+            for format in [FrameFormat::Nv12, FrameFormat::Yuv420p] {
+                for stride in [None, Some(w + 3 + (w + 3) % 2)] {
+                    let s = stride.unwrap_or(w);
+                    let n = format.frame_len_strided(w, h, s).unwrap();
+                    let data: Vec<u8> = (0..n).map(|i| (i * 37 + i / 7) as u8).collect();
+                    let frame = RawFrame::with_stride(format, w, h, stride, &data).unwrap();
+                    let ch = h.div_ceil(2);
+                    let mut row = vec![0u8; w * 3];
+                    for y in 0..h {
+                        frame.rgb_row(y, &mut row, &c);
+                        for x in 0..w {
+                            let luma = data[y * s + x];
+                            let (u, v) = if format == FrameFormat::Nv12 {
+                                let at = s * h + (y / 2) * s.next_multiple_of(2) + 2 * (x / 2);
+                                (data[at], data[at + 1])
+                            } else {
+                                let cs = s.div_ceil(2);
+                                let at = s * h + (y / 2) * cs + x / 2;
+                                (data[at], data[at + cs * ch])
+                            };
+                            assert_eq!(
+                                row[3 * x..3 * x + 3],
+                                c.convert(luma, u, v),
+                                "{format:?} {w}x{h} {stride:?} ({x}, {y})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn raw_frames_split_and_partial_frame_is_an_error() {
         let data: Vec<u8> = (0..(2 * 12 + 5)).map(|v| v as u8).collect();
         let mut r = FrameReader::new(&data[..], FrameFormat::Rgb24, Some((2, 2))).unwrap();
