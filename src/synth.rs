@@ -5,8 +5,6 @@
 
 use std::str::FromStr;
 
-use edgevit_kernels::gemm::pack::{channel_sums, pack_k1n16_f16, pack_k1n16_f32, pack_k4n16, quantize_per_row};
-
 use crate::config::{
     ActivationName, Architecture, Filter, ModelConfig, Normalize, Preprocess, Resize, WeightDType, WeightStorage,
     DEFAULT_KEEP_F32,
@@ -142,32 +140,28 @@ pub fn build_architecture(arch: &Architecture, name: &str, dtype: WeightDType, s
         .collect();
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     // An int8 Linear's three tensors come from one f32 matrix, quantized when its weight is met.
-    let mut scales = Vec::new();
-    let mut sums = Vec::new();
+    let mut stored: Option<format::StoredLinear> = None;
     format::build(&config, &plan, |i, dst| {
         let spec = &specs[i];
         let (base, suffix) = spec.name.rsplit_once('.').unwrap_or((spec.name.as_str(), ""));
         match (spec.dtype, spec.layout, suffix) {
-            (DType::I8, Layout::K4n16, _) => {
+            (DType::I8 | DType::F16, _, _) | (DType::F32, Layout::K1n16, _) => {
                 let (n, k) = (spec.shape[0], spec.shape[1]);
                 let w: Vec<f32> = (0..n * k).map(|_| rng.sym(0.05)).collect();
-                let (q, s) = quantize_per_row(&w, n, k);
-                sums = channel_sums(&q, n, k);
-                scales = s;
-                dst.copy_from_slice(bytemuck::cast_slice(&pack_k4n16(&q, n, k)));
+                let dtype = match spec.dtype {
+                    DType::I8 => WeightDType::Int8,
+                    DType::F16 => WeightDType::F16,
+                    _ => WeightDType::F32,
+                };
+                let s = format::store_linear(base, &w, n, k, dtype);
+                dst.copy_from_slice(&s.weight.bytes);
+                stored = Some(s);
             }
-            (DType::F32, Layout::K1n16, _) => {
-                let (n, k) = (spec.shape[0], spec.shape[1]);
-                let w: Vec<f32> = (0..n * k).map(|_| rng.sym(0.05)).collect();
-                dst.copy_from_slice(bytemuck::cast_slice(&pack_k1n16_f32(&w, n, k)));
+            (DType::F32, _, "scale") | (DType::I32, _, "sum") => {
+                let s = stored.as_ref().and_then(|s| if suffix == "sum" { s.sum.as_ref() } else { s.scale.as_ref() });
+                let s = s.ok_or_else(|| Error::Input(format!("internal: '{}' before its weight", spec.name)))?;
+                dst.copy_from_slice(&s.bytes);
             }
-            (DType::F16, Layout::K1n16, _) => {
-                let (n, k) = (spec.shape[0], spec.shape[1]);
-                let w: Vec<f32> = (0..n * k).map(|_| rng.sym(0.05)).collect();
-                dst.copy_from_slice(bytemuck::cast_slice(&pack_k1n16_f16(&w, n, k)));
-            }
-            (DType::F32, _, "scale") => dst.copy_from_slice(bytemuck::cast_slice(&scales)),
-            (DType::I32, _, "sum") => dst.copy_from_slice(bytemuck::cast_slice(&sums)),
             (DType::F32, _, _) => {
                 let out: &mut [f32] = bytemuck::cast_slice_mut(dst);
                 let is_norm_weight =

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 mod schema;
 mod write;
 pub use schema::{expected_tensors, TensorSpec};
-pub use write::{build, to_bytes, write, write_bytes, TensorData, TensorPlan};
+pub use write::{build, store_linear, to_bytes, write, write_bytes, StoredLinear, TensorData, TensorPlan};
 
 #[cfg(target_endian = "big")]
 compile_error!("edgevit reads its little-endian model files in place and supports only little-endian CPUs");

@@ -6,11 +6,14 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use edgevit_kernels::gemm::pack::{channel_sums, pack_k1n16_f16, pack_k1n16_f32, pack_k4n16, quantize_per_row};
+
 use super::{align_up, AlignedBytes, DType, Header, Layout, TensorEntry, MAGIC, MAX_HEADER_LEN, PREFIX_LEN, VERSION};
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, WeightDType};
 use crate::error::{Error, Result};
 
 /// A tensor to be written.
+#[derive(Clone, Debug)]
 pub struct TensorData<'a> {
     /// The tensor's name.
     pub name: String,
@@ -65,6 +68,39 @@ impl<'a> TensorData<'a> {
         let bytes = Cow::Owned(self.bytes.into_owned());
         TensorData { name: self.name, dtype: self.dtype, layout: self.layout, shape: self.shape, bytes }
     }
+}
+
+/// A Linear layer's weight as the file stores it: the packed weight (`X.weight`) and, for int8,
+/// the per-channel scales (`X.scale`) and sums of quantized weights (`X.sum`).
+#[derive(Clone, Debug)]
+pub struct StoredLinear {
+    /// `X.weight`, packed for the kernels.
+    pub weight: TensorData<'static>,
+    /// int8: `X.scale`.
+    pub scale: Option<TensorData<'static>>,
+    /// int8: `X.sum`.
+    pub sum: Option<TensorData<'static>>,
+}
+
+/// The Linear layer `base`'s `[n, k]` row-major f32 weight `w` as the file stores it in `dtype`
+/// (see [`super::expected_tensors`]): the one conversion the tools and [`crate::synth`] share.
+/// f16 values beyond half precision's range become infinity: callers check the range first.
+pub fn store_linear(base: &str, w: &[f32], n: usize, k: usize, dtype: WeightDType) -> StoredLinear {
+    let name = format!("{base}.weight");
+    let (weight, scale, sum) = match dtype {
+        WeightDType::F32 => (TensorData::f32_packed(name, n, k, pack_k1n16_f32(w, n, k)), None, None),
+        WeightDType::F16 => (TensorData::f16_packed(name, n, k, pack_k1n16_f16(w, n, k)), None, None),
+        WeightDType::Int8 => {
+            let (q, scales) = quantize_per_row(w, n, k);
+            let sums = channel_sums(&q, n, k);
+            (
+                TensorData::i8_packed(name, n, k, pack_k4n16(&q, n, k)),
+                Some(TensorData::f32(format!("{base}.scale"), vec![n], &scales).into_owned()),
+                Some(TensorData::i32(format!("{base}.sum"), vec![n], &sums)),
+            )
+        }
+    };
+    StoredLinear { weight, scale, sum }
 }
 
 /// A tensor's place in a file to be built: everything but its bytes.

@@ -6,7 +6,6 @@ use std::path::Path;
 use edgevit::config::{WeightDType, WeightStorage, KEEPABLE_F32};
 use edgevit::format::expected_tensors;
 use edgevit::format::{self, DType, Layout, TensorData};
-use edgevit_kernels::gemm::pack::{channel_sums, pack_k1n16_f16, pack_k1n16_f32, pack_k4n16, quantize_per_row};
 
 use crate::hf::Imported;
 
@@ -37,9 +36,6 @@ pub fn storage(dtype: WeightDType, keep_f32: &[String]) -> WeightStorage {
     }
 }
 
-/// A Linear layer's weights in int8: packed k4n16, per-channel scales, per-channel sums.
-type QuantizedLinear = (Vec<i8>, Vec<f32>, Vec<i32>);
-
 /// The tensors of `model` in the given storage, in file order.
 pub fn convert(model: &Imported, storage: &WeightStorage) -> Result<Vec<TensorData<'static>>, String> {
     convert_with_progress(model, storage, |_, _| {})
@@ -63,7 +59,7 @@ pub fn convert_with_progress(
     }
     let f32s: HashMap<&str, (&Vec<usize>, &Vec<f32>)> =
         model.tensors.iter().map(|(n, s, d)| (n.as_str(), (s, d))).collect();
-    let mut quantized: HashMap<String, QuantizedLinear> = HashMap::new();
+    let mut quantized: HashMap<String, format::StoredLinear> = HashMap::new();
     let mut out = Vec::new();
     let specs = expected_tensors(&model.config.architecture, storage);
     let total = specs.len();
@@ -79,8 +75,7 @@ pub fn convert_with_progress(
             }
             (DType::F32, Layout::K1n16) => {
                 let (shape, w) = f32s[spec.name.as_str()];
-                let packed = pack_k1n16_f32(w, shape[0], shape[1]);
-                out.push(TensorData::f32_packed(spec.name.clone(), shape[0], shape[1], packed));
+                out.push(format::store_linear(base, w, shape[0], shape[1], WeightDType::F32).weight);
             }
             (DType::F16, Layout::K1n16) => {
                 let (shape, w) = f32s[spec.name.as_str()];
@@ -90,27 +85,18 @@ pub fn convert_with_progress(
                         spec.name, w[i]
                     ));
                 }
-                out.push(TensorData::f16_packed(
-                    spec.name.clone(),
-                    shape[0],
-                    shape[1],
-                    pack_k1n16_f16(w, shape[0], shape[1]),
-                ));
+                out.push(format::store_linear(base, w, shape[0], shape[1], WeightDType::F16).weight);
             }
             _ => {
-                let (n, k) = (spec.shape[0], *spec.shape.get(1).unwrap_or(&0));
                 let q = quantized.entry(base.to_string()).or_insert_with(|| {
                     let (shape, w) = f32s[format!("{base}.weight").as_str()];
-                    let k = shape[1];
-                    let (q, scales) = quantize_per_row(w, n, k);
-                    let sums = channel_sums(&q, n, k);
-                    (pack_k4n16(&q, n, k), scales, sums)
+                    format::store_linear(base, w, shape[0], shape[1], WeightDType::Int8)
                 });
-                out.push(match suffix {
-                    "weight" => TensorData::i8_packed(spec.name.clone(), n, k, q.0.clone()),
-                    "scale" => TensorData::f32(spec.name.clone(), spec.shape.clone(), &q.1).into_owned(),
-                    "sum" => TensorData::i32(spec.name.clone(), spec.shape.clone(), &q.2),
-                    other => return Err(format!("internal: unexpected quantized tensor suffix '{other}'")),
+                out.push(match (suffix, &q.scale, &q.sum) {
+                    ("weight", _, _) => q.weight.clone(),
+                    ("scale", Some(scale), _) => scale.clone(),
+                    ("sum", _, Some(sum)) => sum.clone(),
+                    (other, _, _) => return Err(format!("internal: unexpected quantized tensor suffix '{other}'")),
                 });
             }
         }
