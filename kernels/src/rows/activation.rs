@@ -87,12 +87,12 @@ const RECIP_MAGIC: u32 = 0x7EF3_11C3;
 // Constants of [`exp_fast`]. Adding `EXP_MAGIC` (1.5 * 2^23 + 127) rounds `x log2 e` to an
 // integer n and leaves n + 127 in the low mantissa bits, which a shift by 23 turns into the
 // exponent field of 2^n.
-const EXP_MAGIC: f32 = 12_583_039.0;
-const LN2_HI: f32 = 0.693_145_75;
-const LN2_LO: f32 = 1.428_606_8e-6;
+pub(crate) const EXP_MAGIC: f32 = 12_583_039.0;
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 // e^r on [-ln2/2, ln2/2] as 1 + r (c1 + r (c2 + ...)), c1 first (fitted: relative error
 // 1.5e-7 with float arithmetic).
-const EXP_POLY: [f32; 5] = [0.999_999_7, 0.499_991_5, 0.166_676_36, 0.041_897_923, 0.008_290_303];
+pub(crate) const EXP_POLY: [f32; 5] = [0.999_999_7, 0.499_991_5, 0.166_676_36, 0.041_897_923, 0.008_290_303];
 
 /// Exact-erf GELU of one value: the scalar twin of the SIMD kernels.
 #[inline(always)]
@@ -145,9 +145,10 @@ pub fn exp_fast(x: f32) -> f32 {
 }
 
 #[cfg(target_arch = "aarch64")]
-pub use neon::{exp_f32x4, gelu_f32x4, gelu_neon};
+pub use neon::{gelu_f32x4, gelu_neon};
 
-/// NEON versions: [`gelu`] and [`exp_fast`] step for step on four lanes.
+/// NEON version of [`gelu`], step for step on four lanes (softmax's NEON `exp` is an asm loop
+/// in `softmax.rs`).
 #[cfg(target_arch = "aarch64")]
 mod neon {
     use super::*;
@@ -213,26 +214,6 @@ mod neon {
                 r = vfmaq_f32(r, r, e);
             }
             r
-        }
-    }
-
-    /// [`exp_fast`] of four lanes.
-    #[inline(always)]
-    pub fn exp_f32x4(x: float32x4_t) -> float32x4_t {
-        // SAFETY: NEON is baseline on aarch64; the intrinsics below only touch registers.
-        unsafe {
-            let s = vdupq_n_f32;
-            let x = vminq_f32(vmaxq_f32(x, s(-87.0)), s(88.0));
-            let t = vfmaq_f32(s(EXP_MAGIC), x, s(std::f32::consts::LOG2_E));
-            let n = vsubq_f32(t, s(EXP_MAGIC));
-            let r = vfmsq_f32(x, n, s(LN2_HI));
-            let r = vfmsq_f32(r, n, s(LN2_LO));
-            let mut p = s(EXP_POLY[4]);
-            for i in (0..4).rev() {
-                p = vfmaq_f32(s(EXP_POLY[i]), p, r);
-            }
-            let p = vfmaq_f32(s(1.0), p, r);
-            vmulq_f32(p, vreinterpretq_f32_u32(vshlq_n_u32::<23>(vreinterpretq_u32_f32(t))))
         }
     }
 }

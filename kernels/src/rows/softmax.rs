@@ -54,16 +54,17 @@ pub use neon::softmax_neon;
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::super::activation::exp_f32x4;
+    use super::super::activation::{EXP_MAGIC, EXP_POLY, LN2_HI, LN2_LO};
     use std::arch::aarch64::*;
+    use std::arch::asm;
 
-    /// Sixteen lanes as four q registers, four exponentials in flight; the tail through a
-    /// zero-padded chunk.
+    /// Sixteen lanes as four q registers; the exponentials in an asm loop (`exp_chunks`),
+    /// the tail through a zero-padded chunk.
     pub fn softmax_neon(row: &mut [f32], scale: f32) -> f32 {
         assert!(scale > 0.0, "softmax: scale must be positive");
         let (len, whole) = (row.len(), row.len() / 16 * 16);
         let p = row.as_mut_ptr();
-        // SAFETY (every load and store below): NEON is baseline on aarch64, and each index
+        // SAFETY (every load below): NEON is baseline on aarch64, and each index
         // i + 4 j + 4 <= whole <= len, or into the 16-float `buf`.
         unsafe {
             let mut mx = [vdupq_n_f32(f32::NEG_INFINITY); 4];
@@ -74,36 +75,221 @@ mod neon {
             }
             let m = vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3]));
             let max = row[whole..].iter().copied().fold(vmaxvq_f32(m), f32::max);
-            let shift = -(max * scale);
-            let (vs, vh) = (vdupq_n_f32(scale), vdupq_n_f32(shift));
+            let exp = ExpConstants::new(scale, -(max * scale));
             let mut sum = [vdupq_n_f32(0.0); 4];
-            let mut chunk = |p: *mut f32, lanes: usize| {
-                let e: [float32x4_t; 4] =
-                    std::array::from_fn(|j| exp_f32x4(vfmaq_f32(vh, vld1q_f32(p.add(4 * j)), vs)));
-                for (j, e) in e.iter().enumerate() {
-                    vst1q_f32(p.add(4 * j), *e);
-                }
-                // Lanes past a tail hold zeros, which add nothing.
-                for k in lanes..16 {
-                    *p.add(k) = 0.0;
-                }
-                for (j, s) in sum.iter_mut().enumerate() {
-                    *s = vaddq_f32(*s, vld1q_f32(p.add(4 * j)));
-                }
-            };
-            for i in (0..whole).step_by(16) {
-                chunk(p.add(i), 16);
+            if whole > 0 {
+                // SAFETY: p addresses `whole` floats of the row.
+                exp_chunks(p, whole / 16, &exp, &mut sum);
             }
+            // The tail through a 16-float chunk.
             if whole < len {
                 let mut buf = [0f32; 16];
-                buf[..len - whole].copy_from_slice(&row[whole..]);
-                chunk(buf.as_mut_ptr(), len - whole);
-                row[whole..].copy_from_slice(&buf[..len - whole]);
+                copy_short(p.add(whole), buf.as_mut_ptr(), len - whole);
+                exp_tail(&mut buf, len - whole, &exp);
+                // Lanes past the tail add +0.
+                let tail = vdupq_n_u32((len - whole) as u32);
+                for (j, s) in sum.iter_mut().enumerate() {
+                    let lane = vaddq_u32(vld1q_u32([0, 1, 2, 3].as_ptr()), vdupq_n_u32(4 * j as u32));
+                    let e = vreinterpretq_u32_f32(vld1q_f32(buf.as_ptr().add(4 * j)));
+                    *s = vaddq_f32(*s, vreinterpretq_f32_u32(vandq_u32(vcltq_u32(lane, tail), e)));
+                }
+                copy_short(buf.as_ptr(), p.add(whole), len - whole);
             }
             let mut lanes = [0f32; 16];
             sum.iter().enumerate().for_each(|(j, s)| vst1q_f32(lanes.as_mut_ptr().add(4 * j), *s));
             1.0 / lanes.iter().sum::<f32>()
         }
+    }
+
+    /// Copies `n` (< 16) floats without a call to `memcpy` (which made the caller keep its
+    /// sums on the stack): whole vectors, then single values.
+    ///
+    /// # Safety
+    /// `src` must address `n` readable floats, `dst` `n` writable ones.
+    #[inline(always)]
+    unsafe fn copy_short(src: *const f32, dst: *mut f32, n: usize) {
+        debug_assert!(n < 16);
+        let whole = n / 4 * 4;
+        // SAFETY: every index is below n. (Fixed trip counts with a test: loops up to n
+        // become a call again.)
+        unsafe {
+            for i in [0, 4, 8] {
+                if i < whole {
+                    vst1q_f32(dst.add(i), vld1q_f32(src.add(i)));
+                }
+            }
+            for i in whole..whole + 3 {
+                if i < n {
+                    *dst.add(i) = *src.add(i);
+                }
+            }
+        }
+    }
+
+    /// What [`exp_chunks`] reads: the addends of its fused multiply-adds, loaded into the
+    /// destination register when needed (a load instead of a register copy on the vector
+    /// pipes), and the multipliers, used by lane.
+    struct ExpConstants {
+        /// shift, EXP_MAGIC; then EXP_POLY[3], [2], [1], [0] and 1, each twice, for `ldp`
+        /// (fewer instructions: the loop stays one block for qemu, see [`exp_chunks`]).
+        addends: [[f32; 4]; 12],
+        /// scale, log2 e, ln 2's high and low parts.
+        by_lane: [f32; 4],
+    }
+
+    impl ExpConstants {
+        fn new(scale: f32, shift: f32) -> Self {
+            let (p, one) = (EXP_POLY, 1.0);
+            let addends = [shift, EXP_MAGIC, p[3], p[3], p[2], p[2], p[1], p[1], p[0], p[0], one, one];
+            Self { addends: addends.map(|c| [c; 4]), by_lane: [scale, std::f32::consts::LOG2_E, LN2_HI, LN2_LO] }
+        }
+    }
+
+    /// The first half of `exp_fast` for the eight values at `[{p}, #$off]`: their argument
+    /// `x scale + shift`, clamped, reduced to `r = x - n ln 2` in `$r0`, `$r1`; `2^n` in
+    /// `$s0`, `$s1`. v16, v17 are scratch.
+    #[rustfmt::skip]
+    macro_rules! reduce_half {
+        ($r0:literal, $r1:literal, $s0:literal, $s1:literal, $off:literal) => { concat!(
+            "ldp q", $r0, ", q", $r1, ", [{p}, #", $off, "]\n",
+            "ldr q", $s0, ", [{c}]\n",
+            "ldr q", $s1, ", [{c}]\n",
+            "fmla v", $s0, ".4s, v", $r0, ".4s, v24.s[0]\n",
+            "fmla v", $s1, ".4s, v", $r1, ".4s, v24.s[0]\n",
+            "fmax v", $s0, ".4s, v", $s0, ".4s, v26.4s\n",
+            "fmax v", $s1, ".4s, v", $s1, ".4s, v26.4s\n",
+            "fmin v", $r0, ".4s, v", $s0, ".4s, v27.4s\n",
+            "fmin v", $r1, ".4s, v", $s1, ".4s, v27.4s\n",
+            "ldr q", $s0, ", [{c}, #16]\n",
+            "ldr q", $s1, ", [{c}, #16]\n",
+            "fmla v", $s0, ".4s, v", $r0, ".4s, v24.s[1]\n",
+            "fmla v", $s1, ".4s, v", $r1, ".4s, v24.s[1]\n",
+            "fsub v16.4s, v", $s0, ".4s, v23.4s\n",
+            "fsub v17.4s, v", $s1, ".4s, v23.4s\n",
+            "fmls v", $r0, ".4s, v16.4s, v24.s[2]\n",
+            "fmls v", $r1, ".4s, v17.4s, v24.s[2]\n",
+            "fmls v", $r0, ".4s, v16.4s, v24.s[3]\n",
+            "fmls v", $r1, ".4s, v17.4s, v24.s[3]\n",
+            "shl v", $s0, ".4s, v", $s0, ".4s, #23\n",
+            "shl v", $s1, ".4s, v", $s1, ".4s, #23\n",
+        )};
+    }
+
+    /// The second half for the eight values `reduce_half` left in `$r0`, `$r1` (r) and `$s0`,
+    /// `$s1` (2^n): the polynomial, times 2^n, stored to `[{p}, #$off]` and added to the sums
+    /// `$sum0`, `$sum1`. v18-v21 are scratch.
+    #[rustfmt::skip]
+    macro_rules! finish_half {
+        ($r0:literal, $r1:literal, $s0:literal, $s1:literal, $sum0:literal, $sum1:literal, $off:literal) => { concat!(
+            "ldp q18, q19, [{c}, #32]\n",
+            "fmla v18.4s, v", $r0, ".4s, v25.4s\n",
+            "fmla v19.4s, v", $r1, ".4s, v25.4s\n",
+            "ldp q20, q21, [{c}, #64]\n",
+            "fmla v20.4s, v18.4s, v", $r0, ".4s\n",
+            "fmla v21.4s, v19.4s, v", $r1, ".4s\n",
+            "ldp q18, q19, [{c}, #96]\n",
+            "fmla v18.4s, v20.4s, v", $r0, ".4s\n",
+            "fmla v19.4s, v21.4s, v", $r1, ".4s\n",
+            "ldp q20, q21, [{c}, #128]\n",
+            "fmla v20.4s, v18.4s, v", $r0, ".4s\n",
+            "fmla v21.4s, v19.4s, v", $r1, ".4s\n",
+            "ldp q18, q19, [{c}, #160]\n",
+            "fmla v18.4s, v20.4s, v", $r0, ".4s\n",
+            "fmla v19.4s, v21.4s, v", $r1, ".4s\n",
+            "fmul v18.4s, v18.4s, v", $s0, ".4s\n",
+            "fmul v19.4s, v19.4s, v", $s1, ".4s\n",
+            "fadd v", $sum0, ".4s, v", $sum0, ".4s, v18.4s\n",
+            "fadd v", $sum1, ".4s, v", $sum1, ".4s, v19.4s\n",
+            "stp q18, q19, [{p}, #", $off, "]\n",
+        )};
+    }
+
+    /// `exp(x scale + shift)` in place of the first `tail` (< 16) values of `buf`, eight at a
+    /// time (the values past `tail` are left unspecified): the loop's two halves, once or twice.
+    fn exp_tail(buf: &mut [f32; 16], tail: usize, k: &ExpConstants) {
+        // SAFETY: the loads and stores stay in `buf` (the second half only when tail > 8) and
+        // in `k`; only the declared registers are written.
+        unsafe {
+            asm!(
+                reduce_half!(0, 1, 2, 3, 0),
+                finish_half!(0, 1, 2, 3, 28, 29, 0),
+                "cmp {tail}, #8",
+                "b.ls 1f",
+                reduce_half!(0, 1, 2, 3, 32),
+                finish_half!(0, 1, 2, 3, 28, 29, 32),
+                "1:",
+                p = in(reg) buf.as_mut_ptr(),
+                tail = in(reg) tail,
+                c = in(reg) k.addends.as_ptr(),
+                in("v23") vdupq_n_f32(EXP_MAGIC),
+                in("v24") vld1q_f32(k.by_lane.as_ptr()),
+                in("v25") vdupq_n_f32(EXP_POLY[4]),
+                in("v26") vdupq_n_f32(-87.0),
+                in("v27") vdupq_n_f32(88.0),
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                out("v20") _, out("v21") _, out("v28") _, out("v29") _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// `exp(x scale + shift)` of `chunks` (at least one) chunks of 16 floats at `p`, in
+    /// place, each chunk's four vectors added to `sum`: `exp_fast`'s operations in its order,
+    /// so bit for bit its results.
+    ///
+    /// Software-pipelined by half chunks: each step reduces the next eight values' arguments
+    /// while it finishes the previous eight. One exponential is a chain of 15 dependent
+    /// operations; four of them at a time filled the Cortex-A72's reorder buffer (115
+    /// estimated cycles per 16 values, 71 now; the Cortex-A76 56, now 35). The loop is kept to
+    /// 85 instructions and starts on a 512-byte boundary: qemu ends a translation block after
+    /// about 86 such instructions or at a 4 KB page, and the cycle estimate cannot overlap the
+    /// two blocks of a split loop (docs/kernels.md).
+    ///
+    /// # Safety
+    /// `p` must address `16 * chunks` writable floats.
+    unsafe fn exp_chunks(p: *mut f32, chunks: usize, k: &ExpConstants, sum: &mut [float32x4_t; 4]) {
+        debug_assert!(chunks >= 1);
+        let [mut s0, mut s1, mut s2, mut s3] = *sum;
+        // SAFETY: the loads and stores stay in the 16 * chunks floats at p and in `k`; only
+        // the declared registers are written. Registers: v0-v3 (r and 2^n of a chunk's first
+        // half), v4-v7 (its second half), v23-v27 constants, v28-v31 the sums.
+        unsafe {
+            asm!(
+                reduce_half!(0, 1, 2, 3, 0),
+                "subs {n}, {n}, #1",
+                "b.eq 2f",
+                "b 1f",
+                ".p2align 9",
+                "1:",
+                reduce_half!(4, 5, 6, 7, 32),
+                finish_half!(0, 1, 2, 3, 28, 29, 0),
+                reduce_half!(0, 1, 2, 3, 64),
+                finish_half!(4, 5, 6, 7, 30, 31, 32),
+                "add {p}, {p}, #64",
+                "subs {n}, {n}, #1",
+                "b.ne 1b",
+                "2:",
+                reduce_half!(4, 5, 6, 7, 32),
+                finish_half!(0, 1, 2, 3, 28, 29, 0),
+                finish_half!(4, 5, 6, 7, 30, 31, 32),
+                p = inout(reg) p => _,
+                n = inout(reg) chunks => _,
+                c = in(reg) k.addends.as_ptr(),
+                in("v23") vdupq_n_f32(EXP_MAGIC),
+                in("v24") vld1q_f32(k.by_lane.as_ptr()),
+                in("v25") vdupq_n_f32(EXP_POLY[4]),
+                in("v26") vdupq_n_f32(-87.0),
+                in("v27") vdupq_n_f32(88.0),
+                inout("v28") s0, inout("v29") s1, inout("v30") s2, inout("v31") s3,
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                out("v20") _, out("v21") _,
+                options(nostack),
+            );
+        }
+        *sum = [s0, s1, s2, s3];
     }
 }
 
