@@ -12,6 +12,8 @@
 //! - [`rows`]: the row kernels (LayerNorm, softmax, GELU and the other activations, int8
 //!   quantization of activation rows), each in one file with its scalar twin beside the NEON,
 //!   AVX2 and AVX-512 versions.
+//! - [`resample`]: frame preparation's horizontal resampling pass (PIL's fixed-point taps),
+//!   NEON and SSE4.1 beside the scalar twin.
 //!
 //! Every SIMD kernel has a scalar twin that is its oracle: the tests assert bit-identical
 //! results. A new instruction set is a new file per microkernel plus one line in its family's
@@ -96,6 +98,7 @@ macro_rules! kernel_family {
 
 pub mod attention;
 pub mod gemm;
+pub mod resample;
 pub mod rows;
 
 #[cfg(test)]

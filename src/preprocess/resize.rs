@@ -1,6 +1,8 @@
 //! PIL's resampling (`Image.resize`), bit for bit: the same filters, the same fixed-point
 //! coefficients and rounding, horizontal pass first.
 
+use edgevit_kernels::resample::{clip8, resample_rgb_row, Taps, PRECISION_BITS, ROUND, SLACK};
+
 use super::RgbImage;
 use crate::config::Filter;
 
@@ -22,7 +24,8 @@ pub fn resize_rows(
     height: usize,
     filter: Filter,
 ) -> RgbImage {
-    let mut line = vec![0u8; src_width * 3];
+    // With the bytes past the last pixel that the SIMD resampling reads and ignores.
+    let mut line = vec![0u8; src_width * 3 + SLACK];
     if (src_width, src_height) == (width, height) {
         let mut data = vec![0u8; width * height * 3];
         for (y, row) in data.chunks_exact_mut(width * 3).enumerate() {
@@ -44,17 +47,8 @@ pub fn resize_rows(
             fetch(y + first_row, out_row);
             continue;
         }
-        fetch(y + first_row, &mut line);
-        for (x, px) in out_row.chunks_exact_mut(3).enumerate() {
-            let (xmin, n) = horiz.bounds[x];
-            let mut acc = [ROUND; 3];
-            for (p, &tap) in line[xmin * 3..(xmin + n) * 3].chunks_exact(3).zip(&horiz.row(x)[..n]) {
-                for c in 0..3 {
-                    acc[c] = acc[c].wrapping_add(p[c] as i32 * tap);
-                }
-            }
-            px.copy_from_slice(&acc.map(clip8));
-        }
+        fetch(y + first_row, &mut line[..src_width * 3]);
+        resample_rgb_row(&line, horiz.taps(), out_row);
     }
     if height == src_height {
         return RgbImage { width, height, data: tmp };
@@ -76,18 +70,6 @@ pub fn resize_rows(
         }
     }
     RgbImage { width, height, data }
-}
-
-/// PIL's fixed-point precision for 8-bit resampling.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
-
-/// PIL's rounding offset: half of the fixed-point unit.
-const ROUND: i32 = 1 << (PRECISION_BITS - 1);
-
-/// PIL accumulates in 32-bit integers (the taps of a row sum to 1 << 22, so 255 x the largest
-/// tap sum stays far from overflow); wrapping keeps its arithmetic should a filter ever reach it.
-fn clip8(acc: i32) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
 /// Per-output-pixel filter taps, computed as PIL's `precompute_coeffs` and then rounded to
@@ -140,6 +122,10 @@ impl Coeffs {
 
     fn row(&self, i: usize) -> &[i32] {
         &self.taps[i * self.ksize..(i + 1) * self.ksize]
+    }
+
+    fn taps(&self) -> Taps<'_> {
+        Taps { taps: &self.taps, ksize: self.ksize, bounds: &self.bounds }
     }
 }
 
