@@ -75,14 +75,15 @@ pub fn gelu_scalar(xs: &mut [f32]) {
 
 // Coefficients of erf(z) = z P(z^2) / Q(z^2) on [-4, 4] (fitted by reweighted least squares;
 // worst error with float arithmetic 3.3e-7), P[0] first; Q[0] = 1.
-const ERF_CLAMP: f32 = 4.0;
+pub(crate) const ERF_CLAMP: f32 = 4.0;
 // P[0] is near 2 / sqrt(pi), erf's slope at 0, but it is a fitted value, not that constant.
 #[allow(clippy::approx_constant)]
-const ERF_P: [f32; 6] = [1.128_379, 0.196_229_37, 0.053_464_13, 0.004_002_528_7, 0.000_287_969_86, 1.974_422_7e-6];
-const ERF_Q: [f32; 6] = [1.0, 0.507_234_93, 0.116_467_6, 0.015_442_318, 0.001_215_996_5, 3.747_278e-5];
+pub(crate) const ERF_P: [f32; 6] =
+    [1.128_379, 0.196_229_37, 0.053_464_13, 0.004_002_528_7, 0.000_287_969_86, 1.974_422_7e-6];
+pub(crate) const ERF_Q: [f32; 6] = [1.0, 0.507_234_93, 0.116_467_6, 0.015_442_318, 0.001_215_996_5, 3.747_278e-5];
 /// First guess for `1 / d` as bits: within 12% for every positive normal `d`; three Newton
 /// steps take that below 1e-7.
-const RECIP_MAGIC: u32 = 0x7EF3_11C3;
+pub(crate) const RECIP_MAGIC: u32 = 0x7EF3_11C3;
 
 // Constants of [`exp_fast`]. Adding `EXP_MAGIC` (1.5 * 2^23 + 127) rounds `x log2 e` to an
 // integer n and leaves n + 127 in the low mantissa bits, which a shift by 23 turns into the
@@ -145,7 +146,7 @@ pub fn exp_fast(x: f32) -> f32 {
 }
 
 #[cfg(target_arch = "aarch64")]
-pub use neon::{gelu_f32x4, gelu_neon};
+pub use neon::{gelu_chunks_neon, gelu_f32x4, gelu_neon};
 
 /// NEON version of [`gelu`], step for step on four lanes (softmax's NEON `exp` is an asm loop
 /// in `softmax.rs`).
@@ -153,6 +154,7 @@ pub use neon::{gelu_f32x4, gelu_neon};
 mod neon {
     use super::*;
     use std::arch::aarch64::*;
+    use std::arch::asm;
 
     /// GELU in place, four vectors per step.
     pub fn gelu_neon(xs: &mut [f32]) {
@@ -201,6 +203,133 @@ mod neon {
             let h = vmulq_n_f32(x, 0.5);
             vfmaq_f32(h, h, erf)
         }
+    }
+
+    /// The first half of GELU for the two vectors at `[{p}, #$off]` into `$x0`, `$x1`: `z`
+    /// (clamped `x / sqrt 2`) into `$z0`, `$z1` and erf's numerator and denominator
+    /// polynomials into `$p0`, `$p1` and `$q0`, `$q1`. Their first coefficients (P[0], 1) are
+    /// loaded into the sums, the others are used by lane; v16-v19 are scratch.
+    #[rustfmt::skip]
+    macro_rules! gelu_first_half {
+        ($x0:literal, $z0:literal, $p0:literal, $q0:literal,
+         $x1:literal, $z1:literal, $p1:literal, $q1:literal, $off0:literal, $off1:literal) => { concat!(
+            gelu_first_half!(@one $x0, $z0, $p0, $q0, $off0),
+            gelu_first_half!(@one $x1, $z1, $p1, $q1, $off1),
+        )};
+        (@one $x:literal, $z:literal, $p:literal, $q:literal, $off:literal) => { concat!(
+            "ldr q", $x, ", [{p}, #", $off, "]\n",
+            "fmul v", $z, ".4s, v", $x, ".4s, v24.s[0]\n",
+            "fmax v", $z, ".4s, v", $z, ".4s, v27.4s\n",
+            "fmin v", $z, ".4s, v", $z, ".4s, v28.4s\n",
+            "fmul v16.4s, v", $z, ".4s, v", $z, ".4s\n",
+            "ldp q", $p, ", q", $q, ", [{c}]\n",
+            "fmla v", $p, ".4s, v16.4s, v25.s[0]\n",
+            "fmla v", $q, ".4s, v16.4s, v26.s[0]\n",
+            "fmul v17.4s, v16.4s, v16.4s\n",
+            "fmla v", $p, ".4s, v17.4s, v25.s[1]\n",
+            "fmla v", $q, ".4s, v17.4s, v26.s[1]\n",
+            "fmul v18.4s, v17.4s, v16.4s\n",
+            "fmla v", $p, ".4s, v18.4s, v25.s[2]\n",
+            "fmla v", $q, ".4s, v18.4s, v26.s[2]\n",
+            "fmul v19.4s, v17.4s, v17.4s\n",
+            "fmla v", $p, ".4s, v19.4s, v25.s[3]\n",
+            "fmla v", $q, ".4s, v19.4s, v26.s[3]\n",
+            "fmul v18.4s, v19.4s, v16.4s\n",
+            "fmla v", $p, ".4s, v18.4s, v24.s[2]\n",
+            "fmla v", $q, ".4s, v18.4s, v24.s[3]\n",
+        )};
+    }
+
+    /// The second half for the two vectors `gelu_first_half` left: `z p / q` (the reciprocal
+    /// by three Newton steps from the integer guess), `h + h erf` with `h = x / 2`, stored to
+    /// `[{p}, #$off]` and folded into the minimums v22, v23 and maximums v29, v30. v20, v21
+    /// are scratch.
+    #[rustfmt::skip]
+    macro_rules! gelu_second_half {
+        ($x0:literal, $z0:literal, $p0:literal, $q0:literal,
+         $x1:literal, $z1:literal, $p1:literal, $q1:literal, $off0:literal, $off1:literal) => { concat!(
+            gelu_second_half!(@one $x0, $z0, $p0, $q0, 22, 29, $off0),
+            gelu_second_half!(@one $x1, $z1, $p1, $q1, 23, 30, $off1),
+        )};
+        (@one $x:literal, $z:literal, $p:literal, $q:literal, $lo:literal, $hi:literal, $off:literal) => { concat!(
+            "fmul v", $z, ".4s, v", $z, ".4s, v", $p, ".4s\n",
+            "ldr q20, [{c}, #32]\n",
+            "sub v20.4s, v20.4s, v", $q, ".4s\n",
+            "ldr q21, [{c}, #16]\n",
+            "fmls v21.4s, v", $q, ".4s, v20.4s\n",
+            "fmla v20.4s, v20.4s, v21.4s\n",
+            "ldr q21, [{c}, #16]\n",
+            "fmls v21.4s, v", $q, ".4s, v20.4s\n",
+            "fmla v20.4s, v20.4s, v21.4s\n",
+            "ldr q21, [{c}, #16]\n",
+            "fmls v21.4s, v", $q, ".4s, v20.4s\n",
+            "fmla v20.4s, v20.4s, v21.4s\n",
+            "fmul v", $z, ".4s, v", $z, ".4s, v20.4s\n",
+            "fmul v21.4s, v", $x, ".4s, v24.s[1]\n",
+            "fmla v21.4s, v21.4s, v", $z, ".4s\n",
+            "str q21, [{p}, #", $off, "]\n",
+            "fmin v", $lo, ".4s, v", $lo, ".4s, v21.4s\n",
+            "fmax v", $hi, ".4s, v", $hi, ".4s, v21.4s\n",
+        )};
+    }
+
+    /// GELU in place of `chunks` (at least one) chunks of 16 floats at `p`, each vector also
+    /// folded into `lo` (minimums) and `hi` (maximums): [`gelu_f32x4`]'s operations in its
+    /// order, so bit for bit its results.
+    ///
+    /// Software-pipelined like softmax's exponentials: each step computes the polynomials of
+    /// the next eight values while it finishes the previous eight, so two independent chains
+    /// of some 15 dependent operations are in flight; the addends of the fused multiply-adds
+    /// are loaded into their destinations instead of copied on the vector pipes.
+    ///
+    /// # Safety
+    /// `p` must address `16 * chunks` writable floats.
+    pub unsafe fn gelu_chunks_neon(p: *mut f32, chunks: usize, lo: &mut [float32x4_t; 2], hi: &mut [float32x4_t; 2]) {
+        debug_assert!(chunks >= 1);
+        let addends: [[u32; 4]; 3] = [ERF_P[0].to_bits(), 1f32.to_bits(), RECIP_MAGIC].map(|c| [c; 4]);
+        let by_lane = [std::f32::consts::FRAC_1_SQRT_2, 0.5, ERF_P[5], ERF_Q[5]];
+        let [mut lo0, mut lo1] = *lo;
+        let [mut hi0, mut hi1] = *hi;
+        // SAFETY: the loads and stores stay in the 16 * chunks floats at p and in `addends`;
+        // only the declared registers are written. Registers: v0-v7 one chunk half's x, z, p
+        // and q, v8-v15 the other's; v24-v28 constants.
+        unsafe {
+            asm!(
+                gelu_first_half!(0, 1, 2, 3, 4, 5, 6, 7, 0, 16),
+                "subs {n}, {n}, #1",
+                "b.eq 2f",
+                "1:",
+                gelu_first_half!(8, 9, 10, 11, 12, 13, 14, 15, 32, 48),
+                gelu_second_half!(0, 1, 2, 3, 4, 5, 6, 7, 0, 16),
+                gelu_first_half!(0, 1, 2, 3, 4, 5, 6, 7, 64, 80),
+                gelu_second_half!(8, 9, 10, 11, 12, 13, 14, 15, 32, 48),
+                "add {p}, {p}, #64",
+                "subs {n}, {n}, #1",
+                "b.ne 1b",
+                "2:",
+                gelu_first_half!(8, 9, 10, 11, 12, 13, 14, 15, 32, 48),
+                gelu_second_half!(0, 1, 2, 3, 4, 5, 6, 7, 0, 16),
+                gelu_second_half!(8, 9, 10, 11, 12, 13, 14, 15, 32, 48),
+                p = inout(reg) p => _,
+                n = inout(reg) chunks => _,
+                c = in(reg) addends.as_ptr(),
+                in("v24") vld1q_f32(by_lane.as_ptr()),
+                in("v25") vld1q_f32(ERF_P[1..].as_ptr()),
+                in("v26") vld1q_f32(ERF_Q[1..].as_ptr()),
+                in("v27") vdupq_n_f32(-ERF_CLAMP),
+                in("v28") vdupq_n_f32(ERF_CLAMP),
+                inout("v22") lo0, inout("v23") lo1, inout("v29") hi0, inout("v30") hi1,
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                out("v8") _, out("v9") _, out("v10") _, out("v11") _,
+                out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+                out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                out("v20") _, out("v21") _,
+                options(nostack),
+            );
+        }
+        *lo = [lo0, lo1];
+        *hi = [hi0, hi1];
     }
 
     #[inline(always)]
@@ -408,11 +537,18 @@ mod tests {
         v
     }
 
-    #[test]
-    fn every_gelu_kernel_matches_the_scalar_twin_bit_for_bit() {
+    /// -12 to 12 in steps of 1e-4, then the edges: signed zeros, tiny and huge values, and the
+    /// clamp of erf's argument at 4 (x = 5.657).
+    fn sweep() -> Vec<f32> {
         let mut xs: Vec<f32> = (-120_000..=120_000).map(|i| i as f32 * 1e-4).collect();
         let edges = [0.0, -0.0, 1e-30, -1e-30, f32::MIN_POSITIVE, 1e-42, 5.65, 5.66, -5.66, 200.0, -200.0, 1e10, -1e10];
         xs.extend(edges.iter().chain(&[3.4e38, -3.4e38]));
+        xs
+    }
+
+    #[test]
+    fn every_gelu_kernel_matches_the_scalar_twin_bit_for_bit() {
+        let xs = sweep();
         let want: Vec<u32> = xs.iter().map(|&x| gelu(x).to_bits()).collect();
         for (isa, kernel) in gelu_kernels() {
             // Every length up to 70 (all ragged tails), then the whole sweep.
@@ -429,6 +565,28 @@ mod tests {
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(g.to_bits(), *w, "{isa:?} at x = {}: {g} vs {}", xs[i], f32::from_bits(*w));
             }
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn asm_gelu_chunks_match_the_twin_and_fold_their_range() {
+        use std::arch::aarch64::*;
+        let xs = sweep();
+        for chunks in [1, 2, 3, xs.len() / 16] {
+            let mut got = xs[..16 * chunks].to_vec();
+            let want: Vec<f32> = got.iter().map(|&x| gelu(x)).collect();
+            // SAFETY: NEON is baseline; got holds 16 * chunks floats.
+            let (lo, hi) = unsafe {
+                let (mut lo, mut hi) = ([vdupq_n_f32(f32::INFINITY); 2], [vdupq_n_f32(f32::NEG_INFINITY); 2]);
+                gelu_chunks_neon(got.as_mut_ptr(), chunks, &mut lo, &mut hi);
+                (vminvq_f32(vminq_f32(lo[0], lo[1])), vmaxvq_f32(vmaxq_f32(hi[0], hi[1])))
+            };
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{chunks} chunks, x = {}", xs[i]);
+            }
+            let (l, h) = want.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+            assert_eq!((lo, hi), (l, h), "{chunks} chunks");
         }
     }
 

@@ -127,7 +127,7 @@ pub use neon::{gelu_quantize_row_neon, quantize_row_neon, quantize_symmetric_row
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::super::activation::{gelu, gelu_f32x4};
+    use super::super::activation::{gelu, gelu_chunks_neon, gelu_f32x4};
     use super::*;
     use std::arch::aarch64::*;
 
@@ -202,7 +202,16 @@ mod neon {
         unsafe {
             let (mut lo, mut hi) = ([vdupq_n_f32(f32::INFINITY); 4], [vdupq_n_f32(f32::NEG_INFINITY); 4]);
             if gelu_first {
-                for i in (0..whole).step_by(8) {
+                // Whole chunks of 16 in the asm loop, the rest eight at a time.
+                let chunks = len / 16;
+                if chunks > 0 {
+                    let (mut l, mut h) = ([lo[0], lo[1]], [hi[0], hi[1]]);
+                    // SAFETY: p addresses len >= 16 * chunks writable floats (the caller's
+                    // contract).
+                    gelu_chunks_neon(p, chunks, &mut l, &mut h);
+                    (lo[0], lo[1], hi[0], hi[1]) = (l[0], l[1], h[0], h[1]);
+                }
+                for i in (chunks * 16..whole).step_by(8) {
                     let v = [gelu_f32x4(vld1q_f32(p.add(i))), gelu_f32x4(vld1q_f32(p.add(i + 4)))];
                     for (j, v) in v.iter().enumerate() {
                         vst1q_f32(p.add(i + 4 * j), *v);
