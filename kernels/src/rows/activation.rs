@@ -207,7 +207,7 @@ mod neon {
 
     /// The first half of GELU for the two vectors at `[{p}, #$off]` into `$x0`, `$x1`: `z`
     /// (clamped `x / sqrt 2`) into `$z0`, `$z1` and erf's numerator and denominator
-    /// polynomials into `$p0`, `$p1` and `$q0`, `$q1`. Their first coefficients (P[0], 1) are
+    /// polynomials into `$p0`, `$p1` and `$q0`, `$q1`. Their first coefficients (`P[0]`, 1) are
     /// loaded into the sums, the others are used by lane; v16-v19 are scratch.
     #[rustfmt::skip]
     macro_rules! gelu_first_half {

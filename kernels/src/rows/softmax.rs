@@ -130,7 +130,7 @@ mod neon {
     /// destination register when needed (a load instead of a register copy on the vector
     /// pipes), and the multipliers, used by lane.
     struct ExpConstants {
-        /// shift, EXP_MAGIC; then EXP_POLY[3], [2], [1], [0] and 1, each twice, for `ldp`
+        /// shift, `EXP_MAGIC`; then `EXP_POLY[3]`, `[2]`, `[1]`, `[0]` and 1, each twice, for `ldp`
         /// (fewer instructions: the loop stays one block for qemu, see [`exp_chunks`]).
         addends: [[f32; 4]; 12],
         /// scale, log2 e, ln 2's high and low parts.

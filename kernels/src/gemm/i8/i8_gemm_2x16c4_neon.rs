@@ -9,8 +9,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{check, for_each_tile, Columns, Epilogue, OutBlock, Rows, NR};
-use crate::gemm::epilogue::neon::finish_i32;
+use super::{check, run_strips, Columns, OutBlock, Rows};
 
 /// One step of the K loop: two groups of both rows times the panel's 16 channels, into the
 /// accumulators v16-v31 (see [`body`] for their order) with `$widen`: `sadalp` adds to them,
@@ -100,47 +99,29 @@ pub(super) fn run(
     panels: usize,
     rows: &Rows<'_>,
     cols: &Columns,
-    mut out: OutBlock<'_>,
+    out: OutBlock<'_>,
 ) {
     let groups = check(a, stride, w, panels, 1, &out);
-    let accumulate = match out.epilogue {
-        Epilogue::Store => Some(false),
-        Epilogue::Accumulate => Some(true),
-        Epilogue::Activate(_) => None,
-    };
-    // Whole 16-column strips that are stored or added (every Linear layer but a GELU one, and
+    // Whole strips that are stored or added (every Linear layer but a GELU one, and
     // attention's scores) take the asm strip: a Rust tile walk and epilogue cost about 100
     // cycles per 2 x 16 tile on a Cortex-A72, a sixth of the multiplies for K = 192.
-    let tiles = out.rows / 2;
-    let done = match accumulate {
-        Some(accumulate) if out.cols == NR && groups >= 2 && groups.is_multiple_of(2) && tiles > 0 => {
-            // SAFETY: `check` made sure that `a` holds `out.rows` rows of `stride` = 4 * groups
-            // bytes and `w` one panel of `groups` groups of 64 bytes; `rows` has a factor per
-            // row; the block's `2 * tiles` rows of 16 floats at stride `ldo` are writable and
-            // ours (OutBlock's contract).
-            unsafe {
-                strip(a.as_ptr(), groups, w.as_ptr(), tiles, rows, cols, out.row_ptr(0), out.ldo, accumulate)
-            };
-            2 * tiles
-        }
-        _ => 0,
+    let strip_fits = groups >= 2 && groups.is_multiple_of(2);
+    let strip = |tiles, accumulate, out: &mut OutBlock<'_>| {
+        // SAFETY: `check` made sure that `a` holds `out.rows` rows of `stride` = 4 * groups
+        // bytes and `w` one panel of `groups` groups of 64 bytes; `rows` has a factor per row;
+        // the block's `2 * tiles` rows of 16 floats at stride `ldo` are writable and ours
+        // (OutBlock's contract).
+        unsafe { strip(a.as_ptr(), groups, w.as_ptr(), tiles, rows, cols, out.row_ptr(0), out.ldo, accumulate) }
     };
-    if done == out.rows {
-        return;
-    }
-    let (rows, a) = (rows.at(done, out.rows - done), &a[done * stride..]);
-    let mut rest = out.tile(done, out.rows - done);
-    for_each_tile::<2, i8>(a, stride, &mut rest, |rp, m0, mut tile| {
-        // SAFETY: NEON is part of the aarch64 baseline; `check` made sure that every row
-        // pointer addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
-        let c = unsafe { body(rp, groups, w.as_ptr()) };
-        finish_i32(&c, &rows.at(m0, tile.rows), cols, &mut tile);
-    });
+    // SAFETY: NEON is part of the aarch64 baseline; `check` made sure that every row pointer
+    // addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
+    let body = |rp| unsafe { body(rp, groups, w.as_ptr()) };
+    run_strips::<2>(a, stride, rows, cols, out, strip_fits, strip, body);
 }
 
 /// Every 2-row tile of a 16-column strip, stored or added to `dst`, in one asm loop: the K
 /// loop, the pair sums, and the dequantization with the same operations in the same order as
-/// [`finish_i32`] (`zb = b + ow * za`, then `zb + f32(acc) * (ws * sa)`, both fused), so the
+/// `finish_i32` (`zb = b + ow * za`, then `zb + f32(acc) * (ws * sa)`, both fused), so the
 /// result is the twin's bit for bit.
 ///
 /// # Safety

@@ -6,8 +6,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::{check, for_each_tile, Columns, Epilogue, OutBlock, Rows, KG, NR};
-use crate::gemm::epilogue::neon::finish_i32;
+use super::{check, run_strips, Columns, OutBlock, Rows, KG};
 
 /// One step of the K loop: four groups (16 k) of four rows times the panel's 16 channels, into
 /// the accumulators v16-v31 (row r, channels 4j..4j+4 in v(16 + 4r + j)); v0-v3 hold the rows'
@@ -117,48 +116,29 @@ pub(super) fn run(
     panels: usize,
     rows: &Rows<'_>,
     cols: &Columns,
-    mut out: OutBlock<'_>,
+    out: OutBlock<'_>,
 ) {
     assert!(std::arch::is_aarch64_feature_detected!("dotprod"));
     let groups = check(a, stride, w, panels, 1, &out);
-    let accumulate = match out.epilogue {
-        Epilogue::Store => Some(false),
-        Epilogue::Accumulate => Some(true),
-        Epilogue::Activate(_) => None,
-    };
-    // Whole 16-column strips that are stored or added (every Linear layer but a GELU one, and
+    // Whole strips that are stored or added (every Linear layer but a GELU one, and
     // attention's scores) take the asm strip: the Rust tile walk and epilogue cost about 120
     // cycles per 4 x 16 tile on a Cortex-A76, a third of the multiplies for K = 192.
-    let tiles = out.rows / 4;
-    let done = match accumulate {
-        Some(accumulate) if out.cols == NR && groups >= 4 && groups.is_multiple_of(4) && tiles > 0 => {
-            // SAFETY: the dot-product extension is present (checked above); `check` made sure
-            // that `a` holds `out.rows` rows of `stride` = 4 * groups bytes and `w` one panel of
-            // `groups` groups of 64 bytes; `rows` has a factor per row; the block's
-            // `4 * tiles` rows of 16 floats at stride `ldo` are writable and ours (OutBlock's
-            // contract).
-            unsafe {
-                strip(a.as_ptr(), groups, w.as_ptr(), tiles, rows, cols, out.row_ptr(0), out.ldo, accumulate)
-            };
-            4 * tiles
-        }
-        _ => 0,
+    let strip_fits = groups >= 4 && groups.is_multiple_of(4);
+    let strip = |tiles, accumulate, out: &mut OutBlock<'_>| {
+        // SAFETY: the dot-product extension is present (checked above); `check` made sure
+        // that `a` holds `out.rows` rows of `stride` = 4 * groups bytes and `w` one panel of
+        // `groups` groups of 64 bytes; `rows` has a factor per row; the block's `4 * tiles`
+        // rows of 16 floats at stride `ldo` are writable and ours (OutBlock's contract).
+        unsafe { strip(a.as_ptr(), groups, w.as_ptr(), tiles, rows, cols, out.row_ptr(0), out.ldo, accumulate) }
     };
-    if done == out.rows {
-        return;
-    }
-    let (rows, a) = (rows.at(done, out.rows - done), &a[done * stride..]);
-    let mut rest = out.tile(done, out.rows - done);
-    for_each_tile::<4, i8>(a, stride, &mut rest, |rp, m0, mut tile| {
-        // SAFETY: the dot-product extension is present (checked above); memory as checked by
-        // `check`.
-        let c = unsafe { body(rp, groups, w.as_ptr()) };
-        finish_i32(&c, &rows.at(m0, tile.rows), cols, &mut tile);
-    });
+    // SAFETY: the dot-product extension is present (checked above); memory as checked by
+    // `check`.
+    let body = |rp| unsafe { body(rp, groups, w.as_ptr()) };
+    run_strips::<4>(a, stride, rows, cols, out, strip_fits, strip, body);
 }
 
 /// Every 4-row tile of a 16-column strip, stored or added to `dst`, in one asm loop: the K
-/// loop, and the dequantization with the same operations in the same order as [`finish_i32`]
+/// loop, and the dequantization with the same operations in the same order as `finish_i32`
 /// (`zb = b + ow * za`, then `zb + f32(acc) * (ws * sa)`, both fused), so the result is the
 /// twin's bit for bit. Each result lands in the register the previous value left free (v14,
 /// then v16..v30).

@@ -235,5 +235,47 @@ fn check(a: &[i8], stride: usize, w: &[i8], panels: usize, max_panels: usize, ou
     stride / KG
 }
 
+/// The block walk of the ARM int8 kernels that have a whole-strip asm loop: a block that is a
+/// full 16-column strip, stored or added, with `strip_fits` (K a whole number of the asm's
+/// steps) goes to `strip` for its whole `MR`-row tiles; the other rows, and every other block
+/// (a GELU epilogue, a partial panel), tile by tile through `body` (the int32 sums of one tile)
+/// and `finish_i32`.
+///
+/// `strip(tiles, accumulate, out)` must compute the first `MR * tiles` rows of `out`.
+#[cfg(target_arch = "aarch64")]
+#[allow(clippy::too_many_arguments)]
+fn run_strips<const MR: usize>(
+    a: &[i8],
+    stride: usize,
+    rows: &Rows<'_>,
+    cols: &Columns,
+    mut out: OutBlock<'_>,
+    strip_fits: bool,
+    strip: impl FnOnce(usize, bool, &mut OutBlock<'_>),
+    body: impl Fn([*const i8; MR]) -> [[std::arch::aarch64::int32x4_t; 4]; MR],
+) {
+    let accumulate = match out.epilogue {
+        Epilogue::Store => Some(false),
+        Epilogue::Accumulate => Some(true),
+        Epilogue::Activate(_) => None,
+    };
+    let tiles = out.rows / MR;
+    let done = match accumulate {
+        Some(accumulate) if out.cols == NR && strip_fits && tiles > 0 => {
+            strip(tiles, accumulate, &mut out);
+            MR * tiles
+        }
+        _ => 0,
+    };
+    if done == out.rows {
+        return;
+    }
+    let (rows, a) = (rows.at(done, out.rows - done), &a[done * stride..]);
+    let mut rest = out.tile(done, out.rows - done);
+    for_each_tile::<MR, i8>(a, stride, &mut rest, |rp, m0, mut tile| {
+        super::epilogue::neon::finish_i32(&body(rp), &rows.at(m0, tile.rows), cols, &mut tile);
+    });
+}
+
 #[cfg(test)]
 mod tests;
