@@ -23,7 +23,7 @@ import mca_kernels as mk  # noqa: E402  (the shared tool's peak table and MAC co
 # (kernel, function that holds its loop, kind, llvm-mca CPU models).
 K = "edgevit_kernels::gemm"
 KERNELS = [
-    ("i8_gemm_2x16c4_neon", f"{K}::i8::i8_gemm_2x16c4_neon::run", "int8", ["cortex-a72"]),
+    ("i8_gemm_2x16c4_neon", f"{K}::i8::i8_gemm_2x16c4_neon::strip", "int8", ["cortex-a72"]),
     ("i8_gemm_4x16c4_neondot", f"{K}::i8::i8_gemm_4x16c4_neondot::strip", "int8", ["neoverse-n1"]),
     ("i8_gemm_4x16c8_neoni8mm", f"{K}::i8::i8_gemm_4x16c8_neoni8mm::body", "int8mm", ["neoverse-n2"]),
     ("f16_gemm_4x16_neon_fp16", f"{K}::f16::f16_gemm_4x16_neon_fp16::body_on", "f16", ["neoverse-n1"]),

@@ -128,6 +128,8 @@ pub(super) fn run(
 /// `a` must address `2 * tiles` rows of `4 * groups` bytes (`groups` even, at least 2), `w`
 /// `groups` groups of 64 bytes, `rows` `2 * tiles` factors, and `dst` `2 * tiles` rows of 16
 /// writable floats at stride `ldo` floats that no one else touches.
+// Not inlined: one call per strip, and its name in profiles (benches/mca_inner_loops.py reads its loop).
+#[inline(never)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn strip(
     a: *const i8,
