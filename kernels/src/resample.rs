@@ -225,6 +225,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::noise_bytes as bytes;
 
     type Kernel = (&'static str, fn(&[u8], Taps, &mut [u8]));
 
@@ -237,19 +238,6 @@ mod tests {
         #[cfg(target_arch = "aarch64")]
         v.push(("neon", resample_rgb_row_neon));
         v
-    }
-
-    /// A deterministic byte stream (xorshift).
-    fn bytes(seed: u64, n: usize) -> Vec<u8> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 24) as u8
-            })
-            .collect()
     }
 
     #[test]

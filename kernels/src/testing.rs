@@ -1,17 +1,25 @@
 //! Test helpers shared by every kernel's tests: deterministic noise, and the rule for variants
 //! this CPU cannot run (a visible skip, or a failure where CI expects the variant to run).
 
-/// Deterministic values in [-1, 1) (xorshift), so a failure reproduces.
-pub(crate) fn noise(seed: u64, n: usize) -> Vec<f32> {
+/// A deterministic stream of 64-bit states (xorshift), so a failure reproduces.
+fn xorshift(seed: u64) -> impl Iterator<Item = u64> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    std::iter::repeat_with(move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    })
+}
+
+/// Deterministic values in [-1, 1).
+pub(crate) fn noise(seed: u64, n: usize) -> Vec<f32> {
+    xorshift(seed).take(n).map(|s| ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0).collect()
+}
+
+/// Deterministic bytes.
+pub(crate) fn noise_bytes(seed: u64, n: usize) -> Vec<u8> {
+    xorshift(seed).take(n).map(|s| (s >> 24) as u8).collect()
 }
 
 /// Deterministic int8 values in [-127, 127] (xorshift), with both extremes mixed in.
