@@ -7,7 +7,9 @@
 //! Newton steps. [`gelu`] is the scalar twin; the NEON, AVX2 and
 //! AVX-512 kernels perform the same operations in the same order, fused multiply-adds where
 //! it uses `mul_add`, and so agree with it bit for bit. [`Activation::apply`] (libm's erf) is
-//! the reference they are all tested against.
+//! the reference they are all tested against. On aarch64 the GELU before int8 quantization
+//! runs whole chunks through an asm loop (`gelu_chunks_neon`, software-pipelined, the same
+//! operations).
 
 /// The activation of the MLP's first layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
