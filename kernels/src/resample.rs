@@ -99,10 +99,9 @@ mod neon {
 
     /// Two output pixels per step, one pixel per vector: 8 bytes loaded (the pixel's 3
     /// first), widened to 32 bits by one `tbl`, multiplied by the tap (two taps per load, by
-    /// lane) and added. Each pixel's even and odd
-    /// taps go into separate sums, so four independent multiply-add chains are in flight
-    /// (wrapping integer sums: any order gives the same bits); `sshr` + `sqxtun` + `uqxtn`
-    /// shift and clamp both pixels to bytes at once.
+    /// lane) and added. Each pixel's even and odd taps go into separate sums, so four
+    /// independent multiply-add chains are in flight (wrapping integer sums: any order gives
+    /// the same bits); `sshr` + `sqxtun` + `uqxtn` shift and clamp both pixels to bytes at once.
     pub fn resample_rgb_row_neon(line: &[u8], taps: Taps, out: &mut [u8]) {
         check_lengths(line, &taps, out);
         let (lp, op, width) = (line.as_ptr(), out.as_mut_ptr(), taps.bounds.len());

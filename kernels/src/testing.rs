@@ -24,17 +24,13 @@ pub(crate) fn noise_bytes(seed: u64, n: usize) -> Vec<u8> {
 
 /// Deterministic int8 values in [-127, 127] (xorshift), with both extremes mixed in.
 pub(crate) fn qnoise(seed: u64, n: usize) -> Vec<i8> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|i| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            match i % 11 {
-                0 => 127,
-                1 => -127,
-                _ => (((s >> 33) % 255) as i32 - 127) as i8,
-            }
+    xorshift(seed)
+        .take(n)
+        .enumerate()
+        .map(|(i, s)| match i % 11 {
+            0 => 127,
+            1 => -127,
+            _ => (((s >> 33) % 255) as i32 - 127) as i8,
         })
         .collect()
 }
