@@ -14,6 +14,8 @@
 //!   AVX2 and AVX-512 versions.
 //! - [`resample`]: frame preparation's horizontal resampling pass (PIL's fixed-point taps),
 //!   NEON and SSE4.1 beside the scalar twin.
+//! - [`yuv`]: frame preparation's colour conversion (YUV 4:2:0 rows to RGB), NEON and AVX2
+//!   beside the scalar twin.
 //!
 //! Every SIMD kernel has a scalar twin that is its oracle: the tests assert bit-identical
 //! results. A new instruction set is a new file per microkernel plus one line in its family's
@@ -100,6 +102,7 @@ pub mod attention;
 pub mod gemm;
 pub mod resample;
 pub mod rows;
+pub mod yuv;
 
 #[cfg(test)]
 pub(crate) mod testing;

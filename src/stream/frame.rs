@@ -1,7 +1,9 @@
-//! Raw frames in memory: their formats and sizes (row strides included), YUV to RGB in fixed
-//! point, and each row as RGB for the resize.
+//! Raw frames in memory: their formats and sizes (row strides included), and each row as RGB
+//! for the resize (YUV through the kernels' fixed-point conversion).
 
 use std::str::FromStr;
+
+use edgevit_kernels::yuv::{yuv420_rgb_row, Chroma, YuvCoeffs};
 
 use crate::config::Preprocess;
 use crate::error::{Error, Result};
@@ -148,18 +150,9 @@ impl FromStr for YuvRange {
     }
 }
 
-/// YUV to RGB in 16.16 fixed point:
-/// `R = Y' + cr_r*V'`, `G = Y' - cb_g*U' - cr_g*V'`, `B = Y' + cb_b*U'`, where
-/// `Y' = (Y - y0) * y_scale` and `U' = U - 128`, `V' = V - 128` (docs/streaming.md).
+/// YUV to RGB in 16.16 fixed point (the kernel's [`YuvCoeffs`]; docs/streaming.md).
 #[derive(Clone, Copy, Debug)]
-pub struct YuvToRgb {
-    y0: i32,
-    y_scale: i32,
-    cr_r: i32,
-    cb_g: i32,
-    cr_g: i32,
-    cb_b: i32,
-}
+pub struct YuvToRgb(YuvCoeffs);
 
 impl YuvToRgb {
     /// The converter for this matrix and range.
@@ -168,42 +161,13 @@ impl YuvToRgb {
             YuvMatrix::Bt601 => (0.299, 0.114),
             YuvMatrix::Bt709 => (0.2126, 0.0722),
         };
-        let kg = 1.0 - kr - kb;
-        // Limited range: Y' = (Y - 16) * 255/219 and chroma scaled by 255/224.
-        let (y0, ys, cs) = match range {
-            YuvRange::Limited => (16, 255.0 / 219.0, 255.0 / 224.0),
-            YuvRange::Full => (0, 1.0, 1.0),
-        };
-        let fixed = |v: f64| (v * 65536.0).round() as i32;
-        YuvToRgb {
-            y0,
-            y_scale: fixed(ys),
-            cr_r: fixed(2.0 * (1.0 - kr) * cs),
-            cb_g: fixed(2.0 * kb * (1.0 - kb) / kg * cs),
-            cr_g: fixed(2.0 * kr * (1.0 - kr) / kg * cs),
-            cb_b: fixed(2.0 * (1.0 - kb) * cs),
-        }
+        YuvToRgb(YuvCoeffs::new(kr, kb, range == YuvRange::Limited))
     }
 
     /// One pixel's R, G, B.
     #[inline]
     pub fn convert(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
-        let yy = self.luma_term(y);
-        let (r, g, b) = self.chroma_terms(u, v);
-        [clip16(yy + r), clip16(yy + g), clip16(yy + b)]
-    }
-
-    /// `Y'` in 16.16 fixed point, with the rounding half added.
-    #[inline]
-    fn luma_term(&self, y: u8) -> i32 {
-        (y as i32 - self.y0) * self.y_scale + (1 << 15)
-    }
-
-    /// What U and V add to R, G and B, in 16.16 fixed point.
-    #[inline]
-    fn chroma_terms(&self, u: u8, v: u8) -> (i32, i32, i32) {
-        let (u, v) = (u as i32 - 128, v as i32 - 128);
-        (self.cr_r * v, -self.cb_g * u - self.cr_g * v, self.cb_b * u)
+        self.0.convert(y, u, v)
     }
 }
 
@@ -292,14 +256,13 @@ impl<'a> RawFrame<'a> {
                 let luma = &d[y * s..][..w];
                 let chroma = &d[s * h..];
                 let cy = y / 2;
-                if self.format == FrameFormat::Yuv420p {
+                let chroma = if self.format == FrameFormat::Yuv420p {
                     let plane = cs * h.div_ceil(2);
-                    let (us, vs) = (&chroma[cy * cs..][..cw], &chroma[plane + cy * cs..][..cw]);
-                    yuv_row(out, luma, |i| us[i], |i| vs[i], yuv);
+                    Chroma::Planar { u: &chroma[cy * cs..][..cw], v: &chroma[plane + cy * cs..][..cw] }
                 } else {
-                    let uv = &chroma[cy * cs..][..cw * 2];
-                    yuv_row(out, luma, |i| uv[2 * i], |i| uv[2 * i + 1], yuv);
-                }
+                    Chroma::Interleaved(&chroma[cy * cs..][..cw * 2])
+                };
+                yuv420_rgb_row(luma, chroma, &yuv.0, out);
             }
             FrameFormat::Mjpeg => unreachable!("RawFrame::new refuses MJPEG"),
         }
@@ -340,43 +303,4 @@ pub fn check_stride(format: FrameFormat, width: usize, stride: Option<usize>) ->
         )));
     }
     Ok(Some(stride))
-}
-
-/// One row of 4:2:0 YUV as interleaved RGB: `u(i)` and `v(i)` give the chroma sample of
-/// pixels 2i and 2i + 1. Blocks of 64 pixels (32 chroma samples) go through fixed-size stack
-/// arrays: the even and odd pixels of a block share their chroma, so each is converted in a
-/// unit-stride loop over the 32 pairs, then interleaved; loops the compiler vectorises, where a
-/// loop writing 6 bytes per pixel pair stays scalar.
-fn yuv_row(out: &mut [u8], luma: &[u8], u: impl Fn(usize) -> u8, v: impl Fn(usize) -> u8, yuv: &YuvToRgb) {
-    const PAIRS: usize = 32;
-    for (b, (out, luma)) in out.chunks_mut(6 * PAIRS).zip(luma.chunks(2 * PAIRS)).enumerate() {
-        let n = luma.len();
-        let (mut even, mut odd, mut cu, mut cv) = ([0u8; PAIRS], [0u8; PAIRS], [0u8; PAIRS], [0u8; PAIRS]);
-        for k in 0..n.div_ceil(2) {
-            (even[k], cu[k], cv[k]) = (luma[2 * k], u(b * PAIRS + k), v(b * PAIRS + k));
-            odd[k] = *luma.get(2 * k + 1).unwrap_or(&0);
-        }
-        let mut rgb = [[0u8; 2 * PAIRS]; 3];
-        for (parity, lumas) in [even, odd].iter().enumerate() {
-            let mut planes = [[0u8; PAIRS]; 3];
-            for k in 0..PAIRS {
-                let yy = yuv.luma_term(lumas[k]);
-                let (cr, cg, cb) = yuv.chroma_terms(cu[k], cv[k]);
-                (planes[0][k], planes[1][k], planes[2][k]) = (clip16(yy + cr), clip16(yy + cg), clip16(yy + cb));
-            }
-            for (plane, out) in planes.iter().zip(&mut rgb) {
-                for k in 0..PAIRS {
-                    out[2 * k + parity] = plane[k];
-                }
-            }
-        }
-        for (x, o) in out.chunks_exact_mut(3).enumerate() {
-            o.copy_from_slice(&[rgb[0][x], rgb[1][x], rgb[2][x]]);
-        }
-    }
-}
-
-#[inline]
-fn clip16(x: i32) -> u8 {
-    (x >> 16).clamp(0, 255) as u8
 }
