@@ -4,9 +4,10 @@
 //!
 //! Each output pixel is `clip8(ROUND + sum of pixel * tap)` per channel over its run of input
 //! pixels, with PIL's fixed-point taps (sum 1 << 22) in wrapping 32-bit integer arithmetic.
-//! [`resample_rgb_row_scalar`] is the twin; the NEON and SSE4.1 kernels hold one pixel's three
-//! channels in the lanes of one vector (the fourth lane is a neighbour's byte, computed and
-//! dropped) and do the same integer operations, so all agree bit for bit.
+//! [`resample_rgb_row_scalar`] is the twin. The NEON kernel holds one pixel's three channels in
+//! the lanes of one vector (the fourth lane is a neighbour's byte, computed and dropped) and
+//! does the same integer operations; the AVX2 kernel multiplies 16-bit halves of the taps
+//! (`vpmaddwd`) and adds them back, the same sums modulo 2^32. All agree bit for bit.
 
 /// PIL's fixed-point precision for 8-bit resampling: taps are in units of 1 / (1 << 22).
 pub const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -14,44 +15,73 @@ pub const PRECISION_BITS: u32 = 32 - 8 - 2;
 /// PIL's rounding offset: half of the fixed-point unit.
 pub const ROUND: i32 = 1 << (PRECISION_BITS - 1);
 
-/// One direction's taps: `bounds[x]` is output pixel x's first input pixel and number of taps,
-/// its taps are `taps[x * ksize..][..n]`.
-#[derive(Clone, Copy, Debug)]
-pub struct Taps<'a> {
-    pub taps: &'a [i32],
-    pub ksize: usize,
-    pub bounds: &'a [(usize, usize)],
+/// One row's taps, checked once against the input width: output pixel `x` reads input pixels
+/// `first..first + n` with taps `taps[x * ksize..][..n]`, where `(first, n) = bounds[x]`. On
+/// x86 they are also laid out for the AVX2 kernel when made.
+#[derive(Clone, Debug)]
+pub struct Taps {
+    taps: Vec<i32>,
+    ksize: usize,
+    bounds: Vec<(usize, usize)>,
+    in_size: usize,
+    /// Per output pixel, `ksize / 2` rounded up entries of 16 words: for taps `2j` and
+    /// `2j + 1`, their low halves (as signed words) four times, then their high halves four
+    /// times (see the AVX2 kernel); a tap past `n` is 0.
+    #[cfg(target_arch = "x86_64")]
+    halves: Vec<[i16; 16]>,
 }
 
-impl Taps<'_> {
-    /// Panics unless every output pixel's taps and input pixels are in range for `in_size`
-    /// input pixels: the kernels index without checks.
-    fn check(&self, in_size: usize) {
-        for (x, &(first, n)) in self.bounds.iter().enumerate() {
-            assert!(n <= self.ksize && first + n <= in_size, "resample: pixel {x} reads past its input");
+impl Taps {
+    /// Checks the taps for rows of `in_size` input pixels: panics unless every output pixel's
+    /// taps and input pixels are in range (the kernels index without checks).
+    pub fn new(taps: Vec<i32>, ksize: usize, bounds: Vec<(usize, usize)>, in_size: usize) -> Self {
+        for (x, &(first, n)) in bounds.iter().enumerate() {
+            assert!(n <= ksize && first + n <= in_size, "resample: pixel {x} reads past its input");
         }
-        assert!(self.taps.len() >= self.bounds.len() * self.ksize, "resample: too few taps");
+        assert!(taps.len() >= bounds.len() * ksize, "resample: too few taps");
+        #[cfg(target_arch = "x86_64")]
+        let halves = x86::halves(&taps, ksize, &bounds);
+        Taps {
+            taps,
+            ksize,
+            bounds,
+            in_size,
+            #[cfg(target_arch = "x86_64")]
+            halves,
+        }
+    }
+
+    /// Output pixels.
+    pub fn out_size(&self) -> usize {
+        self.bounds.len()
+    }
+
+    /// Output pixel `x`'s first input pixel and its taps.
+    pub fn pixel(&self, x: usize) -> (usize, &[i32]) {
+        let (first, n) = self.bounds[x];
+        (first, &self.taps[x * self.ksize..][..n])
     }
 }
 
 /// The byte a fixed-point sum stands for: PIL accumulates in 32-bit integers (the taps of a
 /// pixel sum to 1 << 22, so 255 x the largest tap sum stays far from overflow; wrapping keeps
 /// its arithmetic should a filter ever reach it), then shifts and clamps.
+#[inline]
 pub fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Bytes a row must carry past its last pixel: the SIMD kernels load a pixel as 8 bytes (NEON)
-/// or 4 (SSE4.1) and ignore the rest.
+/// Bytes a row must carry past its last pixel: the SIMD kernels load 8 bytes from a pixel (NEON:
+/// one pixel, AVX2: two) and ignore those past the run.
 pub const SLACK: usize = 5;
 
 /// Resamples one row of `(line.len() - SLACK) / 3` RGB pixels into `out` (3 bytes per output
 /// pixel of `taps`) on the best kernel this CPU has.
-pub fn resample_rgb_row(line: &[u8], taps: Taps, out: &mut [u8]) {
+pub fn resample_rgb_row(line: &[u8], taps: &Taps, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("sse4.1") {
-            return resample_rgb_row_sse41(line, taps, out);
+        if is_x86_feature_detected!("avx2") {
+            return resample_rgb_row_avx2(line, taps, out);
         }
     }
     #[cfg(target_arch = "aarch64")]
@@ -60,25 +90,19 @@ pub fn resample_rgb_row(line: &[u8], taps: Taps, out: &mut [u8]) {
     resample_rgb_row_scalar(line, taps, out)
 }
 
-/// The lengths every kernel checks: returns the number of input pixels.
-fn check_lengths(line: &[u8], taps: &Taps, out: &[u8]) -> usize {
-    assert!(
-        line.len() >= SLACK && (line.len() - SLACK).is_multiple_of(3),
-        "resample: line must be whole pixels and SLACK bytes"
-    );
-    assert_eq!(out.len(), taps.bounds.len() * 3, "resample: output length");
-    let in_size = (line.len() - SLACK) / 3;
-    taps.check(in_size);
-    in_size
+/// The lengths every kernel checks.
+fn check_lengths(line: &[u8], taps: &Taps, out: &[u8]) {
+    assert_eq!(line.len(), taps.in_size * 3 + SLACK, "resample: line must be the input pixels and SLACK bytes");
+    assert_eq!(out.len(), taps.out_size() * 3, "resample: output length");
 }
 
 /// The scalar twin.
-pub fn resample_rgb_row_scalar(line: &[u8], taps: Taps, out: &mut [u8]) {
-    check_lengths(line, &taps, out);
+pub fn resample_rgb_row_scalar(line: &[u8], taps: &Taps, out: &mut [u8]) {
+    check_lengths(line, taps, out);
     for (x, px) in out.chunks_exact_mut(3).enumerate() {
-        let (first, n) = taps.bounds[x];
+        let (first, taps) = taps.pixel(x);
         let mut acc = [ROUND; 3];
-        for (p, &tap) in line[first * 3..(first + n) * 3].chunks_exact(3).zip(&taps.taps[x * taps.ksize..][..n]) {
+        for (p, &tap) in line[first * 3..].chunks_exact(3).zip(taps) {
             for c in 0..3 {
                 acc[c] = acc[c].wrapping_add((p[c] as i32).wrapping_mul(tap));
             }
@@ -102,12 +126,12 @@ mod neon {
     /// lane) and added. Each pixel's even and odd taps go into separate sums, so four
     /// independent multiply-add chains are in flight (wrapping integer sums: any order gives
     /// the same bits); `sshr` + `sqxtun` + `uqxtn` shift and clamp both pixels to bytes at once.
-    pub fn resample_rgb_row_neon(line: &[u8], taps: Taps, out: &mut [u8]) {
-        check_lengths(line, &taps, out);
-        let (lp, op, width) = (line.as_ptr(), out.as_mut_ptr(), taps.bounds.len());
+    pub fn resample_rgb_row_neon(line: &[u8], taps: &Taps, out: &mut [u8]) {
+        check_lengths(line, taps, out);
+        let (lp, op, width) = (line.as_ptr(), out.as_mut_ptr(), taps.out_size());
         let run = |x: usize| {
-            let (first, n) = taps.bounds[x];
-            (first, taps.taps[x * taps.ksize..][..n].as_ptr(), n)
+            let (first, taps) = taps.pixel(x);
+            (first, taps.as_ptr(), taps.len())
         };
         for x in (0..width).step_by(2) {
             // SAFETY: NEON is baseline on aarch64. Input pixel first + t < in_size, so its 8
@@ -170,46 +194,70 @@ mod neon {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::resample_rgb_row_sse41;
+pub use x86::resample_rgb_row_avx2;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// One pixel per vector, as the NEON kernel (4 bytes loaded): `pmovzxbd`, `pmulld` and
-    /// `paddd` into even and odd sums; `psrad` + `packssdw` + `packuswb` are the shift and the
-    /// clamp to a byte.
-    pub fn resample_rgb_row_sse41(line: &[u8], taps: Taps, out: &mut [u8]) {
-        assert!(is_x86_feature_detected!("sse4.1"));
-        check_lengths(line, &taps, out);
-        // SAFETY: SSE4.1 is present (asserted above).
+    /// The AVX2 layout of the taps (`Taps`' `halves`): each tap as `high << 16 + low` with both halves signed words, so
+    /// that `vpmaddwd` can take them (the sums are the same integers modulo 2^32).
+    pub(super) fn halves(taps: &[i32], ksize: usize, bounds: &[(usize, usize)]) -> Vec<[i16; 16]> {
+        let pairs = ksize.div_ceil(2);
+        let mut out = vec![[0i16; 16]; bounds.len() * pairs];
+        for (x, &(_, n)) in bounds.iter().enumerate() {
+            for (j, entry) in out[x * pairs..][..pairs].iter_mut().enumerate() {
+                for (k, t) in [2 * j, 2 * j + 1].into_iter().enumerate() {
+                    let tap = if t < n { taps[x * ksize + t] } else { 0 };
+                    let low = tap as i16;
+                    let high = (tap.wrapping_sub(low as i32) >> 16) as i16;
+                    for i in 0..4 {
+                        (entry[2 * i + k], entry[8 + 2 * i + k]) = (low, high);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One output pixel per step, two taps per `vpmaddwd`: the 8 bytes from input pixel
+    /// `first + 2j` (pixels `2j` and `2j + 1` of the run) go to both 128-bit lanes, `vpshufb`
+    /// makes them the words `R R G G B B 0 0`, and one `vpmaddwd` against [`Taps`]' halves
+    /// gives both taps' products of each channel, with the low halves in lane 0 and the high
+    /// halves in lane 1. The pixel is `lane 0 + lane 1 << 16` (plus the rounding half),
+    /// shifted and clamped by `psrad` + `packssdw` + `packuswb`.
+    pub fn resample_rgb_row_avx2(line: &[u8], taps: &Taps, out: &mut [u8]) {
+        assert!(is_x86_feature_detected!("avx2"));
+        check_lengths(line, taps, out);
+        // SAFETY: AVX2 is present (asserted above).
         unsafe { body(line, taps, out) }
     }
 
-    #[target_feature(enable = "sse4.1")]
-    fn body(line: &[u8], taps: Taps, out: &mut [u8]) {
-        let (lp, op, width) = (line.as_ptr(), out.as_mut_ptr(), taps.bounds.len());
+    #[target_feature(enable = "avx2")]
+    fn body(line: &[u8], taps: &Taps, out: &mut [u8]) {
+        let (lp, op, width) = (line.as_ptr(), out.as_mut_ptr(), taps.out_size());
+        let pairs = taps.ksize.div_ceil(2);
+        const Z: i8 = -128;
+        let words = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, Z, 3, Z, 1, Z, 4, Z, 2, Z, 5, Z, Z, Z, Z, Z));
+        let start = _mm256_setr_epi32(ROUND, ROUND, ROUND, 0, 0, 0, 0, 0);
         for (x, &(first, n)) in taps.bounds.iter().enumerate() {
-            let tp = taps.taps[x * taps.ksize..][..n].as_ptr();
-            // SAFETY: input pixel first + t < in_size, so its 4 bytes end within the slack;
-            // t < n taps (checked by the caller). The 4-byte store of pixel x < width - 1 ends
-            // inside pixel x + 1, which is written after it.
+            let halves = taps.halves[x * pairs..][..n.div_ceil(2)].as_ptr();
+            // SAFETY: the 8-byte load at input pixel first + 2j, 2j < n, ends at byte
+            // 3 (first + n - 1) + 8 <= 3 in_size + 5, within the line's slack; the halves
+            // hold `pairs` >= n / 2 rounded up entries per pixel. The 4-byte store of pixel
+            // x < width - 1 ends inside pixel x + 1, which is written after it.
             unsafe {
-                let product = |t: usize| {
-                    let p = _mm_cvtsi32_si128((lp.add(3 * (first + t)) as *const i32).read_unaligned());
-                    _mm_mullo_epi32(_mm_cvtepu8_epi32(p), _mm_set1_epi32(*tp.add(t)))
-                };
-                let (mut even, mut odd) = (_mm_set1_epi32(ROUND), _mm_setzero_si128());
-                for t in (0..n / 2 * 2).step_by(2) {
-                    even = _mm_add_epi32(even, product(t));
-                    odd = _mm_add_epi32(odd, product(t + 1));
+                let mut acc = start;
+                for j in 0..n.div_ceil(2) {
+                    let px = _mm256_broadcastq_epi64(_mm_loadl_epi64(lp.add(3 * (first + 2 * j)).cast()));
+                    let h = _mm256_loadu_si256(halves.add(j).cast());
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_shuffle_epi8(px, words), h));
                 }
-                if n % 2 == 1 {
-                    even = _mm_add_epi32(even, product(n - 1));
-                }
-                let acc = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(_mm_add_epi32(even, odd));
-                let words = _mm_packs_epi32(acc, _mm_setzero_si128());
+                let high = _mm_slli_epi32::<16>(_mm256_extracti128_si256::<1>(acc));
+                let sum = _mm_add_epi32(_mm256_castsi256_si128(acc), high);
+                let shifted = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+                let words = _mm_packs_epi32(shifted, shifted);
                 let bytes = _mm_cvtsi128_si32(_mm_packus_epi16(words, words));
                 if x + 1 < width {
                     (op.add(3 * x) as *mut i32).write_unaligned(bytes);
@@ -226,13 +274,13 @@ mod tests {
     use super::*;
     use crate::testing::noise_bytes as bytes;
 
-    type Kernel = (&'static str, fn(&[u8], Taps, &mut [u8]));
+    type Kernel = (&'static str, fn(&[u8], &Taps, &mut [u8]));
 
     fn kernels() -> Vec<Kernel> {
         let mut v: Vec<Kernel> = vec![("scalar", resample_rgb_row_scalar)];
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("sse4.1") {
-            v.push(("sse41", resample_rgb_row_sse41));
+        if crate::testing::runs_here("resample_rgb_row_avx2", is_x86_feature_detected!("avx2")) {
+            v.push(("avx2", resample_rgb_row_avx2));
         }
         #[cfg(target_arch = "aarch64")]
         v.push(("neon", resample_rgb_row_neon));
@@ -244,11 +292,10 @@ mod tests {
         // Two taps of one half each, and one tap past a half: rounding and clamping.
         let line = [10, 20, 30, 11, 21, 255, 0, 0, 0, 0, 0];
         let half = 1 << 21;
-        let t = [half, half, 3 * half, 0];
-        let taps = Taps { taps: &t, ksize: 2, bounds: &[(0, 2), (1, 1)] };
+        let taps = Taps::new(vec![half, half, 3 * half, 0], 2, vec![(0, 2), (1, 1)], 2);
         for (name, kernel) in kernels() {
             let mut out = [0u8; 6];
-            kernel(&line, taps, &mut out);
+            kernel(&line, &taps, &mut out);
             // (10 + 11) / 2 = 10.5 rounds up; 255 * 1.5 clamps.
             assert_eq!(out, [11, 21, 143, 17, 32, 255], "{name}");
         }
@@ -274,12 +321,12 @@ mod tests {
                     (first, (ksize - x % 2).min(in_size - first))
                 })
                 .collect();
-            let taps = Taps { taps: &t, ksize, bounds: &b };
+            let taps = Taps::new(t, ksize, b, in_size);
             let mut want = vec![0u8; out_size * 3];
-            resample_rgb_row_scalar(&line, taps, &mut want);
+            resample_rgb_row_scalar(&line, &taps, &mut want);
             for (name, kernel) in kernels() {
                 let mut got = vec![0u8; out_size * 3];
-                kernel(&line, taps, &mut got);
+                kernel(&line, &taps, &mut got);
                 assert_eq!(got, want, "{name}: {in_size} -> {out_size}, {ksize} taps");
             }
         }
@@ -288,7 +335,6 @@ mod tests {
     #[test]
     #[should_panic(expected = "reads past its input")]
     fn runs_past_the_line_are_refused() {
-        let taps = Taps { taps: &[1, 1], ksize: 2, bounds: &[(1, 2)] };
-        resample_rgb_row(&[0; 6 + SLACK], taps, &mut [0; 3]);
+        Taps::new(vec![1, 1], 2, vec![(1, 2)], 2);
     }
 }

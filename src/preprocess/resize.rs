@@ -36,7 +36,7 @@ pub fn resize_rows(
     if filter == Filter::Nearest {
         return resize_nearest(src_width, src_height, fetch, width, height);
     }
-    let horiz = Coeffs::new(src_width, width, filter);
+    let horiz = Coeffs::new(src_width, width, filter).taps(src_width);
     let vert = Coeffs::new(src_height, height, filter);
     // PIL resamples horizontally first, only the rows the vertical pass will read.
     let first_row = vert.bounds[0].0;
@@ -48,7 +48,7 @@ pub fn resize_rows(
             continue;
         }
         fetch(y + first_row, &mut line[..src_width * 3]);
-        resample_rgb_row(&line, horiz.taps(), out_row);
+        resample_rgb_row(&line, &horiz, out_row);
     }
     if height == src_height {
         return RgbImage { width, height, data: tmp };
@@ -124,8 +124,9 @@ impl Coeffs {
         &self.taps[i * self.ksize..(i + 1) * self.ksize]
     }
 
-    fn taps(&self) -> Taps<'_> {
-        Taps { taps: &self.taps, ksize: self.ksize, bounds: &self.bounds }
+    /// The horizontal pass's taps for rows of `in_size` pixels.
+    fn taps(self, in_size: usize) -> Taps {
+        Taps::new(self.taps, self.ksize, self.bounds, in_size)
     }
 }
 
