@@ -1,7 +1,7 @@
 //! PIL's resampling (`Image.resize`), bit for bit: the same filters, the same fixed-point
 //! coefficients and rounding, horizontal pass first.
 
-use edgevit_kernels::resample::{clip8, resample_rgb_row, Taps, PRECISION_BITS, ROUND, SLACK};
+use edgevit_kernels::resample::{resample_rgb_row, resample_rows, Taps, PRECISION_BITS, SLACK};
 
 use super::RgbImage;
 use crate::config::Filter;
@@ -54,20 +54,9 @@ pub fn resize_rows(
         return RgbImage { width, height, data: tmp };
     }
     let mut data = vec![0u8; height * width * 3];
-    let mut acc = vec![0i32; width * 3];
     for (y, out_row) in data.chunks_exact_mut(width * 3).enumerate() {
         let (ymin, n) = vert.bounds[y];
-        acc.fill(ROUND);
-        // Tap by tap over whole rows: the inner loop is a contiguous multiply-add.
-        for (j, &tap) in vert.row(y)[..n].iter().enumerate() {
-            let src = &tmp[(ymin - first_row + j) * width * 3..][..width * 3];
-            for (a, &v) in acc.iter_mut().zip(src) {
-                *a = a.wrapping_add(v as i32 * tap);
-            }
-        }
-        for (v, &a) in out_row.iter_mut().zip(&acc) {
-            *v = clip8(a);
-        }
+        resample_rows(&tmp[(ymin - first_row) * width * 3..], width * 3, &vert.row(y)[..n], out_row);
     }
     RgbImage { width, height, data }
 }
