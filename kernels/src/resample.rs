@@ -313,16 +313,18 @@ mod x86 {
     fn body(line: &[u8], taps: &Taps, out: &mut [u8]) {
         let (lp, op, width) = (line.as_ptr(), out.as_mut_ptr(), taps.out_size());
         let pairs = taps.ksize.div_ceil(2);
+        debug_assert_eq!(taps.halves.len(), width * pairs);
         const Z: i8 = -128;
         let words = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, Z, 3, Z, 1, Z, 4, Z, 2, Z, 5, Z, Z, Z, Z, Z));
         let start = _mm256_setr_epi32(ROUND, ROUND, ROUND, 0, 0, 0, 0, 0);
-        for (x, &(first, n)) in taps.bounds.iter().enumerate() {
-            let halves = taps.halves[x * pairs..][..n.div_ceil(2)].as_ptr();
+        // Output pixel x's bytes in the low 3 of 4.
+        let pixel = |x: usize| {
+            let (first, n) = taps.bounds[x];
             // SAFETY: the 8-byte load at input pixel first + 2j, 2j < n, ends at byte
-            // 3 (first + n - 1) + 8 <= 3 in_size + 5, within the line's slack; the halves
-            // hold `pairs` >= n / 2 rounded up entries per pixel. The 4-byte store of pixel
-            // x < width - 1 ends inside pixel x + 1, which is written after it.
+            // 3 (first + n - 1) + 8 <= 3 in_size + 5, within the line's slack (checked by the
+            // caller); the halves hold `pairs` >= n / 2 rounded up entries per pixel.
             unsafe {
+                let halves = taps.halves.as_ptr().add(x * pairs);
                 let mut acc = start;
                 for j in 0..n.div_ceil(2) {
                     let px = _mm256_broadcastq_epi64(_mm_loadl_epi64(lp.add(3 * (first + 2 * j)).cast()));
@@ -333,15 +335,18 @@ mod x86 {
                 let sum = _mm_add_epi32(_mm256_castsi256_si128(acc), high);
                 let shifted = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
                 let words = _mm_packs_epi32(shifted, shifted);
-                let bytes = _mm_cvtsi128_si32(_mm_packus_epi16(words, words));
-                if x + 1 < width {
-                    (op.add(3 * x) as *mut i32).write_unaligned(bytes);
-                } else {
-                    std::ptr::copy_nonoverlapping(bytes.to_le_bytes().as_ptr(), op.add(3 * x), 3);
-                }
+                _mm_cvtsi128_si32(_mm_packus_epi16(words, words))
             }
+        };
+        let Some(last) = width.checked_sub(1) else { return };
+        for x in 0..last {
+            // SAFETY: a 4-byte store at pixel x < width - 1 ends inside pixel x + 1, which is
+            // written after it.
+            unsafe { (op.add(3 * x) as *mut i32).write_unaligned(pixel(x)) };
         }
+        out[3 * last..].copy_from_slice(&pixel(last).to_le_bytes()[..3]);
     }
+
     /// The vertical pass, 16 bytes per step: each row's bytes widened to two vectors of
     /// 32-bit lanes (`vpmovzxbd`) and multiply-added by its tap (`vpmulld`); `vpsrad` +
     /// `vpackssdw` + `vpackuswb` shift and clamp. The last `out.len() % 16` bytes go through
