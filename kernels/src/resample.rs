@@ -92,6 +92,20 @@ pub fn resample_rgb_row(line: &[u8], taps: &Taps, out: &mut [u8]) {
     resample_rgb_row_scalar(line, taps, out)
 }
 
+/// [`resample_rgb_row`] for two rows with the same taps; on x86 one kernel call does both,
+/// sharing each pixel's work.
+pub fn resample_rgb_row_pair(lines: [&[u8]; 2], taps: &Taps, out: [&mut [u8]; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") {
+            return resample_rgb_row_pair_avx2(lines, taps, out);
+        }
+    }
+    let [a, b] = out;
+    resample_rgb_row(lines[0], taps, a);
+    resample_rgb_row(lines[1], taps, b);
+}
+
 /// The lengths every kernel checks.
 fn check_lengths(line: &[u8], taps: &Taps, out: &[u8]) {
     assert_eq!(line.len(), taps.in_size * 3 + SLACK, "resample: line must be the input pixels and SLACK bytes");
@@ -269,7 +283,7 @@ mod neon {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::{resample_rgb_row_avx2, resample_rows_avx2};
+pub use x86::{resample_rgb_row_avx2, resample_rgb_row_pair_avx2, resample_rows_avx2};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -306,45 +320,70 @@ mod x86 {
         assert!(is_x86_feature_detected!("avx2"));
         check_lengths(line, taps, out);
         // SAFETY: AVX2 is present (asserted above).
-        unsafe { body(line, taps, out) }
+        unsafe { body([line], taps, [out]) }
     }
 
+    /// [`resample_rgb_row_avx2`] for two rows at once: each pixel's bounds, taps and final
+    /// shift and clamp serve both.
+    pub fn resample_rgb_row_pair_avx2(lines: [&[u8]; 2], taps: &Taps, out: [&mut [u8]; 2]) {
+        assert!(is_x86_feature_detected!("avx2"));
+        check_lengths(lines[0], taps, out[0]);
+        check_lengths(lines[1], taps, out[1]);
+        // SAFETY: AVX2 is present (asserted above).
+        unsafe { body(lines, taps, out) }
+    }
+
+    /// `ROWS` (1 or 2) rows, whose lengths the caller checked.
     #[target_feature(enable = "avx2")]
-    fn body(line: &[u8], taps: &Taps, out: &mut [u8]) {
-        let (lp, op, width) = (line.as_ptr(), out.as_mut_ptr(), taps.out_size());
+    fn body<const ROWS: usize>(lines: [&[u8]; ROWS], taps: &Taps, mut out: [&mut [u8]; ROWS]) {
+        let width = taps.out_size();
         let pairs = taps.ksize.div_ceil(2);
         debug_assert_eq!(taps.halves.len(), width * pairs);
         const Z: i8 = -128;
         let words = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, Z, 3, Z, 1, Z, 4, Z, 2, Z, 5, Z, Z, Z, Z, Z));
         let start = _mm256_setr_epi32(ROUND, ROUND, ROUND, 0, 0, 0, 0, 0);
-        // Output pixel x's bytes in the low 3 of 4.
+        // Output pixel x's bytes in the low 3 of 4, per row (the second repeats the first
+        // for one row).
         let pixel = |x: usize| {
             let (first, n) = taps.bounds[x];
             // SAFETY: the 8-byte load at input pixel first + 2j, 2j < n, ends at byte
-            // 3 (first + n - 1) + 8 <= 3 in_size + 5, within the line's slack (checked by the
-            // caller); the halves hold `pairs` >= n / 2 rounded up entries per pixel.
+            // 3 (first + n - 1) + 8 <= 3 in_size + 5, within each line's slack (checked by
+            // the caller); the halves hold `pairs` >= n / 2 rounded up entries per pixel.
             unsafe {
                 let halves = taps.halves.as_ptr().add(x * pairs);
-                let mut acc = start;
+                let mut acc = [start; ROWS];
                 for j in 0..n.div_ceil(2) {
-                    let px = _mm256_broadcastq_epi64(_mm_loadl_epi64(lp.add(3 * (first + 2 * j)).cast()));
                     let h = _mm256_loadu_si256(halves.add(j).cast());
-                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_shuffle_epi8(px, words), h));
+                    for (acc, line) in acc.iter_mut().zip(&lines) {
+                        let at = line.as_ptr().add(3 * (first + 2 * j));
+                        let px = _mm256_broadcastq_epi64(_mm_loadl_epi64(at.cast()));
+                        *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_shuffle_epi8(px, words), h));
+                    }
                 }
-                let high = _mm_slli_epi32::<16>(_mm256_extracti128_si256::<1>(acc));
-                let sum = _mm_add_epi32(_mm256_castsi256_si128(acc), high);
-                let shifted = _mm_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-                let words = _mm_packs_epi32(shifted, shifted);
-                _mm_cvtsi128_si32(_mm_packus_epi16(words, words))
+                // The low halves' sums of both rows in one vector, the high halves' in another.
+                let (a, b) = (acc[0], acc[ROWS - 1]);
+                let low = _mm256_permute2x128_si256::<0x20>(a, b);
+                let high = _mm256_permute2x128_si256::<0x31>(a, b);
+                let sum = _mm256_add_epi32(low, _mm256_slli_epi32::<16>(high));
+                let shifted = _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
+                let words = _mm256_packs_epi32(shifted, shifted);
+                let bytes = _mm256_packus_epi16(words, words);
+                [_mm256_cvtsi256_si32(bytes), _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(bytes))]
             }
         };
         let Some(last) = width.checked_sub(1) else { return };
         for x in 0..last {
-            // SAFETY: a 4-byte store at pixel x < width - 1 ends inside pixel x + 1, which is
-            // written after it.
-            unsafe { (op.add(3 * x) as *mut i32).write_unaligned(pixel(x)) };
+            let bytes = pixel(x);
+            for (out, bytes) in out.iter_mut().zip(bytes) {
+                // SAFETY: a 4-byte store at pixel x < width - 1 ends inside pixel x + 1, which
+                // is written after it.
+                unsafe { (out.as_mut_ptr().add(3 * x) as *mut i32).write_unaligned(bytes) };
+            }
         }
-        out[3 * last..].copy_from_slice(&pixel(last).to_le_bytes()[..3]);
+        let bytes = pixel(last);
+        for (out, bytes) in out.iter_mut().zip(bytes) {
+            out[3 * last..].copy_from_slice(&bytes.to_le_bytes()[..3]);
+        }
     }
 
     /// The vertical pass, 16 bytes per step: each row's bytes widened to two vectors of
@@ -447,6 +486,30 @@ mod tests {
                 kernel(&line, &taps, &mut got);
                 assert_eq!(got, want, "{name}: {in_size} -> {out_size}, {ksize} taps");
             }
+        }
+    }
+
+    #[test]
+    fn row_pairs_match_the_twin_bit_for_bit() {
+        for (in_size, out_size, ksize) in [(1, 1, 1), (16, 5, 6), (640, 224, 7), (100, 37, 13)] {
+            let lines: Vec<Vec<u8>> = (0..2).map(|r| bytes(r + in_size as u64, in_size * 3 + SLACK)).collect();
+            let raw = bytes(7, out_size * ksize * 4);
+            let t: Vec<i32> =
+                raw.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2] & 0x7F, 0]) - (1 << 21)).collect();
+            let b: Vec<(usize, usize)> =
+                (0..out_size).map(|x| ((x * 3) % in_size, (ksize - x % 2).min(in_size - (x * 3) % in_size))).collect();
+            let taps = Taps::new(t, ksize, b, in_size);
+            let want: Vec<Vec<u8>> = lines
+                .iter()
+                .map(|l| {
+                    let mut o = vec![0u8; out_size * 3];
+                    resample_rgb_row_scalar(l, &taps, &mut o);
+                    o
+                })
+                .collect();
+            let (mut a, mut c) = (vec![0u8; out_size * 3], vec![0u8; out_size * 3]);
+            resample_rgb_row_pair([&lines[0], &lines[1]], &taps, [&mut a, &mut c]);
+            assert_eq!([a, c], [want[0].clone(), want[1].clone()], "{in_size} -> {out_size}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! PIL's resampling (`Image.resize`), bit for bit: the same filters, the same fixed-point
 //! coefficients and rounding, horizontal pass first.
 
-use edgevit_kernels::resample::{resample_rgb_row, resample_rows, Taps, PRECISION_BITS, SLACK};
+use edgevit_kernels::resample::{resample_rgb_row, resample_rgb_row_pair, resample_rows, Taps, PRECISION_BITS, SLACK};
 
 use super::RgbImage;
 use crate::config::Filter;
@@ -42,13 +42,25 @@ pub fn resize_rows(
     let first_row = vert.bounds[0].0;
     let last_row = vert.bounds[height - 1].0 + vert.bounds[height - 1].1;
     let mut tmp = vec![0u8; (last_row - first_row) * width * 3];
-    for (y, out_row) in tmp.chunks_exact_mut(width * 3).enumerate() {
-        if width == src_width {
+    if width == src_width {
+        for (y, out_row) in tmp.chunks_exact_mut(width * 3).enumerate() {
             fetch(y + first_row, out_row);
-            continue;
         }
-        fetch(y + first_row, &mut line[..src_width * 3]);
-        resample_rgb_row(&line, &horiz, out_row);
+    } else {
+        // Two rows at a time, which the x86 kernel resamples together.
+        let mut next = line.clone();
+        let mut pairs = tmp.chunks_exact_mut(2 * width * 3);
+        for (i, rows) in (&mut pairs).enumerate() {
+            fetch(first_row + 2 * i, &mut line[..src_width * 3]);
+            fetch(first_row + 2 * i + 1, &mut next[..src_width * 3]);
+            let (a, b) = rows.split_at_mut(width * 3);
+            resample_rgb_row_pair([&line, &next], &horiz, [a, b]);
+        }
+        let rest = pairs.into_remainder();
+        if !rest.is_empty() {
+            fetch(last_row - 1, &mut line[..src_width * 3]);
+            resample_rgb_row(&line, &horiz, rest);
+        }
     }
     if height == src_height {
         return RgbImage { width, height, data: tmp };
