@@ -3,7 +3,8 @@
 # instructions of `edgevit classify --stream` under qemu (../shared/armcount's insncount.so
 # plugin), weighted per basic block by llvm-mca's model of the core, for SMALL and BIG frames
 # of the same stream; (BIG - SMALL) / (BIG - SMALL frames) is one frame, and the symbols of the
-# colour conversion and resize (edgevit::preprocess, edgevit::stream) are its preparation.
+# colour conversion and resize (edgevit::preprocess, edgevit::stream and the resampling and YUV
+# kernels) are its preparation.
 #
 #   benches/arm_frame_cost.sh [--format nv12] [--size 640x480] [--cpu cortex-a76] [OUT_DIR]
 #
@@ -60,7 +61,7 @@ import re, sys
 lines = open(sys.argv[1]).read().splitlines()
 total = float(re.search(r"estimated ([\d.]+) M cycles", lines[0]).group(1))
 prep = [(float(m.group(1)), m.group(2)) for l in lines[2:] if (m := re.match(r"\s*([\d.]+)% of cycles\s+(.*)", l))
-        and re.search(r"edgevit::(preprocess|stream)|resize|yuv|rgb_row", m.group(2))]
+        and re.search(r"edgevit::(preprocess|stream)|resample|resize|yuv|rgb_row", m.group(2))]
 share = sum(p for p, _ in prep)
 print(f"frame preparation: {share:.1f}% of the frame's cycles, about {total * share / 100:.1f} M cycles")
 for p, name in prep:

@@ -31,6 +31,15 @@ pub struct Taps {
     /// times (see the AVX2 kernel); a tap past `n` is 0.
     #[cfg(target_arch = "x86_64")]
     halves: Vec<[i16; 16]>,
+    /// For the NEON kernel: every pixel's run widened to the longest (`window` taps, zeros
+    /// around its own) and moved left where it would pass the end, as (first input pixel,
+    /// `window` taps) per pixel, so that every pixel runs the same loop.
+    #[cfg(target_arch = "aarch64")]
+    window: usize,
+    #[cfg(target_arch = "aarch64")]
+    window_starts: Vec<usize>,
+    #[cfg(target_arch = "aarch64")]
+    window_taps: Vec<i32>,
 }
 
 impl Taps {
@@ -43,6 +52,8 @@ impl Taps {
         assert!(taps.len() >= bounds.len() * ksize, "resample: too few taps");
         #[cfg(target_arch = "x86_64")]
         let halves = x86::halves(&taps, ksize, &bounds);
+        #[cfg(target_arch = "aarch64")]
+        let (window, window_starts, window_taps) = neon::windows(&taps, ksize, &bounds, in_size);
         Taps {
             taps,
             ksize,
@@ -50,6 +61,12 @@ impl Taps {
             in_size,
             #[cfg(target_arch = "x86_64")]
             halves,
+            #[cfg(target_arch = "aarch64")]
+            window,
+            #[cfg(target_arch = "aarch64")]
+            window_starts,
+            #[cfg(target_arch = "aarch64")]
+            window_taps,
         }
     }
 
@@ -180,42 +197,53 @@ mod neon {
 
     const SHIFT: i32 = PRECISION_BITS as i32;
 
+    /// [`Taps`]' windows: the longest run's length, and each pixel's start and taps.
+    pub(super) fn windows(
+        taps: &[i32],
+        ksize: usize,
+        bounds: &[(usize, usize)],
+        in_size: usize,
+    ) -> (usize, Vec<usize>, Vec<i32>) {
+        let window = bounds.iter().map(|b| b.1).max().unwrap_or(0);
+        let mut starts = Vec::with_capacity(bounds.len());
+        let mut window_taps = vec![0; bounds.len() * window];
+        for (x, &(first, n)) in bounds.iter().enumerate() {
+            // window <= in_size: every run lies in the input.
+            let start = first.min(in_size - window);
+            window_taps[x * window + first - start..][..n].copy_from_slice(&taps[x * ksize..][..n]);
+            starts.push(start);
+        }
+        (window, starts, window_taps)
+    }
+
     /// Two output pixels per step, one pixel per vector: 8 bytes loaded (the pixel's 3
     /// first), widened to 32 bits by one `tbl`, multiplied by the tap (two taps per load, by
     /// lane) and added. Each pixel's even and odd taps go into separate sums, so four
     /// independent multiply-add chains are in flight (wrapping integer sums: any order gives
-    /// the same bits); `sshr` + `sqxtun` + `uqxtn` shift and clamp both pixels to bytes at once.
+    /// the same bits, and the window's zero taps add nothing); `sshr` + `sqxtun` + `uqxtn`
+    /// shift and clamp both pixels to bytes at once. Every pixel runs its whole window, so the
+    /// loop is the same for all.
     pub fn resample_rgb_row_neon(line: &[u8], taps: &Taps, out: &mut [u8]) {
         check_lengths(line, taps, out);
         let (lp, op, width) = (line.as_ptr(), out.as_mut_ptr(), taps.out_size());
-        let run = |x: usize| {
-            let (first, taps) = taps.pixel(x);
-            (first, taps.as_ptr(), taps.len())
-        };
-        for x in (0..width).step_by(2) {
-            // SAFETY: NEON is baseline on aarch64. Input pixel first + t < in_size, so its 8
-            // bytes end within the slack; t < n taps (checked above). A 4-byte store of
-            // pixel x < width - 1 ends inside pixel x + 1, which is written after it.
+        let Some(last) = width.checked_sub(1) else { return };
+        let pair = |x: usize, y: usize| pair_bytes(taps, lp, x, y);
+        let mut x = 0;
+        while x + 2 < width {
+            let bytes = pair(x, x + 1);
+            // SAFETY: 4-byte stores at pixels x and x + 1 < width - 1 end inside the next
+            // pixel, which is written after them.
             unsafe {
-                let bytes = if x + 1 < width {
-                    let [a, b] = sums([run(x), run(x + 1)], lp);
-                    let words =
-                        vcombine_u16(vqmovun_s32(vshrq_n_s32::<SHIFT>(a)), vqmovun_s32(vshrq_n_s32::<SHIFT>(b)));
-                    vreinterpret_u32_u8(vqmovn_u16(words))
-                } else {
-                    let [a] = sums([run(x)], lp);
-                    let words = vqmovun_s32(vshrq_n_s32::<SHIFT>(a));
-                    vreinterpret_u32_u8(vqmovn_u16(vcombine_u16(words, words)))
-                };
-                for (k, px) in (x..width.min(x + 2)).enumerate() {
-                    let v = if k == 0 { vget_lane_u32::<0>(bytes) } else { vget_lane_u32::<1>(bytes) };
-                    if px + 1 < width {
-                        (op.add(3 * px) as *mut u32).write_unaligned(v);
-                    } else {
-                        std::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), op.add(3 * px), 3);
-                    }
-                }
+                (op.add(3 * x) as *mut u32).write_unaligned(bytes[0]);
+                (op.add(3 * x + 3) as *mut u32).write_unaligned(bytes[1]);
             }
+            x += 2;
+        }
+        // The last one or two pixels, three bytes each.
+        let bytes = pair(x, last);
+        out[3 * x..][..3].copy_from_slice(&bytes[0].to_le_bytes()[..3]);
+        if x < last {
+            out[3 * last..].copy_from_slice(&bytes[1].to_le_bytes()[..3]);
         }
     }
 
@@ -249,32 +277,48 @@ mod neon {
         rows_from(16 * steps, src, stride, taps, out);
     }
 
-    /// The fixed-point sums of `P` output pixels, each given as (first input pixel, taps, n).
+    /// Output pixels x and y (x again for one pixel), 4 bytes each, the low 3 its own.
+    #[inline(always)]
+    fn pair_bytes(taps: &Taps, lp: *const u8, x: usize, y: usize) -> [u32; 2] {
+        let window = taps.window;
+        let run = |x: usize| (taps.window_starts[x], &taps.window_taps[x * window..][..window]);
+        // SAFETY: NEON is baseline on aarch64. The window's input pixels end at
+        // start + window <= in_size, so their 8-byte loads end within the line's slack (its
+        // length checked by the caller).
+        unsafe {
+            let [a, b] = sums([run(x), run(y)], lp);
+            let words = vcombine_u16(vqmovun_s32(vshrq_n_s32::<SHIFT>(a)), vqmovun_s32(vshrq_n_s32::<SHIFT>(b)));
+            let bytes = vreinterpret_u32_u8(vqmovn_u16(words));
+            [vget_lane_u32::<0>(bytes), vget_lane_u32::<1>(bytes)]
+        }
+    }
+
+    /// The fixed-point sums of two output pixels, each given as (first input pixel, taps).
     ///
     /// # Safety
-    /// Each pixel's taps must address `n` values, and the 8 bytes from each of its input
-    /// pixels `first..first + n` must be readable at `lp`.
+    /// The two runs must have the same length, and the 8 bytes from each of their input
+    /// pixels must be readable at `lp`.
     #[inline(always)]
-    unsafe fn sums<const P: usize>(runs: [(usize, *const i32, usize); P], lp: *const u8) -> [int32x4_t; P] {
+    unsafe fn sums(runs: [(usize, &[i32]); 2], lp: *const u8) -> [int32x4_t; 2] {
         // SAFETY: by the caller's contract.
         unsafe {
             // One `tbl` widens a pixel's bytes to 32-bit lanes (indices past the table give 0).
             let widen = vld1q_u8([0, 255, 255, 255, 1, 255, 255, 255, 2, 255, 255, 255, 3, 255, 255, 255].as_ptr());
             let pixel =
                 |i: usize| vreinterpretq_s32_u8(vqtbl1q_u8(vcombine_u8(vld1_u8(lp.add(3 * i)), vdup_n_u8(0)), widen));
-            let mut even = [vdupq_n_s32(ROUND); P];
-            let mut odd = [vdupq_n_s32(0); P];
-            let shared = runs.iter().map(|r| r.2).min().unwrap_or(0) / 2 * 2;
-            for t in (0..shared).step_by(2) {
-                for (k, &(first, tp, _)) in runs.iter().enumerate() {
-                    let two = vld1_s32(tp.add(t));
+            let mut even = [vdupq_n_s32(ROUND); 2];
+            let mut odd = [vdupq_n_s32(0); 2];
+            let n = runs[0].1.len();
+            for t in (0..n / 2 * 2).step_by(2) {
+                for (k, &(first, taps)) in runs.iter().enumerate() {
+                    let two = vld1_s32(taps.as_ptr().add(t));
                     even[k] = vmlaq_lane_s32::<0>(even[k], pixel(first + t), two);
                     odd[k] = vmlaq_lane_s32::<1>(odd[k], pixel(first + t + 1), two);
                 }
             }
-            for (k, &(first, tp, n)) in runs.iter().enumerate() {
-                for t in shared..n {
-                    even[k] = vmlaq_n_s32(even[k], pixel(first + t), *tp.add(t));
+            if n % 2 == 1 {
+                for (k, &(first, taps)) in runs.iter().enumerate() {
+                    even[k] = vmlaq_n_s32(even[k], pixel(first + n - 1), taps[n - 1]);
                 }
             }
             std::array::from_fn(|k| vaddq_s32(even[k], odd[k]))
