@@ -79,12 +79,14 @@ macro_rules! two_groups {
 }
 
 /// One output vector of [`strip`]: `$o = (b + ow * za) + f32($e) * (ws * sa)` for row `$lane`
-/// (the lane of v12 and v13 that holds its factors), with `$t` as scratch.
+/// (the lane of v12 and v13 that holds its factors), with `$t` as scratch. The bias is loaded
+/// straight into `$o` (from byte `$b` of the column group's biases) rather than copied from a
+/// register on a vector pipe.
 macro_rules! dequant {
     ($e:literal, $o:literal, $ws:literal, $ow:literal, $b:literal, $t:literal, $lane:literal) => {
         concat!(
             "scvtf v", $e, ".4s, v", $e, ".4s\n",
-            "mov v", $o, ".16b, v", $b, ".16b\n",
+            "ldr q", $o, ", [{b}, #", $b, "]\n",
             "fmla v", $o, ".4s, v", $ow, ".4s, v13.s[", $lane, "]\n",
             "fmul v", $t, ".4s, v", $ws, ".4s, v12.s[", $lane, "]\n",
             "fmla v", $o, ".4s, v", $e, ".4s, v", $t, ".4s\n",
@@ -172,25 +174,23 @@ unsafe fn strip(
             "addp v26.4s, v26.4s, v27.4s",
             "addp v28.4s, v28.4s, v29.4s",
             "addp v30.4s, v30.4s, v31.4s",
-            // Column factors: weight scales v0-v3, offsets' weights v4-v7, bias v8-v11; row
-            // scales in v12.s[0..2], offsets in v13.s[0..2].
+            // Column factors: weight scales v0-v3, offsets' weights v4-v7 (the biases are
+            // loaded where they are used); row scales in v12.s[0..2], offsets in v13.s[0..2].
             "ldp q0, q1, [{ws}]",
             "ldp q2, q3, [{ws}, #32]",
             "ldp q4, q5, [{ow}]",
             "ldp q6, q7, [{ow}, #32]",
-            "ldp q8, q9, [{b}]",
-            "ldp q10, q11, [{b}, #32]",
             "ldr d12, [{sa}], #8",
             "ldr d13, [{za}], #8",
             // Each value: zb = b + ow * za into the odd register, then zb + f32(acc) * (ws * sa).
-            dequant!(16, 17, 0, 4, 8, 14, 0),
-            dequant!(20, 21, 1, 5, 9, 15, 0),
-            dequant!(24, 25, 2, 6, 10, 14, 0),
-            dequant!(28, 29, 3, 7, 11, 15, 0),
-            dequant!(18, 19, 0, 4, 8, 14, 1),
-            dequant!(22, 23, 1, 5, 9, 15, 1),
-            dequant!(26, 27, 2, 6, 10, 14, 1),
-            dequant!(30, 31, 3, 7, 11, 15, 1),
+            dequant!(16, 17, 0, 4, 0, 14, 0),
+            dequant!(20, 21, 1, 5, 16, 15, 0),
+            dequant!(24, 25, 2, 6, 32, 14, 0),
+            dequant!(28, 29, 3, 7, 48, 15, 0),
+            dequant!(18, 19, 0, 4, 0, 14, 1),
+            dequant!(22, 23, 1, 5, 16, 15, 1),
+            dequant!(26, 27, 2, 6, 32, 14, 1),
+            dequant!(30, 31, 3, 7, 48, 15, 1),
             "add {d1}, {d0}, {ldo}",
             "cbz {acc}, 5f",
             // The residual: out = out + value.

@@ -96,12 +96,14 @@ macro_rules! four_groups {
 }
 
 /// One output vector of [`strip`]: `$zb = (b + ow * za) + f32($e) * (ws * sa)` for row `$lane`
-/// (the lane of v12 and v13 that holds its factors), with v15 as scratch.
+/// (the lane of v12 and v13 that holds its factors), with v15 as scratch. The bias is loaded
+/// straight into `$zb` (from byte `$b` of the column group's biases): a load pipe's work, where
+/// copying it from a register took a vector pipe.
 macro_rules! dequant {
     ($e:literal, $zb:literal, $ws:literal, $ow:literal, $b:literal, $lane:literal) => {
         concat!(
             "scvtf v", $e, ".4s, v", $e, ".4s\n",
-            "mov v", $zb, ".16b, v", $b, ".16b\n",
+            "ldr q", $zb, ", [{b}, #", $b, "]\n",
             "fmla v", $zb, ".4s, v", $ow, ".4s, v13.s[", $lane, "]\n",
             "fmul v15.4s, v", $ws, ".4s, v12.s[", $lane, "]\n",
             "fmla v", $zb, ".4s, v", $e, ".4s, v15.4s\n",
@@ -164,17 +166,21 @@ unsafe fn strip(
     debug_assert!(groups >= 4 && groups.is_multiple_of(4));
     debug_assert!(rows.scale.len() >= 4 * tiles && rows.offset.len() >= 4 * tiles);
     let stride = 4 * groups;
-    // SAFETY: by the caller's contract, every load stays in `a`, `w`, `rows` and `cols`, and
-    // every store in the rows of `dst`; only the declared registers are written.
+    let zeros = [0u8; 32];
+    // SAFETY: by the caller's contract, every load stays in `a`, `w`, `rows`, `cols` and
+    // `zeros`, and every store in the rows of `dst`; only the declared registers are written.
     unsafe {
         asm!(
             "3:",
             "mov {w}, {w0}",
             "mov {n}, {steps}",
-            "movi v16.16b, #0", "movi v17.16b, #0", "movi v18.16b, #0", "movi v19.16b, #0",
-            "movi v20.16b, #0", "movi v21.16b, #0", "movi v22.16b, #0", "movi v23.16b, #0",
-            "movi v24.16b, #0", "movi v25.16b, #0", "movi v26.16b, #0", "movi v27.16b, #0",
-            "movi v28.16b, #0", "movi v29.16b, #0", "movi v30.16b, #0", "movi v31.16b, #0",
+            // Zeroed accumulators, by loads from 32 zero bytes: the load pipes are idle while
+            // the vector pipes start the tile's dot products, where `movi` took a vector slot
+            // each.
+            "ldp q16, q17, [{zeros}]", "ldp q18, q19, [{zeros}]",
+            "ldp q20, q21, [{zeros}]", "ldp q22, q23, [{zeros}]",
+            "ldp q24, q25, [{zeros}]", "ldp q26, q27, [{zeros}]",
+            "ldp q28, q29, [{zeros}]", "ldp q30, q31, [{zeros}]",
             "2:",
             four_groups!(),
             "subs {n}, {n}, #1",
@@ -184,32 +190,30 @@ unsafe fn strip(
             "add {a1}, {a3}, {stride}",
             "add {a2}, {a1}, {stride}",
             "add {a3}, {a2}, {stride}",
-            // Column factors: weight scales v0-v3, offsets' weights v4-v7, bias v8-v11; the
-            // four rows' scales in v12, offsets in v13.
+            // Column factors: weight scales v0-v3, offsets' weights v4-v7 (the biases are
+            // loaded where they are used); the four rows' scales in v12, offsets in v13.
             "ldp q0, q1, [{ws}]",
             "ldp q2, q3, [{ws}, #32]",
             "ldp q4, q5, [{ow}]",
             "ldp q6, q7, [{ow}, #32]",
-            "ldp q8, q9, [{b}]",
-            "ldp q10, q11, [{b}, #32]",
             "ldr q12, [{sa}], #16",
             "ldr q13, [{za}], #16",
-            dequant!(16, 14, 0, 4, 8, 0),
-            dequant!(17, 16, 1, 5, 9, 0),
-            dequant!(18, 17, 2, 6, 10, 0),
-            dequant!(19, 18, 3, 7, 11, 0),
-            dequant!(20, 19, 0, 4, 8, 1),
-            dequant!(21, 20, 1, 5, 9, 1),
-            dequant!(22, 21, 2, 6, 10, 1),
-            dequant!(23, 22, 3, 7, 11, 1),
-            dequant!(24, 23, 0, 4, 8, 2),
-            dequant!(25, 24, 1, 5, 9, 2),
-            dequant!(26, 25, 2, 6, 10, 2),
-            dequant!(27, 26, 3, 7, 11, 2),
-            dequant!(28, 27, 0, 4, 8, 3),
-            dequant!(29, 28, 1, 5, 9, 3),
-            dequant!(30, 29, 2, 6, 10, 3),
-            dequant!(31, 30, 3, 7, 11, 3),
+            dequant!(16, 14, 0, 4, 0, 0),
+            dequant!(17, 16, 1, 5, 16, 0),
+            dequant!(18, 17, 2, 6, 32, 0),
+            dequant!(19, 18, 3, 7, 48, 0),
+            dequant!(20, 19, 0, 4, 0, 1),
+            dequant!(21, 20, 1, 5, 16, 1),
+            dequant!(22, 21, 2, 6, 32, 1),
+            dequant!(23, 22, 3, 7, 48, 1),
+            dequant!(24, 23, 0, 4, 0, 2),
+            dequant!(25, 24, 1, 5, 16, 2),
+            dequant!(26, 25, 2, 6, 32, 2),
+            dequant!(27, 26, 3, 7, 48, 2),
+            dequant!(28, 27, 0, 4, 0, 3),
+            dequant!(29, 28, 1, 5, 16, 3),
+            dequant!(30, 29, 2, 6, 32, 3),
+            dequant!(31, 30, 3, 7, 48, 3),
             "add {d1}, {d0}, {ldo}",
             "add {d2}, {d1}, {ldo}",
             "add {d3}, {d2}, {ldo}",
@@ -263,6 +267,7 @@ unsafe fn strip(
             ws = in(reg) cols.w_scale.as_ptr(),
             ow = in(reg) cols.w_offset.as_ptr(),
             b = in(reg) cols.bias.as_ptr(),
+            zeros = in(reg) zeros.as_ptr(),
             sa = inout(reg) rows.scale.as_ptr() => _,
             za = inout(reg) rows.offset.as_ptr() => _,
             d0 = inout(reg) dst => _,
