@@ -108,7 +108,7 @@ pub mod yuv;
 pub(crate) mod testing;
 
 /// Every kernel variant this build has, by name, and whether this CPU can run it: the GEMM
-/// families' microkernels and the row kernels of each instruction set.
+/// families' microkernels, the row kernels of each instruction set and frame preparation's.
 pub fn kernel_variants() -> Vec<(String, bool)> {
     let mut v: Vec<(String, bool)> = Vec::new();
     v.extend(gemm::i8::I8Kernel::ALL.iter().map(|k| (k.name().to_string(), k.supported())));
@@ -117,6 +117,7 @@ pub fn kernel_variants() -> Vec<(String, bool)> {
     for isa in [rows::RowIsa::Scalar, rows::RowIsa::Avx2, rows::RowIsa::Avx512, rows::RowIsa::Neon] {
         v.extend(isa.kernel_names().into_iter().map(|n| (n, isa.supported())));
     }
+    v.extend(resample::variants().into_iter().chain(yuv::variants()).map(|(n, ok)| (n.to_string(), ok)));
     v
 }
 

@@ -123,6 +123,20 @@ pub fn resample_rgb_row_pair(lines: [&[u8]; 2], taps: &Taps, out: [&mut [u8]; 2]
     resample_rgb_row(lines[1], taps, b);
 }
 
+/// This file's kernels by name, and whether this CPU can run each.
+pub fn variants() -> Vec<(&'static str, bool)> {
+    #[allow(unused_mut)]
+    let mut v = vec![("resample_rgb_row_scalar", true), ("resample_rows_scalar", true)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = is_x86_feature_detected!("avx2");
+        v.extend([("resample_rgb_row_avx2", avx2), ("resample_rgb_row_pair_avx2", avx2), ("resample_rows_avx2", avx2)]);
+    }
+    #[cfg(target_arch = "aarch64")]
+    v.extend([("resample_rgb_row_neon", true), ("resample_rows_neon", true)]);
+    v
+}
+
 /// The lengths every kernel checks.
 fn check_lengths(line: &[u8], taps: &Taps, out: &[u8]) {
     assert_eq!(line.len(), taps.in_size * 3 + SLACK, "resample: line must be the input pixels and SLACK bytes");

@@ -108,6 +108,17 @@ pub fn yuv420_rgb_row(luma: &[u8], chroma: Chroma, c: &YuvCoeffs, out: &mut [u8]
     yuv420_rgb_row_scalar(luma, chroma, c, out)
 }
 
+/// This file's kernels by name, and whether this CPU can run each.
+pub fn variants() -> Vec<(&'static str, bool)> {
+    #[allow(unused_mut)]
+    let mut v = vec![("yuv420_rgb_row_scalar", true)];
+    #[cfg(target_arch = "x86_64")]
+    v.push(("yuv420_rgb_row_avx2", is_x86_feature_detected!("avx2")));
+    #[cfg(target_arch = "aarch64")]
+    v.push(("yuv420_rgb_row_neon", true));
+    v
+}
+
 fn check_lengths(luma: &[u8], chroma: &Chroma, out: &[u8]) {
     assert_eq!(out.len(), luma.len() * 3, "yuv: output length");
     chroma.check(luma.len());
