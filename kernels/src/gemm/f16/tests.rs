@@ -80,6 +80,17 @@ macro_rules! variant_tests {
                         check(kernel, mr(), 32, k, Epilogue::Store, 1);
                     }
                 }
+                /// Long rows (ViT-B's 3072) and tall strips: the A72 kernel widens the panel in
+                /// blocks of 256 k-rows and passes over them 64 rows at a time.
+                #[test]
+                fn long_k_and_tall_strips() {
+                    let Some(kernel) = kernel() else { return };
+                    for (m, k) in [(197, 255), (197, 256), (70, 257), (65, 515), (9, 1024), (130, 3072)] {
+                        check(kernel, m, 20, k, Epilogue::Store, 1);
+                    }
+                    check(kernel, 67, 33, 600, Epilogue::Activate(Activation::Gelu), 1);
+                    check(kernel, 67, 33, 600, Epilogue::Accumulate, 2);
+                }
                 #[test]
                 fn n_lt_nr() {
                     let Some(kernel) = kernel() else { return };

@@ -38,7 +38,24 @@ pub(super) fn run(
 /// Each `rp[r]` must address k readable floats, and `b` k rows of 16 at stride `ldb`.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn body(rp: &[*const f32; 4], k: usize, b: *const f32, ldb: usize) -> [[float32x4_t; 4]; 4] {
-    let mut c = [[vdupq_n_f32(0.0); 4]; 4];
+    // SAFETY: the caller's contract.
+    unsafe { body_from([[vdupq_n_f32(0.0); 4]; 4], rp, k, b, ldb) }
+}
+
+/// [`body`] continuing from the sums `c` (for a product split along k: adding the second
+/// part to the stored sums of the first gives the same bits as one pass).
+///
+/// # Safety
+/// As for [`body`].
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) unsafe fn body_from(
+    mut c: [[float32x4_t; 4]; 4],
+    rp: &[*const f32; 4],
+    k: usize,
+    b: *const f32,
+    ldb: usize,
+) -> [[float32x4_t; 4]; 4] {
     /// Row `kk + L` of `b` times lane L of each row's four values.
     #[inline(always)]
     unsafe fn step<const L: i32>(c: &mut [[float32x4_t; 4]; 4], x: &[float32x4_t; 4], p: *const f32) {

@@ -45,6 +45,10 @@ kernel_family! {
     }
 }
 
+/// The NEON tile body, which the A72 f16 kernel runs on weights it has widened to f32.
+#[cfg(target_arch = "aarch64")]
+pub(crate) use f32_gemm_4x16_neon::body_from as neon_body_from;
+
 impl F32Kernel {
     /// The fastest variant this CPU can run.
     pub fn best() -> F32Kernel {
