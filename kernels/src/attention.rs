@@ -27,7 +27,7 @@ use crate::gemm::pack::{padded_k, KG};
 use crate::gemm::{Columns, Epilogue, OutBlock, Rows, NR};
 use crate::rows::convert::to_halves;
 use crate::rows::quantize::quantize_symmetric_row as quantize_symmetric;
-use crate::rows::softmax::softmax_exp;
+use crate::rows::softmax::softmax_exp_rows;
 use crate::{OutPtr, Threads};
 
 /// Queries per task: a task's scores are `QUERY_BLOCK x tokens` floats.
@@ -388,9 +388,8 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
     // int8 scores have the scale folded into the queries'.
     let softmax_scale = if let Scores::F32(_) = s.kernels.scores { scale } else { 1.0 };
     let mut inv = [0f32; QUERY_BLOCK];
-    for (r, row) in scores.chunks_mut(tp).take(rows).enumerate() {
-        inv[r] = softmax_exp(&mut row[..t], softmax_scale);
-    }
+    // The slots past each row's t scores are scratch (the value product reads t).
+    softmax_exp_rows(&mut scores[..rows * tp], tp, t, softmax_scale, &mut inv[..rows]);
     // Half-precision kernels read the probabilities as halves: convert them once, not once per
     // panel of values.
     let halves_in = matches!(s.kernels.values, Values::F16(k) if k.half_arithmetic());

@@ -49,8 +49,25 @@ pub fn softmax_exp_scalar(row: &mut [f32], scale: f32) -> f32 {
     1.0 / lanes.iter().sum::<f32>()
 }
 
+/// [`softmax_exp`] of `inv.len()` rows of `len` values, row `r` at `block[r * stride..]`:
+/// each row's exponentials in place and its `1 / sum` into `inv[r]`, the same bits as a call
+/// per row. `stride` must be at least `len` rounded up to 16, and the slots between `len` and
+/// that are scratch (left unspecified): the NEON kernel computes a row's last, partial chunk in
+/// place, and adds up four rows' sums at once.
+pub fn softmax_exp_rows(block: &mut [f32], stride: usize, len: usize, scale: f32, inv: &mut [f32]) {
+    let (rows, slot) = (inv.len(), len.next_multiple_of(16));
+    assert!(stride >= slot, "softmax_exp_rows: stride {stride} < {slot}");
+    assert!(rows == 0 || block.len() >= (rows - 1) * stride + slot, "softmax_exp_rows: block too short");
+    #[cfg(target_arch = "aarch64")]
+    return softmax_rows_neon(block, stride, len, scale, inv);
+    #[allow(unreachable_code)]
+    for (r, f) in inv.iter_mut().enumerate() {
+        *f = softmax_exp(&mut block[r * stride..][..len], scale);
+    }
+}
+
 #[cfg(target_arch = "aarch64")]
-pub use neon::softmax_neon;
+pub use neon::{softmax_neon, softmax_rows_neon};
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
@@ -101,6 +118,85 @@ mod neon {
         }
     }
 
+    /// [`super::softmax_exp_rows`] on NEON: [`softmax_neon`]'s steps per row, but the constants
+    /// are made once, a row's last partial chunk is computed in place in its slot (no copies
+    /// through a buffer), and the in-order sums of the 16 lanes run for four rows at once, one
+    /// row per lane after a transpose, ending in one vector division: the same additions in the
+    /// same order, without a chain of 15 dependent additions and a division per row.
+    pub fn softmax_rows_neon(block: &mut [f32], stride: usize, len: usize, scale: f32, inv: &mut [f32]) {
+        assert!(scale > 0.0, "softmax: scale must be positive");
+        let (rows, whole, slot) = (inv.len(), len / 16 * 16, len.next_multiple_of(16));
+        assert!(stride >= slot && (rows == 0 || block.len() >= (rows - 1) * stride + slot));
+        // SAFETY: NEON is baseline on aarch64.
+        let (zero, one) = unsafe { (vdupq_n_f32(0.0), vdupq_n_f32(1.0)) };
+        let mut exp = ExpConstants::new(scale, 0.0);
+        for g in (0..rows).step_by(4) {
+            let mut sums = [[one; 4]; 4];
+            for (i, sum) in sums.iter_mut().enumerate().take(rows - g) {
+                let row = &mut block[(g + i) * stride..][..slot];
+                let p = row.as_mut_ptr();
+                // SAFETY (every load below): each index c + 4 j + 4 <= whole <= len.
+                unsafe {
+                    let mut mx = [vdupq_n_f32(f32::NEG_INFINITY); 4];
+                    for c in (0..whole).step_by(16) {
+                        for (j, m) in mx.iter_mut().enumerate() {
+                            *m = vmaxq_f32(*m, vld1q_f32(p.add(c + 4 * j)));
+                        }
+                    }
+                    let m = vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3]));
+                    let max = row[whole..len].iter().copied().fold(vmaxvq_f32(m), f32::max);
+                    exp.set_shift(-(max * scale));
+                }
+                *sum = [zero; 4];
+                if whole > 0 {
+                    // SAFETY: p addresses `whole` floats of the row.
+                    unsafe { exp_chunks(p, whole / 16, &exp, sum) };
+                }
+                if whole < len {
+                    let tail = len - whole;
+                    let chunk: &mut [f32; 16] = (&mut row[whole..]).try_into().expect("the slot holds 16 floats");
+                    exp_tail(chunk, tail, &exp);
+                    // SAFETY: the loads stay in `chunk`. Lanes past the tail add +0.
+                    unsafe {
+                        let tail = vdupq_n_u32(tail as u32);
+                        for (j, s) in sum.iter_mut().enumerate() {
+                            let lane = vaddq_u32(vld1q_u32([0, 1, 2, 3].as_ptr()), vdupq_n_u32(4 * j as u32));
+                            let e = vreinterpretq_u32_f32(vld1q_f32(chunk.as_ptr().add(4 * j)));
+                            *s = vaddq_f32(*s, vreinterpretq_f32_u32(vandq_u32(vcltq_u32(lane, tail), e)));
+                        }
+                    }
+                }
+            }
+            let mut four = [0f32; 4];
+            // SAFETY: NEON is baseline; `four` holds 4 floats.
+            unsafe { vst1q_f32(four.as_mut_ptr(), vdivq_f32(one, lane_sums(&sums))) };
+            for (f, x) in inv[g..].iter_mut().zip(four) {
+                *f = x;
+            }
+        }
+    }
+
+    /// Row `r`'s 16 lanes (`s[r]`, four vectors) added in lane order, into lane `r`: each
+    /// quarter of the four rows transposed (`trn1`/`trn2`), so that vector `j` holds lane `j` of
+    /// every row, then `((l0 + l1) + l2) + ...`, the twin's order, on four rows at once.
+    #[inline(always)]
+    fn lane_sums(s: &[[float32x4_t; 4]; 4]) -> float32x4_t {
+        // SAFETY: NEON is baseline on aarch64; the intrinsics below only touch registers.
+        unsafe {
+            let (f64s, f32s) = (vreinterpretq_f64_f32, vreinterpretq_f32_f64);
+            let mut lanes = [vdupq_n_f32(0.0); 16];
+            for q in 0..4 {
+                let (t0, t1) = (vtrn1q_f32(s[0][q], s[1][q]), vtrn2q_f32(s[0][q], s[1][q]));
+                let (t2, t3) = (vtrn1q_f32(s[2][q], s[3][q]), vtrn2q_f32(s[2][q], s[3][q]));
+                lanes[4 * q] = f32s(vtrn1q_f64(f64s(t0), f64s(t2)));
+                lanes[4 * q + 1] = f32s(vtrn1q_f64(f64s(t1), f64s(t3)));
+                lanes[4 * q + 2] = f32s(vtrn2q_f64(f64s(t0), f64s(t2)));
+                lanes[4 * q + 3] = f32s(vtrn2q_f64(f64s(t1), f64s(t3)));
+            }
+            lanes[2..].iter().fold(vaddq_f32(lanes[0], lanes[1]), |acc, &l| vaddq_f32(acc, l))
+        }
+    }
+
     /// Copies `n` (< 16) floats without a call to `memcpy` (which made the caller keep its
     /// sums on the stack): whole vectors, then single values.
     ///
@@ -142,6 +238,11 @@ mod neon {
             let (p, one) = (EXP_POLY, 1.0);
             let addends = [shift, EXP_MAGIC, p[3], p[3], p[2], p[2], p[1], p[1], p[0], p[0], one, one];
             Self { addends: addends.map(|c| [c; 4]), by_lane: [scale, std::f32::consts::LOG2_E, LN2_HI, LN2_LO] }
+        }
+
+        /// The next row's shift (its `-max * scale`); the rest stays.
+        fn set_shift(&mut self, shift: f32) {
+            self.addends[0] = [shift; 4];
         }
     }
 
@@ -420,6 +521,39 @@ mod tests {
         #[cfg(target_arch = "aarch64")]
         v.push((RowIsa::Neon, softmax_neon));
         v
+    }
+
+    /// Rows at a stride, as attention's score tiles hold them: the same values and factors as
+    /// the twin row by row, for every row count around the four-row groups, tails around 16,
+    /// and scratch slots past each row holding NaN and infinities that must not leak in.
+    #[test]
+    fn rows_at_a_stride_match_the_twin_bit_for_bit() {
+        for len in (1usize..40).chain([63, 64, 65, 197]) {
+            for rows in [1, 2, 3, 4, 5, 8, 9] {
+                for stride in [len.next_multiple_of(16), len.next_multiple_of(16) + 16] {
+                    let mut block: Vec<f32> =
+                        noise((len * 10 + rows) as u64, rows * stride).iter().map(|v| v * 30.0).collect();
+                    for r in 0..rows {
+                        for (i, v) in block[r * stride + len..(r + 1) * stride].iter_mut().enumerate() {
+                            *v = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30][i % 4];
+                        }
+                    }
+                    let mut got = block.clone();
+                    let mut got_inv = vec![0f32; rows];
+                    softmax_exp_rows(&mut got, stride, len, 0.125, &mut got_inv);
+                    for r in 0..rows {
+                        let mut want = block[r * stride..][..len].to_vec();
+                        let inv = softmax_exp_scalar(&mut want, 0.125);
+                        let row = &got[r * stride..][..len];
+                        assert!(
+                            row.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "len {len} rows {rows} [{r}]"
+                        );
+                        assert_eq!(got_inv[r].to_bits(), inv.to_bits(), "len {len} rows {rows} [{r}]");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
