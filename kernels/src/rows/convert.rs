@@ -25,7 +25,7 @@ pub fn to_halves_scalar(src: &[f32], dst: &mut [u16]) {
 pub fn to_halves_neon(src: &[f32], dst: &mut [u16]) {
     use std::arch::asm;
     assert_eq!(src.len(), dst.len(), "to_halves: lengths differ");
-    let whole = src.len() / 8 * 8;
+    let (len, whole) = (src.len(), src.len() / 8 * 8);
     for i in (0..whole).step_by(8) {
         // SAFETY: i + 8 <= len for both slices: reads 32 bytes of `src`, writes 16 of `dst`.
         unsafe {
@@ -43,7 +43,24 @@ pub fn to_halves_neon(src: &[f32], dst: &mut [u16]) {
             );
         }
     }
-    to_halves_scalar(&src[whole..], &mut dst[whole..]);
+    // The rest one value at a time with the scalar `fcvt`, the same rounding: the `half`
+    // crate's software conversion cost 0.7% of a Cortex-A76's int8 inference on attention's
+    // 197-token rows.
+    for i in whole..len {
+        // SAFETY: i < len for both slices: reads 4 bytes of `src`, writes 2 of `dst`.
+        unsafe {
+            asm!(
+                "ldr {f:s}, [{s}]",
+                "fcvt {h:h}, {f:s}",
+                "str {h:h}, [{d}]",
+                s = in(reg) src.as_ptr().add(i),
+                d = in(reg) dst.as_mut_ptr().add(i),
+                f = out(vreg) _,
+                h = out(vreg) _,
+                options(nostack),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -57,7 +74,7 @@ mod tests {
         x.extend((0..2000).map(|i| f32::from_bits(0x3380_0000 + i * 4099)));
         let mut want = vec![0u16; x.len()];
         to_halves_scalar(&x, &mut want);
-        for len in [0, 1, 7, 8, 9, 17, x.len()] {
+        for len in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 197, x.len()] {
             let mut got = vec![0u16; len];
             to_halves(&x[..len], &mut got);
             assert_eq!(got, want[..len], "len {len}");
