@@ -71,13 +71,21 @@ mod tests {
     fn every_kernel_rounds_like_the_twin() {
         let mut x: Vec<f32> = crate::testing::noise(5, 1000).iter().map(|v| v * 70000.0).collect();
         x.extend([0.0, -0.0, 1e-8, 5.96e-8, 6.1e-5, 65504.0, 65520.0, 1e9, -1e-30, 0.1, 1.0 / 3.0]);
+        x.extend([f32::NAN, -f32::NAN, f32::from_bits(0x7fa0_1234), f32::INFINITY, f32::NEG_INFINITY]);
         x.extend((0..2000).map(|i| f32::from_bits(0x3380_0000 + i * 4099)));
         let mut want = vec![0u16; x.len()];
         to_halves_scalar(&x, &mut want);
-        for len in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 197, x.len()] {
-            let mut got = vec![0u16; len];
-            to_halves(&x[..len], &mut got);
-            assert_eq!(got, want[..len], "len {len}");
+        // Every start offset mod 8, so that each special value goes through the vector loop
+        // and through the tail.
+        for start in [0, 995, 996, 997, 998, 999, 1000, 1001, 1002] {
+            for len in [0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 197] {
+                let mut got = vec![0u16; len];
+                to_halves(&x[start..start + len], &mut got);
+                assert_eq!(got, want[start..start + len], "start {start} len {len}");
+            }
         }
+        let mut got = vec![0u16; x.len()];
+        to_halves(&x, &mut got);
+        assert_eq!(got, want);
     }
 }
