@@ -28,7 +28,8 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
     let mut wide = std::mem::MaybeUninit::<[f32; KC * NR]>::uninit();
     let wide = wide.as_mut_ptr().cast::<f32>();
     if k <= KC {
-        widen_block(&w[..k * NR], wide);
+        // SAFETY: `wide` addresses KC * 16 floats.
+        unsafe { widen_block(&w[..k * NR], wide) };
         for_each_tile::<4, f32>(a, lda, &mut out, |rp, _, mut tile| {
             // SAFETY: NEON is baseline on aarch64; `check` made sure that every row holds k
             // values, and `wide` holds the panel's k rows of 16.
@@ -43,7 +44,8 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             let last = k0 + kc == k;
-            widen_block(&w[k0 * NR..(k0 + kc) * NR], wide);
+            // SAFETY: as above.
+            unsafe { widen_block(&w[k0 * NR..(k0 + kc) * NR], wide) };
             for_each_tile::<4, f32>(&a[m0 * lda..], lda, &mut strip, |rp, t0, mut tile| {
                 let c = if k0 == 0 { zero } else { sums[t0 / 4] };
                 let rp = rp.map(|p| p.wrapping_add(k0));
@@ -59,12 +61,15 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
     }
 }
 
-/// Widens the `half.len() / 16` (at most [`KC`]) k-rows of a panel into `wide`, which must
-/// address `KC * 16` writable floats.
-fn widen_block(half: &[u16], wide: *mut f32) {
+/// Widens the `half.len() / 16` (at most [`KC`]) k-rows of a panel into `wide`.
+///
+/// # Safety
+/// `wide` must address `KC * 16` writable floats.
+unsafe fn widen_block(half: &[u16], wide: *mut f32) {
     assert!(half.len().is_multiple_of(NR) && half.len() <= KC * NR);
     for (i, h) in half.chunks_exact(NR).enumerate() {
-        // SAFETY: 16 halves at h; i < KC, so the 16 floats at wide + 16 i are in the buffer.
+        // SAFETY: 16 halves at h; i < KC, so the 16 floats at wide + 16 i are in the buffer
+        // (the caller's promise).
         unsafe {
             let [w0, w1, w2, w3] = widen(h.as_ptr());
             let f = wide.add(i * NR);
