@@ -71,19 +71,24 @@ pub struct FrameResult<'a> {
     pub inference_ms: f64,
 }
 
-/// Puts the calling thread at idle priority (Linux SCHED_IDLE; elsewhere the lowest the OS
-/// allows). The frame reader then runs in the gaps between inference's parallel sections
-/// rather than preempting a worker thread, which would stall the whole parallel section.
+/// Lowers the calling thread's priority: on Linux SCHED_BATCH at nice 10, elsewhere the lowest
+/// the OS allows. The frame reader then runs in the gaps between inference's parallel sections
+/// instead of preempting a worker when it wakes (batch threads do not preempt on wakeup), which
+/// would stall the whole parallel section; but under load from other processes it still gets a
+/// share of the CPU. (SCHED_IDLE, used before, got so little beside a busy process that a
+/// waiting stream could see no prepared frame for seconds and report a stalled camera.)
 /// Best effort: if the OS refuses, the thread keeps its normal priority.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
-        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy};
+        // The crate maps 0..=99 onto nice 19..=-20: 22 is nice 10.
+        let Ok(nice_10) = ThreadPriorityValue::try_from(22u8) else { return };
+        let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
         let _ = thread_priority::set_thread_priority_and_policy(
             thread_priority::thread_native_id(),
-            ThreadPriority::Min,
-            idle,
+            ThreadPriority::Crossplatform(nice_10),
+            batch,
         );
     }
     #[cfg(not(target_os = "linux"))]
