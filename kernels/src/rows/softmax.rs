@@ -80,19 +80,11 @@ mod neon {
     pub fn softmax_neon(row: &mut [f32], scale: f32) -> f32 {
         assert!(scale > 0.0, "softmax: scale must be positive");
         let (len, whole) = (row.len(), row.len() / 16 * 16);
+        let exp = ExpConstants::new(scale, -(row_max(row) * scale));
         let p = row.as_mut_ptr();
-        // SAFETY (every load below): NEON is baseline on aarch64, and each index
-        // i + 4 j + 4 <= whole <= len, or into the 16-float `buf`.
+        // SAFETY (every access below): NEON is baseline on aarch64, and each index is below
+        // whole <= len, or in the 16-float `buf`.
         unsafe {
-            let mut mx = [vdupq_n_f32(f32::NEG_INFINITY); 4];
-            for i in (0..whole).step_by(16) {
-                for (j, m) in mx.iter_mut().enumerate() {
-                    *m = vmaxq_f32(*m, vld1q_f32(p.add(i + 4 * j)));
-                }
-            }
-            let m = vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3]));
-            let max = row[whole..].iter().copied().fold(vmaxvq_f32(m), f32::max);
-            let exp = ExpConstants::new(scale, -(max * scale));
             let mut sum = [vdupq_n_f32(0.0); 4];
             if whole > 0 {
                 // SAFETY: p addresses `whole` floats of the row.
@@ -103,13 +95,7 @@ mod neon {
                 let mut buf = [0f32; 16];
                 copy_short(p.add(whole), buf.as_mut_ptr(), len - whole);
                 exp_tail(&mut buf, len - whole, &exp);
-                // Lanes past the tail add +0.
-                let tail = vdupq_n_u32((len - whole) as u32);
-                for (j, s) in sum.iter_mut().enumerate() {
-                    let lane = vaddq_u32(vld1q_u32([0, 1, 2, 3].as_ptr()), vdupq_n_u32(4 * j as u32));
-                    let e = vreinterpretq_u32_f32(vld1q_f32(buf.as_ptr().add(4 * j)));
-                    *s = vaddq_f32(*s, vreinterpretq_f32_u32(vandq_u32(vcltq_u32(lane, tail), e)));
-                }
+                add_tail(&mut sum, &buf, len - whole);
                 copy_short(buf.as_ptr(), p.add(whole), len - whole);
             }
             let mut lanes = [0f32; 16];
@@ -134,19 +120,8 @@ mod neon {
             let mut sums = [[one; 4]; 4];
             for (i, sum) in sums.iter_mut().enumerate().take(rows - g) {
                 let row = &mut block[(g + i) * stride..][..slot];
+                exp.set_shift(-(row_max(&row[..len]) * scale));
                 let p = row.as_mut_ptr();
-                // SAFETY (every load below): each index c + 4 j + 4 <= whole <= len.
-                unsafe {
-                    let mut mx = [vdupq_n_f32(f32::NEG_INFINITY); 4];
-                    for c in (0..whole).step_by(16) {
-                        for (j, m) in mx.iter_mut().enumerate() {
-                            *m = vmaxq_f32(*m, vld1q_f32(p.add(c + 4 * j)));
-                        }
-                    }
-                    let m = vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3]));
-                    let max = row[whole..len].iter().copied().fold(vmaxvq_f32(m), f32::max);
-                    exp.set_shift(-(max * scale));
-                }
                 *sum = [zero; 4];
                 if whole > 0 {
                     // SAFETY: p addresses `whole` floats of the row.
@@ -156,15 +131,7 @@ mod neon {
                     let tail = len - whole;
                     let chunk: &mut [f32; 16] = (&mut row[whole..]).try_into().expect("the slot holds 16 floats");
                     exp_tail(chunk, tail, &exp);
-                    // SAFETY: the loads stay in `chunk`. Lanes past the tail add +0.
-                    unsafe {
-                        let tail = vdupq_n_u32(tail as u32);
-                        for (j, s) in sum.iter_mut().enumerate() {
-                            let lane = vaddq_u32(vld1q_u32([0, 1, 2, 3].as_ptr()), vdupq_n_u32(4 * j as u32));
-                            let e = vreinterpretq_u32_f32(vld1q_f32(chunk.as_ptr().add(4 * j)));
-                            *s = vaddq_f32(*s, vreinterpretq_f32_u32(vandq_u32(vcltq_u32(lane, tail), e)));
-                        }
-                    }
+                    add_tail(sum, chunk, tail);
                 }
             }
             let mut four = [0f32; 4];
@@ -172,6 +139,39 @@ mod neon {
             unsafe { vst1q_f32(four.as_mut_ptr(), vdivq_f32(one, lane_sums(&sums))) };
             for (f, x) in inv[g..].iter_mut().zip(four) {
                 *f = x;
+            }
+        }
+    }
+
+    /// The largest value of `row`: whole chunks of 16 in four vectors, the rest one by one.
+    #[inline(always)]
+    fn row_max(row: &[f32]) -> f32 {
+        let whole = row.len() / 16 * 16;
+        let p = row.as_ptr();
+        // SAFETY: NEON is baseline on aarch64, and each index c + 4 j + 4 <= whole <= len.
+        let m = unsafe {
+            let mut mx = [vdupq_n_f32(f32::NEG_INFINITY); 4];
+            for c in (0..whole).step_by(16) {
+                for (j, m) in mx.iter_mut().enumerate() {
+                    *m = vmaxq_f32(*m, vld1q_f32(p.add(c + 4 * j)));
+                }
+            }
+            vmaxvq_f32(vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3])))
+        };
+        row[whole..].iter().copied().fold(m, f32::max)
+    }
+
+    /// Adds the first `tail` values of a 16-float chunk to the sums, lane `i` into lane `i`;
+    /// lanes past the tail add +0.
+    #[inline(always)]
+    fn add_tail(sum: &mut [float32x4_t; 4], chunk: &[f32; 16], tail: usize) {
+        // SAFETY: NEON is baseline on aarch64; the loads stay in `chunk`.
+        unsafe {
+            let tail = vdupq_n_u32(tail as u32);
+            for (j, s) in sum.iter_mut().enumerate() {
+                let lane = vaddq_u32(vld1q_u32([0, 1, 2, 3].as_ptr()), vdupq_n_u32(4 * j as u32));
+                let e = vreinterpretq_u32_f32(vld1q_f32(chunk.as_ptr().add(4 * j)));
+                *s = vaddq_f32(*s, vreinterpretq_f32_u32(vandq_u32(vcltq_u32(lane, tail), e)));
             }
         }
     }
