@@ -27,29 +27,23 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
     // Not zeroed (16 KiB of stores per call): blocks are written before they are read.
     let mut wide = std::mem::MaybeUninit::<[f32; KC * NR]>::uninit();
     let wide = wide.as_mut_ptr().cast::<f32>();
-    if k <= KC {
-        // SAFETY: `wide` addresses KC * 16 floats.
-        unsafe { widen_block(&w[..k * NR], wide) };
-        for_each_tile::<4, f32>(a, lda, &mut out, |rp, _, mut tile| {
-            // SAFETY: NEON is baseline on aarch64; `check` made sure that every row holds k
-            // values, and `wide` holds the panel's k rows of 16.
-            let c = unsafe { neon_body_from(zero, &rp, k, wide, NR) };
-            finish_f32(&c, cols, &mut tile);
-        });
-        return;
-    }
+    // One block (k <= KC): every row in one pass, the panel widened once. Longer rows: MC rows
+    // per pass, their partial sums kept in `sums` between blocks.
+    let rows_per_pass = if k <= KC { out.rows } else { MC };
     let mut sums = [zero; MC / 4];
-    for m0 in (0..out.rows).step_by(MC) {
-        let mut strip = out.tile(m0, MC.min(out.rows - m0));
-        for k0 in (0..k).step_by(KC) {
+    for m0 in (0..out.rows).step_by(rows_per_pass) {
+        let mut strip = out.tile(m0, rows_per_pass.min(out.rows - m0));
+        for k0 in (0..k.max(1)).step_by(KC) {
             let kc = KC.min(k - k0);
             let last = k0 + kc == k;
-            // SAFETY: as above.
+            // SAFETY: `wide` addresses KC * 16 floats.
             unsafe { widen_block(&w[k0 * NR..(k0 + kc) * NR], wide) };
             for_each_tile::<4, f32>(&a[m0 * lda..], lda, &mut strip, |rp, t0, mut tile| {
+                // (Not last only when k > KC, where t0 < MC.)
                 let c = if k0 == 0 { zero } else { sums[t0 / 4] };
                 let rp = rp.map(|p| p.wrapping_add(k0));
-                // SAFETY: as above, for k-rows k0..k0 + kc of the panel and of each row.
+                // SAFETY: NEON is baseline on aarch64; `check` made sure that every row holds k
+                // values, and `wide` holds k-rows k0..k0 + kc of the panel.
                 let c = unsafe { neon_body_from(c, &rp, kc, wide, NR) };
                 if last {
                     finish_f32(&c, cols, &mut tile);
@@ -59,6 +53,29 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
             });
         }
     }
+}
+
+/// The 4 x 16 sums of one tile with f32 accumulation, the block at a time as in [`run`] (the
+/// same bits): the half-precision kernel's fallback for a tile that overflows half.
+///
+/// # Safety
+/// Each `rp[r]` must address k readable floats, and `panel` must hold k * 16 halves.
+pub(super) unsafe fn body(rp: &[*const f32; 4], k: usize, panel: &[u16]) -> [[float32x4_t; 4]; 4] {
+    let mut wide = std::mem::MaybeUninit::<[f32; KC * NR]>::uninit();
+    let wide = wide.as_mut_ptr().cast::<f32>();
+    // SAFETY: NEON is baseline on aarch64.
+    let mut c = unsafe { [[vdupq_n_f32(0.0); 4]; 4] };
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        let rp = rp.map(|p| p.wrapping_add(k0));
+        // SAFETY: `wide` addresses KC * 16 floats; the rows and the block are in bounds by the
+        // caller's promise.
+        unsafe {
+            widen_block(&panel[k0 * NR..(k0 + kc) * NR], wide);
+            c = neon_body_from(c, &rp, kc, wide, NR);
+        }
+    }
+    c
 }
 
 /// Widens the `half.len() / 16` (at most [`KC`]) k-rows of a panel into `wide`.
@@ -108,53 +125,4 @@ unsafe fn widen(p: *const u16) -> [float32x4_t; 4] {
         );
     }
     [w0, w1, w2, w3]
-}
-
-/// The 4 x 16 sums with f32 accumulation; also the half-precision kernel's fallback.
-///
-/// Four k at a time, each row's four values are one `ldr q` and the products `fmla` by element
-/// (as in `f32_gemm_4x16_neon`: no broadcast load per row and k on the vector pipes). Each sum
-/// adds its products in k order.
-///
-/// # Safety
-/// Each `rp[r]` must address k readable floats and `panel` k * 16 halves.
-#[target_feature(enable = "neon")]
-pub(super) unsafe fn body(rp: &[*const f32; 4], k: usize, panel: *const u16) -> [[float32x4_t; 4]; 4] {
-    let mut c = [[vdupq_n_f32(0.0); 4]; 4];
-    /// Row `kk + L` of the panel times lane L of each row's four values.
-    #[inline(always)]
-    unsafe fn step<const L: i32>(c: &mut [[float32x4_t; 4]; 4], x: &[float32x4_t; 4], p: *const u16) {
-        // SAFETY: the caller passes a k-row in bounds.
-        let w = unsafe { widen(p) };
-        for r in 0..4 {
-            for j in 0..4 {
-                c[r][j] = vfmaq_laneq_f32::<L>(c[r][j], w[j], x[r]);
-            }
-        }
-    }
-    let mut kk = 0;
-    while kk + 4 <= k {
-        // SAFETY: kk + 4 <= k: four values of each row and four k-rows of the panel are in bounds.
-        unsafe {
-            let x = [vld1q_f32(rp[0].add(kk)), vld1q_f32(rp[1].add(kk)), vld1q_f32(rp[2].add(kk)), vld1q_f32(rp[3].add(kk))];
-            let p = panel.add(kk * NR);
-            step::<0>(&mut c, &x, p);
-            step::<1>(&mut c, &x, p.add(NR));
-            step::<2>(&mut c, &x, p.add(2 * NR));
-            step::<3>(&mut c, &x, p.add(3 * NR));
-        }
-        kk += 4;
-    }
-    for kk in kk..k {
-        // SAFETY: kk < k: the k-row and a[r][kk] are in bounds (see above).
-        let w = unsafe { widen(panel.add(kk * NR)) };
-        for r in 0..4 {
-            // SAFETY: as above.
-            let x = unsafe { *rp[r].add(kk) };
-            for j in 0..4 {
-                c[r][j] = vfmaq_n_f32(c[r][j], w[j], x);
-            }
-        }
-    }
-    c
 }

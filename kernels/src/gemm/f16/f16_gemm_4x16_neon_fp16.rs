@@ -19,7 +19,7 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
         let mut c = unsafe { body(&rp, k, w.as_ptr()) };
         if !all_finite(&c) {
             // SAFETY: as above.
-            c = unsafe { super::f16_gemm_4x16_neon_fcvtl::body(&rp, k, w.as_ptr()) };
+            c = unsafe { super::f16_gemm_4x16_neon_fcvtl::body(&rp, k, w) };
         }
         finish_f32(&c, cols, &mut tile);
     });
