@@ -172,11 +172,28 @@ pub fn attention(
     shape: AttentionShape,
     threads: Threads,
 ) {
+    attention_rows(kernels, qkv, out, scratch, shape, shape.tokens, threads);
+}
+
+/// [`attention`] for the first `queries` tokens only, against the keys and values of all
+/// tokens: rows `0..queries` of `out` (at least `queries x dim` floats), each the same bits
+/// as [`attention`] gives it. A classifier that reads only the class token needs no other
+/// rows of the last layer.
+pub fn attention_rows(
+    kernels: AttentionKernels,
+    qkv: &[f32],
+    out: &mut [f32],
+    scratch: &mut AttentionScratch,
+    shape: AttentionShape,
+    queries: usize,
+    threads: Threads,
+) {
     let (t, dim) = (shape.tokens, shape.dim());
     assert_eq!(qkv.len(), t * 3 * dim, "attention: qkv buffer size");
-    assert_eq!(out.len(), t * dim, "attention: output size");
+    assert!(queries <= t, "attention: {queries} queries of {t} tokens");
+    assert!(out.len() >= queries * dim, "attention: output size");
     assert_eq!(scratch.shape, shape, "attention: scratch made for another shape");
-    if t == 0 || dim == 0 {
+    if queries == 0 || dim == 0 {
         return;
     }
     let parallel = threads.get() > 1 && t * t * dim >= 1 << 16;
@@ -185,7 +202,7 @@ pub fn attention(
         prepare_values(qkv, scratch, parallel);
     }
 
-    let blocks = t.div_ceil(QUERY_BLOCK);
+    let blocks = queries.div_ceil(QUERY_BLOCK);
     let tasks = shape.heads * blocks;
     let slots = scratch.slots.min(if parallel { threads.get() } else { 1 }).min(tasks);
     let per_slot = tasks.div_ceil(slots);
@@ -197,27 +214,27 @@ pub fn attention(
     } = scratch;
     let shared = Shared { qkv, keys_t, keys_i8, key_columns, values_f16, shape, kernels };
     type Slot<'a> = (usize, (((&'a mut [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [u16]));
-    let run = |(slot, (((scores, queries), scales), halves)): Slot<'_>| {
+    let run = |(slot, (((scores, quantized), scales), halves)): Slot<'_>| {
         for task in slot * per_slot..((slot + 1) * per_slot).min(tasks) {
             let (h, block) = (task / blocks, task % blocks);
-            let mut tile = Tile { scores, queries, scales, halves };
+            let mut tile = Tile { scores, queries: quantized, scales, halves };
             // SAFETY: each task writes only rows block*QUERY_BLOCK.. of head h's columns of
             // `out`, and every (head, block) task runs exactly once.
-            unsafe { query_block(&shared, &mut tile, out_ptr, h, block) };
+            unsafe { query_block(&shared, &mut tile, out_ptr, h, block, queries) };
         }
     };
-    let (scores, queries, scales, halves) = (
+    let (scores, quantized, scales, halves) = (
         &mut scores[..slots * QUERY_BLOCK * tp],
         &mut queries_i8[..slots * QUERY_BLOCK * dhp],
         &mut query_scales[..slots * QUERY_BLOCK],
         &mut probs_f16[..slots * QUERY_BLOCK * tp],
     );
     if slots > 1 {
-        let bufs = scores.par_chunks_mut(QUERY_BLOCK * tp).zip(queries.par_chunks_mut(QUERY_BLOCK * dhp));
+        let bufs = scores.par_chunks_mut(QUERY_BLOCK * tp).zip(quantized.par_chunks_mut(QUERY_BLOCK * dhp));
         let bufs = bufs.zip(scales.par_chunks_mut(QUERY_BLOCK)).zip(halves.par_chunks_mut(QUERY_BLOCK * tp));
         bufs.enumerate().for_each(run);
     } else {
-        run((0, (((scores, queries), scales), halves)));
+        run((0, (((scores, quantized), scales), halves)));
     }
 }
 
@@ -322,17 +339,18 @@ fn prepare_values(qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
 
 const ZEROS: [f32; QUERY_BLOCK] = [0.0; QUERY_BLOCK];
 
-/// One head, one block of queries: scores against every key, softmax, value product.
+/// One head, one block of queries (of the first `queries` tokens): scores against every key,
+/// softmax, value product.
 ///
 /// # Safety
-/// `out` must point to `tokens x dim` floats that no one else reads or writes in the block's
+/// `out` must point to `queries x dim` floats that no one else reads or writes in the block's
 /// rows of head `h`'s columns during the call.
-unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize, block: usize) {
+unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize, block: usize, queries: usize) {
     let shape = s.shape;
     let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
     let (tp, dhp) = (shape.padded_tokens(), padded_k(dh));
     let i0 = block * QUERY_BLOCK;
-    let rows = QUERY_BLOCK.min(t - i0);
+    let rows = QUERY_BLOCK.min(queries - i0);
     let scale = 1.0 / (dh as f32).sqrt();
     let scores = &mut *tile.scores;
     assert!(scores.len() >= rows * tp);
@@ -542,6 +560,37 @@ mod tests {
             for f16k in F16Kernel::available().into_iter().filter(|k| k.half_arithmetic()) {
                 let kernels = AttentionKernels { scores: Scores::Int8(I8Kernel::best()), values: Values::F16(f16k) };
                 assert_eq!(run(kernels, &qkv, shape, 2, 4), base16, "{} {shape:?}", f16k.name());
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_rows_alone_are_the_same_bits_as_in_the_whole_and_nothing_else_is_written() {
+        let mut all = vec![AttentionKernels::f32(F32Kernel::best())];
+        for i8k in I8Kernel::available() {
+            all.push(AttentionKernels { scores: Scores::Int8(i8k), values: Values::F32(F32Kernel::best()) });
+        }
+        for f16k in F16Kernel::available() {
+            all.push(AttentionKernels { scores: Scores::Int8(I8Kernel::best()), values: Values::F16(f16k) });
+        }
+        for &(tokens, heads, head_dim) in &SHAPES {
+            let shape = AttentionShape { tokens, heads, head_dim };
+            let qkv = inputs(shape);
+            let dim = shape.dim();
+            for &kernels in &all {
+                let whole = run(kernels, &qkv, shape, 2, 2);
+                for queries in [0, 1, 2, QUERY_BLOCK - 1, QUERY_BLOCK, QUERY_BLOCK + 1, tokens] {
+                    let queries = queries.min(tokens);
+                    for threads in [1, 3] {
+                        let mut got = vec![f32::NAN; tokens * dim];
+                        let mut scratch = AttentionScratch::new(shape, threads);
+                        attention_rows(kernels, &qkv, &mut got, &mut scratch, shape, queries, Threads(threads));
+                        let what = format!("{:?} {shape:?} {queries} queries, {threads} threads", kernels.names());
+                        let (rows, rest) = got.split_at(queries * dim);
+                        assert!(rows.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
+                        assert!(rest.iter().all(|v| v.is_nan()), "{what}: wrote past its rows");
+                    }
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use edgevit_kernels::attention::attention;
+use edgevit_kernels::attention::attention_rows;
 use edgevit_kernels::gemm::f16::{f16_gemm, f16_gemm_halves, PackedF16};
 use edgevit_kernels::gemm::f32::{f32_gemm, PackedF32};
 use edgevit_kernels::gemm::i8::{i8_gemm, PackedI8};
@@ -19,6 +19,15 @@ use super::weights::LinearWeights;
 use super::Model;
 use crate::config::Classifier;
 use crate::error::{Error, Result};
+
+/// How many rows the last encoder layer computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LastLayer {
+    /// Only those the classifier reads (all for a mean of the patches).
+    ClassifierRows,
+    /// Every token's.
+    AllRows,
+}
 
 impl Model {
     /// `out` (rows x out features, row stride `ldo`) gets `input * W^T + b`, stored, activated
@@ -58,6 +67,12 @@ impl Model {
     /// Runs the network on one preprocessed image (`channels x height x width`, CHW order) and
     /// returns its logits, which live in `session` until the next call.
     pub fn forward<'s>(&self, pixels: &[f32], s: &'s mut Session) -> Result<&'s [f32]> {
+        self.forward_rows(pixels, s, LastLayer::ClassifierRows)
+    }
+
+    /// [`Model::forward`], with the last layer computing every token's row or only those the
+    /// classifier reads (the tests check that both give the same bits).
+    pub(crate) fn forward_rows<'s>(&self, pixels: &[f32], s: &'s mut Session, last: LastLayer) -> Result<&'s [f32]> {
         let a = self.architecture();
         if pixels.len() != a.input_len() {
             return Err(Error::Input(format!(
@@ -99,32 +114,41 @@ impl Model {
         let act = a.activation.kernel();
         let shape = attention_shape(a);
         let attn = self.attention_kernels();
-        for (l, lt) in w.layers.iter().zip(layer_times.iter_mut()) {
+        // Every step after the keys and values works row by row (activations are quantized
+        // per row), so the last layer computes only the rows the classifier reads: for a class
+        // token, one query of attention and one row of the projection and MLP instead of 197.
+        let last_rows = match (last, a.classifier) {
+            (LastLayer::AllRows, _) | (_, Classifier::MeanOfPatches) => t,
+            (_, Classifier::ClassToken) => 1,
+            (_, Classifier::ClassAndDistillationTokens) => 2,
+        };
+        for (i, (l, lt)) in w.layers.iter().zip(layer_times.iter_mut()).enumerate() {
+            let rows = if i + 1 == w.layers.len() { last_rows.min(t) } else { t };
             let ln = (self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
             let input = normalize_and_prepare(&l.qkv, x, ln, h, t, q, self.prep());
             clock.lap2(&mut times.layernorm, &mut lt.layernorm);
             self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
             clock.lap2(&mut times.qkv, &mut lt.qkv);
-            attention(attn, qkv, ctx, scores, shape, threads);
+            attention_rows(attn, qkv, ctx, scores, shape, rows, threads);
             clock.lap2(&mut times.attention, &mut lt.attention);
-            let input = prepare(&l.proj, ctx, t, d, q, self.prep());
-            self.linear(&l.proj, input, t, x, d, Epilogue::Accumulate);
+            let input = prepare(&l.proj, ctx, rows, d, q, self.prep());
+            self.linear(&l.proj, input, rows, x, d, Epilogue::Accumulate);
             clock.lap2(&mut times.projection, &mut lt.projection);
 
             let ln = (self.f32s(l.ln2.0), self.f32s(l.ln2.1), eps);
-            let input = normalize_and_prepare(&l.fc1, x, ln, h, t, q, self.prep());
+            let input = normalize_and_prepare(&l.fc1, x, ln, h, rows, q, self.prep());
             clock.lap2(&mut times.layernorm, &mut lt.layernorm);
             // An int8 fc2 takes GELU in the row pass that quantizes its input; otherwise fc1's
             // epilogue applies the activation.
             let gelu_in_quantize = l.fc2.is_int8() && act == Activation::Gelu;
             let fc1_epilogue = if gelu_in_quantize { Epilogue::Store } else { Epilogue::Activate(act) };
-            self.linear(&l.fc1, input, t, mlp, inter, fc1_epilogue);
+            self.linear(&l.fc1, input, rows, mlp, inter, fc1_epilogue);
             let input = if gelu_in_quantize {
-                prepare_gelu(mlp, t, inter, q, self.prep())
+                prepare_gelu(mlp, rows, inter, q, self.prep())
             } else {
-                prepare(&l.fc2, mlp, t, inter, q, self.prep())
+                prepare(&l.fc2, mlp, rows, inter, q, self.prep())
             };
-            self.linear(&l.fc2, input, t, x, d, Epilogue::Accumulate);
+            self.linear(&l.fc2, input, rows, x, d, Epilogue::Accumulate);
             clock.lap2(&mut times.mlp, &mut lt.mlp);
         }
 
@@ -154,5 +178,62 @@ impl Model {
             )));
         }
         Ok(logits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use edgevit_kernels::gemm::f16::F16Kernel;
+    use edgevit_kernels::gemm::i8::I8Kernel;
+
+    use super::*;
+    use crate::config::{Architecture, WeightDType};
+    use crate::format::EvitFile;
+
+    /// A small random-weight model: 37 tokens (more than one block of queries), two layers.
+    fn model(classifier: Classifier, dtype: WeightDType) -> Model {
+        let mut arch = crate::synth::Preset::Tiny.architecture();
+        (arch.image_height, arch.image_width, arch.hidden_size, arch.num_heads) = (96, 96, 64, 2);
+        (arch.num_layers, arch.intermediate_size, arch.num_labels) = (2, 256, 10);
+        arch.classifier = classifier;
+        arch.distillation_token = classifier == Classifier::ClassAndDistillationTokens;
+        let bytes = crate::synth::build_architecture(&arch, "rows test", dtype, 3).unwrap();
+        Model::from_file(EvitFile::from_bytes("rows test", bytes).unwrap()).unwrap()
+    }
+
+    fn input(a: &Architecture) -> Vec<f32> {
+        (0..a.input_len()).map(|i| ((i * 7919 % 2001) as f32 / 1000.0) - 1.0).collect()
+    }
+
+    #[test]
+    fn the_last_layer_on_the_classifier_rows_alone_gives_the_same_logits_bit_for_bit() {
+        let classifiers = [Classifier::ClassToken, Classifier::ClassAndDistillationTokens, Classifier::MeanOfPatches];
+        for classifier in classifiers {
+            for dtype in [WeightDType::F32, WeightDType::F16, WeightDType::Int8] {
+                let mut m = model(classifier, dtype);
+                let pixels = input(m.architecture());
+                let kernels: Vec<(I8Kernel, F16Kernel)> = match dtype {
+                    WeightDType::Int8 => I8Kernel::available().into_iter().map(|k| (k, m.f16_kernel())).collect(),
+                    WeightDType::F16 => F16Kernel::available().into_iter().map(|k| (m.i8_kernel(), k)).collect(),
+                    _ => vec![(m.i8_kernel(), m.f16_kernel())],
+                };
+                for (i8k, f16k) in kernels {
+                    m.set_i8_kernel(i8k).unwrap();
+                    m.set_f16_kernel(f16k).unwrap();
+                    for threads in [1, 2] {
+                        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                        let (mut s1, mut s2) = (m.session(), m.session());
+                        let (rows, all) = pool.install(|| {
+                            let rows = m.forward_rows(&pixels, &mut s1, LastLayer::ClassifierRows).unwrap();
+                            let all = m.forward_rows(&pixels, &mut s2, LastLayer::AllRows).unwrap();
+                            (rows.to_vec(), all.to_vec())
+                        });
+                        let what = format!("{classifier:?} {dtype:?} {} {} {threads} threads", i8k.name(), f16k.name());
+                        assert!(all.iter().any(|v| *v != 0.0), "{what}: all-zero logits");
+                        assert!(rows.iter().zip(&all).all(|(a, b)| a.to_bits() == b.to_bits()), "{what}");
+                    }
+                }
+            }
+        }
     }
 }
