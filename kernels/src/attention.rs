@@ -20,6 +20,7 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::AlignedVec;
 use crate::gemm::f16::F16Kernel;
 use crate::gemm::f32::F32Kernel;
 use crate::gemm::i8::I8Kernel;
@@ -120,22 +121,22 @@ pub struct AttentionScratch {
     shape: AttentionShape,
     slots: usize,
     /// f32 scores: keys transposed per head, `head_dim x padded tokens`.
-    keys_t: Vec<f32>,
+    keys_t: AlignedVec<f32>,
     /// One `QUERY_BLOCK x padded tokens` score tile per slot.
-    scores: Vec<f32>,
+    scores: AlignedVec<f32>,
     /// int8 scores: keys per head packed k4n16 (`padded tokens x padded head_dim`), their
     /// scales and sums, and each column group's epilogue factors.
-    keys_i8: Vec<i8>,
+    keys_i8: AlignedVec<i8>,
     key_scales: Vec<f32>,
     key_sums: Vec<i32>,
     key_columns: Vec<Columns>,
     /// int8 scores: one block of quantized queries and their scales per slot.
-    queries_i8: Vec<i8>,
+    queries_i8: AlignedVec<i8>,
     query_scales: Vec<f32>,
     /// Half-precision values: per head, k1n16 panels of 16 channels x tokens.
-    values_f16: Vec<u16>,
+    values_f16: AlignedVec<u16>,
     /// Half-precision values: one block of probabilities as halves per slot.
-    probs_f16: Vec<u16>,
+    probs_f16: AlignedVec<u16>,
 }
 
 impl AttentionScratch {
@@ -147,16 +148,16 @@ impl AttentionScratch {
         AttentionScratch {
             shape,
             slots,
-            keys_t: vec![0.0; shape.dim() * tp],
-            scores: vec![0.0; slots * QUERY_BLOCK * tp],
-            keys_i8: vec![0; heads * tp * dhp],
+            keys_t: AlignedVec::zeroed(shape.dim() * tp),
+            scores: AlignedVec::zeroed(slots * QUERY_BLOCK * tp),
+            keys_i8: AlignedVec::zeroed(heads * tp * dhp),
             key_scales: vec![0.0; heads * tp],
             key_sums: vec![0; heads * tp],
             key_columns: vec![Columns::PLAIN; heads * tp / NR],
-            queries_i8: vec![0; slots * QUERY_BLOCK * dhp],
+            queries_i8: AlignedVec::zeroed(slots * QUERY_BLOCK * dhp),
             query_scales: vec![0.0; slots * QUERY_BLOCK],
-            values_f16: vec![0; heads * value_panels * shape.tokens * NR],
-            probs_f16: vec![0; slots * QUERY_BLOCK * tp],
+            values_f16: AlignedVec::zeroed(heads * value_panels * shape.tokens * NR),
+            probs_f16: AlignedVec::zeroed(slots * QUERY_BLOCK * tp),
         }
     }
 }

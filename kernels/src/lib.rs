@@ -9,6 +9,7 @@
 //!   ...), [`gemm::f16`](mod@gemm::f16) and [`gemm::f32`](mod@gemm::f32). The f32 microkernels also run attention's two
 //!   products. [`gemm::pack`] holds the weight layouts the tools write.
 //! - [`attention`]: fused multi-head attention on the f32 microkernels.
+//! - [`buffer`]: buffers that start on a cache line, for outputs that threads share.
 //! - [`rows`]: the row kernels (LayerNorm, softmax, GELU and the other activations, int8
 //!   quantization of activation rows), each in one file with its scalar twin beside the NEON,
 //!   AVX2 and AVX-512 versions.
@@ -99,6 +100,7 @@ macro_rules! kernel_family {
 }
 
 pub mod attention;
+pub mod buffer;
 pub mod gemm;
 pub mod resample;
 pub mod rows;

@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use edgevit_kernels::attention::AttentionShape;
+use edgevit_kernels::buffer::AlignedVec;
 use edgevit_kernels::gemm::f16::round_row_to_halves;
 use edgevit_kernels::gemm::i8::{I8Kernel, QuantBuffer, QuantRows};
 use edgevit_kernels::rows::layernorm::layernorm_row;
@@ -109,7 +110,7 @@ pub(super) fn normalize_and_prepare<'a>(
 /// rounded to half for a half-precision f16 kernel.
 pub(super) struct InputBuffers {
     pub(super) int8: QuantBuffer,
-    pub(super) halves: Vec<u16>,
+    pub(super) halves: AlignedVec<u16>,
 }
 
 /// What the preparation of a layer's input needs to know of the kernels.

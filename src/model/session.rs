@@ -3,19 +3,21 @@
 use std::time::{Duration, Instant};
 
 use edgevit_kernels::attention::AttentionScratch;
+use edgevit_kernels::buffer::AlignedVec;
 use edgevit_kernels::gemm::i8::QuantBuffer;
 
 use super::input::{attention_shape, InputBuffers};
 use crate::config::Architecture;
 
 /// Every buffer one forward pass uses. Make one per thread with [`crate::Model::session`].
+/// Those that threads write side by side start on a cache line ([`AlignedVec`]).
 pub struct Session {
-    pub(super) patches: Vec<f32>,
-    pub(super) x: Vec<f32>,
-    pub(super) h: Vec<f32>,
-    pub(super) qkv: Vec<f32>,
-    pub(super) ctx: Vec<f32>,
-    pub(super) mlp: Vec<f32>,
+    pub(super) patches: AlignedVec<f32>,
+    pub(super) x: AlignedVec<f32>,
+    pub(super) h: AlignedVec<f32>,
+    pub(super) qkv: AlignedVec<f32>,
+    pub(super) ctx: AlignedVec<f32>,
+    pub(super) mlp: AlignedVec<f32>,
     pub(super) scores: AttentionScratch,
     pub(super) logits: Vec<f32>,
     pub(super) q: InputBuffers,
@@ -111,22 +113,22 @@ impl Session {
     pub(super) fn new(a: &Architecture, halves: bool) -> Self {
         let (t, d) = (a.tokens(), a.hidden_size);
         Session {
-            patches: vec![0.0; a.num_patches() * a.patch_len()],
-            x: vec![0.0; t * d],
-            h: vec![0.0; t * d],
-            qkv: vec![0.0; t * 3 * d],
-            ctx: vec![0.0; t * d],
-            mlp: vec![0.0; t * a.intermediate_size],
+            patches: AlignedVec::zeroed(a.num_patches() * a.patch_len()),
+            x: AlignedVec::zeroed(t * d),
+            h: AlignedVec::zeroed(t * d),
+            qkv: AlignedVec::zeroed(t * 3 * d),
+            ctx: AlignedVec::zeroed(t * d),
+            mlp: AlignedVec::zeroed(t * a.intermediate_size),
             // Keys and values in each kernel's form, and one score tile per thread.
             scores: AttentionScratch::new(attention_shape(a), rayon::current_num_threads()),
             logits: vec![0.0; a.num_labels],
             q: InputBuffers {
                 int8: QuantBuffer::new(t, d.max(a.intermediate_size).max(a.patch_len())),
-                halves: if halves {
-                    vec![0; t * d.max(a.intermediate_size).max(a.patch_len()).max(a.head_inputs())]
+                halves: AlignedVec::zeroed(if halves {
+                    t * d.max(a.intermediate_size).max(a.patch_len()).max(a.head_inputs())
                 } else {
-                    Vec::new()
-                },
+                    0
+                }),
             },
             times: OpTimes::default(),
             layer_times: vec![OpTimes::default(); a.num_layers],

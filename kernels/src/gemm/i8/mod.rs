@@ -12,6 +12,7 @@ use super::driver::{drive, Problem};
 use super::for_each_tile;
 use super::pack::{k4n16_len, padded_k, KG, NR};
 use super::{Columns, Epilogue, OutBlock, Rows};
+use crate::buffer::AlignedVec;
 use crate::rows::quantize::{gelu_quantize_row, quantize_row};
 use crate::Threads;
 use rayon::prelude::*;
@@ -109,7 +110,7 @@ pub struct QuantRows<'a> {
 /// is still in L1 (LayerNorm or GELU, then the quantization).
 #[derive(Clone, Debug, Default)]
 pub struct QuantBuffer {
-    data: Vec<i8>,
+    data: AlignedVec<i8>,
     scales: Vec<f32>,
     offsets: Vec<f32>,
 }
@@ -141,7 +142,7 @@ impl QuantRow<'_> {
 impl QuantBuffer {
     /// Room for up to `rows` rows of up to `k` inputs.
     pub fn new(rows: usize, k: usize) -> QuantBuffer {
-        QuantBuffer { data: vec![0; rows * padded_k(k)], scales: vec![0.0; rows], offsets: vec![0.0; rows] }
+        QuantBuffer { data: AlignedVec::zeroed(rows * padded_k(k)), scales: vec![0.0; rows], offsets: vec![0.0; rows] }
     }
 
     /// Quantizes one row per item of `items` (rows of `k` inputs) for `kernel`, in parallel
