@@ -1,12 +1,14 @@
 //! The forward pass: patch embedding, the encoder layers and the classifier.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use edgevit_kernels::attention::attention_rows;
 use edgevit_kernels::gemm::f16::{f16_gemm, f16_gemm_halves, PackedF16};
 use edgevit_kernels::gemm::f32::{f32_gemm, PackedF32};
 use edgevit_kernels::gemm::i8::{i8_gemm, PackedI8};
-use edgevit_kernels::gemm::Epilogue;
+use edgevit_kernels::gemm::pack::padded_k;
+use edgevit_kernels::gemm::{Epilogue, NR};
 use edgevit_kernels::rows::activation::Activation;
 use edgevit_kernels::rows::layernorm::layernorm_row;
 use edgevit_kernels::Threads;
@@ -42,24 +44,48 @@ impl Model {
         ldo: usize,
         epilogue: Epilogue,
     ) {
+        self.linear_columns(lin, input, rows, out, ldo, epilogue, 0..lin.out_features());
+    }
+
+    /// [`Model::linear`] for the output features `cols` alone (starting at a whole weight
+    /// panel), written from column 0 of `out`: the same bits as those columns of the whole.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_columns(
+        &self,
+        lin: &LinearWeights,
+        input: LinearInput<'_>,
+        rows: usize,
+        out: &mut [f32],
+        ldo: usize,
+        epilogue: Epilogue,
+        cols: Range<usize>,
+    ) {
+        assert!(cols.start.is_multiple_of(NR) && cols.end <= lin.out_features(), "linear: columns {cols:?}");
+        let (first_panel, n) = (cols.start / NR, cols.len());
         let threads = Threads(rayon::current_num_threads());
+        let bias = |b: Option<usize>| b.map(|b| &self.f32s(b)[cols.clone()]);
         match (*lin, input) {
-            (LinearWeights::F32 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
-                let w = PackedF32 { data: self.f32s(weight), n, k };
-                f32_gemm(self.f32_kernel, x, k, rows, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
+            (LinearWeights::F32 { weight, bias: b, inp: k, .. }, LinearInput::F32(x)) => {
+                let w = PackedF32 { data: &self.f32s(weight)[first_panel * k * NR..], n, k };
+                f32_gemm(self.f32_kernel, x, k, rows, w, bias(b), out, ldo, epilogue, threads);
             }
-            (LinearWeights::F16 { weight, bias, out: n, inp: k }, LinearInput::F32(x)) => {
-                let w = PackedF16 { data: self.u16s(weight), n, k };
-                f16_gemm(self.f16_kernel, x, k, rows, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
+            (LinearWeights::F16 { weight, bias: b, inp: k, .. }, LinearInput::F32(x)) => {
+                let w = PackedF16 { data: &self.u16s(weight)[first_panel * k * NR..], n, k };
+                f16_gemm(self.f16_kernel, x, k, rows, w, bias(b), out, ldo, epilogue, threads);
             }
-            (LinearWeights::F16 { weight, bias, out: n, inp: k }, LinearInput::Halves(x)) => {
-                let w = PackedF16 { data: self.u16s(weight), n, k };
-                let bias = bias.map(|b| self.f32s(b));
-                f16_gemm_halves(self.f16_kernel, x, rows, w, bias, out, ldo, epilogue, threads);
+            (LinearWeights::F16 { weight, bias: b, inp: k, .. }, LinearInput::Halves(x)) => {
+                let w = PackedF16 { data: &self.u16s(weight)[first_panel * k * NR..], n, k };
+                f16_gemm_halves(self.f16_kernel, x, rows, w, bias(b), out, ldo, epilogue, threads);
             }
-            (LinearWeights::Int8 { weight, scale, sum, bias, out: n, inp: k }, LinearInput::Int8(q)) => {
-                let w = PackedI8 { data: self.i8s(weight), n, k, scales: self.f32s(scale), sums: self.i32s(sum) };
-                i8_gemm(self.i8_kernel, q, w, bias.map(|b| self.f32s(b)), out, ldo, epilogue, threads);
+            (LinearWeights::Int8 { weight, scale, sum, bias: b, inp: k, .. }, LinearInput::Int8(q)) => {
+                let w = PackedI8 {
+                    data: &self.i8s(weight)[first_panel * padded_k(k) * NR..],
+                    n,
+                    k,
+                    scales: &self.f32s(scale)[cols.clone()],
+                    sums: &self.i32s(sum)[cols.clone()],
+                };
+                i8_gemm(self.i8_kernel, q, w, bias(b), out, ldo, epilogue, threads);
             }
             _ => unreachable!("the caller prepares the input in the layer's dtype"),
         }
@@ -128,7 +154,13 @@ impl Model {
             let ln = (self.f32s(l.ln1.0), self.f32s(l.ln1.1), eps);
             let input = normalize_and_prepare(&l.qkv, x, ln, h, t, q, self.prep());
             clock.lap2(&mut times.layernorm, &mut lt.layernorm);
-            self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
+            if rows < t && d.is_multiple_of(NR) {
+                // Keys and values for every token, queries for the rows computed.
+                self.linear_columns(&l.qkv, input, t, &mut qkv[d..], 3 * d, Epilogue::Store, d..3 * d);
+                self.linear_columns(&l.qkv, input.first_rows(rows, d), rows, qkv, 3 * d, Epilogue::Store, 0..d);
+            } else {
+                self.linear(&l.qkv, input, t, qkv, 3 * d, Epilogue::Store);
+            }
             clock.lap2(&mut times.qkv, &mut lt.qkv);
             attention_rows(attn, qkv, ctx, scores, shape, rows, threads);
             clock.lap2(&mut times.attention, &mut lt.attention);

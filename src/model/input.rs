@@ -14,11 +14,29 @@ use super::weights::LinearWeights;
 use crate::config::Architecture;
 
 /// The input of a Linear layer: f32 rows, or the same rows quantized to int8 per row.
+#[derive(Clone, Copy)]
 pub(super) enum LinearInput<'a> {
     F32(&'a [f32]),
     Int8(QuantRows<'a>),
     /// Rows already rounded to half, packed, for a half-precision f16 kernel.
     Halves(&'a [u16]),
+}
+
+impl<'a> LinearInput<'a> {
+    /// The first `rows` rows (of `k` inputs).
+    pub(super) fn first_rows(self, rows: usize, k: usize) -> LinearInput<'a> {
+        match self {
+            LinearInput::F32(x) => LinearInput::F32(&x[..rows * k]),
+            LinearInput::Halves(x) => LinearInput::Halves(&x[..rows * k]),
+            LinearInput::Int8(q) => LinearInput::Int8(QuantRows {
+                data: &q.data[..rows * q.stride],
+                rows,
+                scales: &q.scales[..rows],
+                offsets: &q.offsets[..rows],
+                ..q
+            }),
+        }
+    }
 }
 
 /// The mean of the `d`-wide rows of `rows`, summed in f64 so that the order of a few hundred

@@ -25,6 +25,11 @@ impl LinearWeights {
     pub(super) fn is_f16(&self) -> bool {
         matches!(self, LinearWeights::F16 { .. })
     }
+    pub(super) fn out_features(&self) -> usize {
+        match *self {
+            LinearWeights::F32 { out, .. } | LinearWeights::Int8 { out, .. } | LinearWeights::F16 { out, .. } => out,
+        }
+    }
 }
 
 pub(super) struct LayerWeights {
