@@ -165,7 +165,7 @@ pub fn f16_gemm(
     let micro = |p0: usize, panels: usize, cols: &Columns, m0: usize, out: OutBlock<'_>| {
         ukernel(&a[m0 * lda..], lda, k, &w.data[p0 * k * NR..(p0 + panels) * k * NR], panels, cols, out);
     };
-    drive(Problem { m, n, k, mr, np: nr / NR }, out, ldo, epilogue, threads, columns, micro);
+    drive(Problem { m, n, k, mr, np: nr / NR, weight_size: 2 }, out, ldo, epilogue, threads, columns, micro);
 }
 
 /// [`f16_gemm`] for a half-precision kernel on activations already rounded to half (`a`: `m`
@@ -196,7 +196,7 @@ pub fn f16_gemm_halves(
     let micro = |p0: usize, _panels: usize, cols: &Columns, m0: usize, out: OutBlock<'_>| {
         kernel.run_block_halves(&a[m0 * k..], k, k, &w.data[p0 * k * NR..(p0 + 1) * k * NR], cols, out);
     };
-    drive(Problem { m, n, k, mr, np: 1 }, out, ldo, epilogue, threads, columns, micro);
+    drive(Problem { m, n, k, mr, np: 1, weight_size: 2 }, out, ldo, epilogue, threads, columns, micro);
 }
 
 /// Rounds `src` to half into `dst` (see [`crate::rows::convert::to_halves`]); false if a

@@ -132,7 +132,9 @@ macro_rules! variant_tests {
                 #[test]
                 fn threads() {
                     let Some(kernel) = kernel() else { return };
+                    // Split by rows (36 KB of weights), then by column groups (307 KB).
                     check(kernel, 197, 192, 96, Epilogue::Accumulate, 2);
+                    check(kernel, 64, 512, 300, Epilogue::Accumulate, 2);
                     check(kernel, 11, 80, 33, Epilogue::Store, 3);
                 }
                 #[test]

@@ -113,7 +113,7 @@ pub fn f32_gemm(
         let b = &w.data[p0 * k * NR..(p0 + panels) * k * NR];
         kernel.run_block(&a[m0 * lda..], lda, k, b, NR, k * NR, panels, cols, out);
     };
-    drive(Problem { m, n, k, mr, np: nr / NR }, out, ldo, epilogue, threads, columns, micro);
+    drive(Problem { m, n, k, mr, np: nr / NR, weight_size: 4 }, out, ldo, epilogue, threads, columns, micro);
 }
 
 /// Checks one SIMD microkernel call's operands: a strip of `out.rows` rows of `a`, and

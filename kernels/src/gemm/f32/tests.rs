@@ -106,7 +106,9 @@ macro_rules! variant_tests {
                 #[test]
                 fn threads() {
                     let Some(kernel) = kernel() else { return };
+                    // Split by column groups (590 KB of weights), then by rows (64 KB).
                     check(kernel, 197, 192, 768, Epilogue::Accumulate, 2);
+                    check(kernel, 197, 64, 256, Epilogue::Accumulate, 3);
                     check(kernel, 11, 80, 33, Epilogue::Store, 3);
                 }
                 #[test]

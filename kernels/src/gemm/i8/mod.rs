@@ -222,7 +222,7 @@ pub fn i8_gemm(
         let w = &w.data[p0 * panel_len..(p0 + panels) * panel_len];
         ukernel(&a.data[m0 * stride..m1 * stride], stride, w, panels, &rows, cols, out);
     };
-    let problem = Problem { m, n, k: w.k, mr, np: nr / NR };
+    let problem = Problem { m, n, k: w.k, mr, np: nr / NR, weight_size: 1 };
     drive(problem, out, ldo, epilogue, threads, columns, micro);
 }
 

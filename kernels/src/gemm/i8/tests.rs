@@ -195,8 +195,10 @@ macro_rules! variant_tests {
                 #[test]
                 fn threads() {
                     let Some(kernel) = kernel() else { return };
+                    // Split by rows (small weights), then by column groups (280 KB of weights).
                     check(kernel, 37, 70, 130, Epilogue::Accumulate, 2);
                     check(kernel, 197, 192, 768, Epilogue::Activate(Activation::Gelu), 3);
+                    check(kernel, 40, 400, 700, Epilogue::Accumulate, 2);
                 }
                 #[test]
                 fn extremes_stay_exact() {
