@@ -1,7 +1,7 @@
 //! The one GEMM driver, shared by every dtype: the loops around the microkernel (BLIS's outer
 //! loops). Output columns come in groups of `np` weight panels (one microkernel call's width).
 //! Threads take contiguous runs of groups, so each reads only its own weights, or, where the
-//! weights are small, contiguous runs of row tiles ([`ROW_SPLIT_MAX_WEIGHT_BYTES`]). One call
+//! weights are small, contiguous runs of row tiles (`ROW_SPLIT_MAX_WEIGHT_BYTES`). One call
 //! per group hands the microkernel the whole column strip, which it walks down `mr` rows at a time
 //! while the group's panels stay in L1 (a call per tile cost a function's prologue and
 //! epilogue per 4 x 16 tile: 5% of a Cortex-A76's int8 inference). The microkernel finishes
