@@ -177,8 +177,8 @@ pub struct OpShare {
 /// Multiply-add operations (x2) of one forward pass: every Linear layer, and attention's two
 /// products per head (Q K^T and softmax(.) V). This is the network's count, as other engines
 /// compute it; edgevit's last layer skips the rows its classifier does not read (for a class
-/// token 6.3% of ViT-B/16's and 6.4% of ViT-Ti/16's operations), so GOP/s figures are per network, not per multiply
-/// done.
+/// token 6.3% of ViT-B/16's and 6.4% of ViT-Ti/16's operations), so GOP/s figures are per
+/// network, not per multiply done.
 pub fn ops_per_inference(a: &Architecture) -> f64 {
     let (t, d, i, np) = (a.tokens() as f64, a.hidden_size as f64, a.intermediate_size as f64, a.num_patches() as f64);
     let patch = np * a.patch_len() as f64 * d;
