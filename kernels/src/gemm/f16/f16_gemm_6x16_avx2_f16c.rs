@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{Columns, check, for_each_tile, OutBlock, NR};
-use crate::gemm::epilogue::finish_f32;
+use crate::gemm::epilogue::avx2::finish_f32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
@@ -14,8 +14,10 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
         let mut acc = [0f32; MR_MAX * NR_MAX];
         // SAFETY: AVX2, FMA and F16C are present (checked above); `check` made sure that every
         // row holds k values and the panel k * 16 halves.
-        unsafe { body(&rp, k, w.as_ptr(), &mut acc) };
-        finish_f32(&acc, NR_MAX, cols, &mut tile);
+        unsafe {
+            body(&rp, k, w.as_ptr(), &mut acc);
+            finish_f32(&acc, cols, &mut tile);
+        }
     });
 }
 

@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{Columns, check, for_each_tile, OutBlock};
-use crate::gemm::epilogue::finish_f32;
+use crate::gemm::epilogue::avx2::finish_f32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
 #[allow(clippy::too_many_arguments)]
@@ -25,8 +25,10 @@ pub(super) fn run(
         let mut acc = [0f32; MR_MAX * NR_MAX];
         // SAFETY: AVX2 and FMA are present (checked above); `check` made sure that every row of
         // `a` holds k values and `b` k rows of 16 at stride ldb.
-        unsafe { body(&rp, k, b.as_ptr(), ldb, &mut acc) };
-        finish_f32(&acc, NR_MAX, cols, &mut tile);
+        unsafe {
+            body(&rp, k, b.as_ptr(), ldb, &mut acc);
+            finish_f32(&acc, cols, &mut tile);
+        }
     });
 }
 

@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{Columns, Rows, check, for_each_tile, OutBlock};
-use crate::gemm::epilogue::finish_i32;
+use crate::gemm::epilogue::avx2::finish_i32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
 pub(super) fn run(
@@ -16,14 +16,16 @@ pub(super) fn run(
     cols: &Columns,
     mut out: OutBlock<'_>,
 ) {
-    assert!(is_x86_feature_detected!("avx2"));
+    assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
     let groups = check(a, stride, w, panels, 1, &out);
     for_each_tile::<4, i8>(a, stride, &mut out, |rp, m0, mut tile| {
         let mut acc = [0i32; MR_MAX * NR_MAX];
-        // SAFETY: AVX2 is present (checked above); `check` made sure that every row pointer
-        // addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
-        unsafe { body(rp, groups, w.as_ptr(), &mut acc) };
-        finish_i32(&acc, NR_MAX, &rows.at(m0, tile.rows), cols, &mut tile);
+        // SAFETY: AVX2 and FMA are present (checked above); `check` made sure that every row
+        // pointer addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
+        unsafe {
+            body(rp, groups, w.as_ptr(), &mut acc);
+            finish_i32(&acc, &rows.at(m0, tile.rows), cols, &mut tile);
+        }
     });
 }
 

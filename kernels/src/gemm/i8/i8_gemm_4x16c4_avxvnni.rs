@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{Columns, Rows, check, for_each_tile, OutBlock};
-use crate::gemm::epilogue::finish_i32;
+use crate::gemm::epilogue::avx2::finish_i32;
 use crate::gemm::{MR_MAX, NR_MAX};
 
 pub(super) fn run(
@@ -16,14 +16,19 @@ pub(super) fn run(
     cols: &Columns,
     mut out: OutBlock<'_>,
 ) {
-    assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni"));
+    assert!(
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("avxvnni")
+    );
     let groups = check(a, stride, w, panels, 1, &out);
     let sums: &[i32; 16] = cols.w_sum.first_chunk().expect("32 sums");
     for_each_tile::<4, i8>(a, stride, &mut out, |rp, m0, mut tile| {
         let mut acc = [0i32; MR_MAX * NR_MAX];
-        // SAFETY: AVX2 and AVX-VNNI are present (checked above); memory as checked by `check`.
-        unsafe { body(rp, groups, w.as_ptr(), sums, &mut acc) };
-        finish_i32(&acc, NR_MAX, &rows.at(m0, tile.rows), cols, &mut tile);
+        // SAFETY: AVX2, FMA and AVX-VNNI are present (checked above); memory as checked by
+        // `check`.
+        unsafe {
+            body(rp, groups, w.as_ptr(), sums, &mut acc);
+            finish_i32(&acc, &rows.at(m0, tile.rows), cols, &mut tile);
+        }
     });
 }
 

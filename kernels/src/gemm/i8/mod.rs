@@ -30,11 +30,13 @@ kernel_family! {
         Scalar = i8_gemm_4x16c4_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true),
         /// x86_64 AVX2: `vpsignb`/`vpmaddubsw`/`vpmaddwd`.
         Avx2 = i8_gemm_4x16c4_avx2 { mr: 4, nr: 16 }
-            where cfg(target_arch = "x86_64"), cpu(is_x86_feature_detected!("avx2")),
+            where cfg(target_arch = "x86_64"), cpu(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")),
         /// x86_64 AVX-VNNI: 256-bit `vpdpbusd` on activations stored as `q + 128`.
         AvxVnni = i8_gemm_4x16c4_avxvnni { mr: 4, nr: 16 }
             where cfg(target_arch = "x86_64"),
-            cpu(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("avxvnni")),
+            cpu(is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("avxvnni")),
         /// x86_64 AVX-512 VNNI: 512-bit `vpdpbusd`, two panels per call.
         Avx512Vnni = i8_gemm_8x32c4_avx512vnni { mr: 8, nr: 32 }
             where cfg(target_arch = "x86_64"),
