@@ -10,8 +10,9 @@ use crate::gemm::{MR_MAX, NR_MAX};
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"));
     check(a, lda, k, w, panels, 1, &out);
+    // Written whole (every row of the tile) by each body call: no zeroing per tile.
+    let mut acc = [0f32; MR_MAX * NR_MAX];
     for_each_tile::<6, f32>(a, lda, &mut out, |rp, _, mut tile| {
-        let mut acc = [0f32; MR_MAX * NR_MAX];
         // SAFETY: AVX2, FMA and F16C are present (checked above); `check` made sure that every
         // row holds k values and the panel k * 16 halves.
         unsafe {

@@ -21,8 +21,9 @@ pub(super) fn run(
 ) {
     assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
     check(a, lda, k, b, ldb, panel_stride, panels, 1, &out);
+    // Written whole (every row of the tile) by each body call: no zeroing per tile.
+    let mut acc = [0f32; MR_MAX * NR_MAX];
     for_each_tile::<6, f32>(a, lda, &mut out, |rp, _, mut tile| {
-        let mut acc = [0f32; MR_MAX * NR_MAX];
         // SAFETY: AVX2 and FMA are present (checked above); `check` made sure that every row of
         // `a` holds k values and `b` k rows of 16 at stride ldb.
         unsafe {

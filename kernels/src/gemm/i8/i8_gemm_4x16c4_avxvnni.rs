@@ -21,8 +21,9 @@ pub(super) fn run(
     );
     let groups = check(a, stride, w, panels, 1, &out);
     let sums: &[i32; 16] = cols.w_sum.first_chunk().expect("32 sums");
+    // Written whole (every row of the tile) by each body call: no zeroing per tile.
+    let mut acc = [0i32; MR_MAX * NR_MAX];
     for_each_tile::<4, i8>(a, stride, &mut out, |rp, m0, mut tile| {
-        let mut acc = [0i32; MR_MAX * NR_MAX];
         // SAFETY: AVX2, FMA and AVX-VNNI are present (checked above); memory as checked by
         // `check`.
         unsafe {
