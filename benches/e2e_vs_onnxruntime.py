@@ -8,6 +8,13 @@ Needs Python with torch, transformers, onnx, onnxscript and onnxruntime (not nee
     cargo build --release --workspace
     /tmp/bench/bin/python benches/e2e_vs_onnxruntime.py [--threads 1 2] [--runs 20] [--snapshot DIR]
 
+With a snapshot and its ONNX exports already made (`--onnx DIR`: DIR/model.onnx and
+DIR/model.int8.onnx), only onnxruntime and numpy are needed:
+
+    python3 -m venv /tmp/ort && /tmp/ort/bin/pip install onnxruntime numpy
+    /tmp/ort/bin/python benches/e2e_vs_onnxruntime.py --snapshot ../shared/models/vit-tiny-imagenet \
+        --onnx ../shared/models/vit-tiny-imagenet-onnx --runs 40
+
 It makes a ViT-B/16 Hugging Face snapshot with random weights (google/vit-base-patch16-224's
 shape), exports it to ONNX, quantizes that with onnxruntime's quantize_dynamic (per-channel
 int8, QInt8 weights) and the snapshot with edgevit-tools (f32 and int8), then times every
@@ -25,9 +32,9 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-import torch
-from onnxruntime.quantization import QuantType, quantize_dynamic
-from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+# torch, transformers and onnxruntime.quantization are imported where they are used: --onnx
+# runs without them.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(ROOT, "target", "release", "edgevit-tools")
@@ -35,6 +42,9 @@ EDGEVIT = os.path.join(ROOT, "target", "release", "edgevit")
 
 
 def make_snapshot(dirname):
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
     torch.manual_seed(0)
     config = ViTConfig()  # the ViT-B/16 224 defaults: hidden 768, 12 layers, 12 heads, MLP 3072
     config.num_labels = 1000
@@ -47,6 +57,8 @@ def make_snapshot(dirname):
 
 
 def export_onnx(model, path):
+    import torch
+
     size = model.config.image_size
     dummy = torch.zeros(1, 3, size, size)
     torch.onnx.export(model, (dummy,), path, input_names=["pixel_values"], output_names=["logits"], opset_version=17, dynamo=True, external_data=False)
@@ -89,19 +101,35 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--snapshot", help="a Hugging Face ViT snapshot folder (default: ViT-B/16 with random weights)")
+    ap.add_argument("--onnx", help="with --snapshot: a folder with its ONNX exports, model.onnx and model.int8.onnx (default: export and quantize them here)")
     args = ap.parse_args()
+    if args.onnx and not args.snapshot:
+        ap.error("--onnx needs --snapshot (the same network for edgevit)")
     with tempfile.TemporaryDirectory() as tmp:
-        if args.snapshot:
+        if args.onnx:
             snap, name = args.snapshot, os.path.basename(os.path.normpath(args.snapshot))
-            model = ViTForImageClassification.from_pretrained(snap).eval()
+            with open(os.path.join(snap, "config.json")) as f:
+                size = json.load(f).get("image_size", 224)
+            onnx_f32, onnx_i8 = os.path.join(args.onnx, "model.onnx"), os.path.join(args.onnx, "model.int8.onnx")
+            for p in (onnx_f32, onnx_i8):
+                if not os.path.isfile(p):
+                    ap.error(f"--onnx: no {p}")
         else:
-            snap, name = os.path.join(tmp, "vit-b16"), "ViT-B/16 (random weights)"
-            model = make_snapshot(snap)
-        size = model.config.image_size
-        onnx_f32 = os.path.join(tmp, "model.onnx")
-        onnx_i8 = os.path.join(tmp, "model.int8.onnx")
-        export_onnx(model, onnx_f32)
-        quantize_dynamic(onnx_f32, onnx_i8, per_channel=True, weight_type=QuantType.QInt8)
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            if args.snapshot:
+                from transformers import ViTForImageClassification
+
+                snap, name = args.snapshot, os.path.basename(os.path.normpath(args.snapshot))
+                model = ViTForImageClassification.from_pretrained(snap).eval()
+            else:
+                snap, name = os.path.join(tmp, "vit-b16"), "ViT-B/16 (random weights)"
+                model = make_snapshot(snap)
+            size = model.config.image_size
+            onnx_f32 = os.path.join(tmp, "model.onnx")
+            onnx_i8 = os.path.join(tmp, "model.int8.onnx")
+            export_onnx(model, onnx_f32)
+            quantize_dynamic(onnx_f32, onnx_i8, per_channel=True, weight_type=QuantType.QInt8)
         ev = {}
         for dtype in ["f32", "int8"]:
             ev[dtype] = os.path.join(tmp, f"model.{dtype}.evit")
