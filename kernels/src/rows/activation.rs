@@ -269,24 +269,23 @@ mod neon {
             "ldp q", $a1, ", q", $b, ", [{c}]\n",
             "fmla v", $a1, ".4s, v", $v, ".4s, v24.s[0]\n",
             "fmla v", $b, ".4s, v", $v, ".4s, v24.s[1]\n",
-            "ldp q", $a2, ", q", $b2, ", [{c}, #32]\n",
-            "fmla v", $a2, ".4s, v", $a1, ".4s, v", $v, ".4s\n",
-            "fmla v", $b2, ".4s, v", $b, ".4s, v", $v, ".4s\n",
-            "ldp q", $a1, ", q", $b, ", [{c}, #64]\n",
-            "fmla v", $a1, ".4s, v", $a2, ".4s, v", $v, ".4s\n",
-            "fmla v", $b, ".4s, v", $b2, ".4s, v", $v, ".4s\n",
-            "ldp q", $a2, ", q", $b2, ", [{c}, #96]\n",
-            "fmla v", $a2, ".4s, v", $a1, ".4s, v", $v, ".4s\n",
-            "fmla v", $b2, ".4s, v", $b, ".4s, v", $v, ".4s\n",
-            "ldp q", $a1, ", q", $b, ", [{c}, #128]\n",
-            "fmla v", $a1, ".4s, v", $a2, ".4s, v", $v, ".4s\n",
-            "fmla v", $b, ".4s, v", $b2, ".4s, v", $v, ".4s\n",
+            gelu_first_half!(@step $a2, $b2, $a1, $b, $v, 32),
+            gelu_first_half!(@step $a1, $b, $a2, $b2, $v, 64),
+            gelu_first_half!(@step $a2, $b2, $a1, $b, $v, 96),
+            gelu_first_half!(@step $a1, $b, $a2, $b2, $v, 128),
             "fmul v", $t, ".4s, v", $t, ".4s, v", $a1, ".4s\n",
+        )};
+        // One Horner step of both polynomials: the next addends (A, B at `[{c}, #$off]`) into
+        // `$a`, `$b`, plus the previous sums `$pa`, `$pb` times `x^2`.
+        (@step $a:literal, $b:literal, $pa:literal, $pb:literal, $v:literal, $off:literal) => { concat!(
+            "ldp q", $a, ", q", $b, ", [{c}, #", $off, "]\n",
+            "fmla v", $a, ".4s, v", $pa, ".4s, v", $v, ".4s\n",
+            "fmla v", $b, ".4s, v", $pb, ".4s, v", $v, ".4s\n",
         )};
     }
 
     /// The second half for the two vectors `gelu_first_half` left: `1 / B` by FRECPE and two
-    /// fused Newton steps (their 1 is `B[0]` from the table), `e = t / B`, then `x / 2 + x e` with `x` loaded again, stored to
+    /// fused Newton steps, `e = t / B`, then `x / 2 + x e` with `x` loaded again, stored to
     /// `[{p}, #$off]` and folded into the minimums v22, v23 and maximums v29, v30. v16-v21 are
     /// scratch.
     #[rustfmt::skip]
@@ -297,12 +296,8 @@ mod neon {
         )};
         (@one $t:literal, $b:literal, $r:literal, $s:literal, $x:literal, $lo:literal, $hi:literal, $off:literal) => { concat!(
             "frecpe v", $r, ".4s, v", $b, ".4s\n",
-            "ldr q", $s, ", [{c}, #144]\n",
-            "fmls v", $s, ".4s, v", $b, ".4s, v", $r, ".4s\n",
-            "fmla v", $r, ".4s, v", $r, ".4s, v", $s, ".4s\n",
-            "ldr q", $s, ", [{c}, #144]\n",
-            "fmls v", $s, ".4s, v", $b, ".4s, v", $r, ".4s\n",
-            "fmla v", $r, ".4s, v", $r, ".4s, v", $s, ".4s\n",
+            gelu_second_half!(@newton $b, $r, $s),
+            gelu_second_half!(@newton $b, $r, $s),
             "fmul v", $t, ".4s, v", $t, ".4s, v", $r, ".4s\n",
             "ldr q", $x, ", [{p}, #", $off, "]\n",
             "fmul v", $s, ".4s, v", $x, ".4s, v24.s[2]\n",
@@ -310,6 +305,13 @@ mod neon {
             "str q", $s, ", [{p}, #", $off, "]\n",
             "fmin v", $lo, ".4s, v", $lo, ".4s, v", $s, ".4s\n",
             "fmax v", $hi, ".4s, v", $hi, ".4s, v", $s, ".4s\n",
+        )};
+        // One fused Newton step for `$r ~ 1 / $b`: `$s = 1 - b r` (the 1 is B[0] from the
+        // table), `$r += r s`.
+        (@newton $b:literal, $r:literal, $s:literal) => { concat!(
+            "ldr q", $s, ", [{c}, #144]\n",
+            "fmls v", $s, ".4s, v", $b, ".4s, v", $r, ".4s\n",
+            "fmla v", $r, ".4s, v", $r, ".4s, v", $s, ".4s\n",
         )};
     }
 
