@@ -140,24 +140,31 @@ pub(crate) fn bench(args: Bench) -> Result<ExitCode, Error> {
         return Err(Error::Input("--json prints one run's report; with several, use --format json".into()));
     }
     let opts = BenchOptions { warmup: args.warmup, runs: args.runs, seconds: args.seconds, profile: args.profile };
+    // A pool per thread count (the global one can be set only once per process).
+    let pools = threads
+        .iter()
+        .map(|&n| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build();
+            pool.map(|p| (n, p)).map_err(|e| Error::Unsupported(format!("cannot start {n} threads: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Models are made and opened (their values checked in parallel) with the most threads asked
+    // for, not every core: `--threads 1` runs on one thread from start to end.
+    let widest = &pools.iter().max_by_key(|(n, _)| *n).expect("at least one thread count").1;
     let mut reports = Vec::new();
     for m in &models {
         let start = Instant::now();
-        let (model, synth_ms) = match m {
-            BenchModel::File(path) => (open_model(path, args.no_mmap, false)?, None),
+        let (model, synth_ms) = widest.install(|| match m {
+            BenchModel::File(path) => Ok::<_, Error>((open_model(path, args.no_mmap, false)?, None)),
             BenchModel::Random(preset, dtype) => {
                 let file = edgevit::synth::open(*preset, *dtype, 1)?;
                 let synth_ms = start.elapsed().as_secs_f64() * 1e3;
-                (Model::from_file(file)?, Some(synth_ms))
+                Ok((Model::from_file(file)?, Some(synth_ms)))
             }
-        };
+        })?;
         let open_ms = start.elapsed().as_secs_f64() * 1e3 - synth_ms.unwrap_or(0.0);
-        for &n in &threads {
-            // A pool per thread count (the global one can be set only once per process).
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build()
-                .map_err(|e| Error::Unsupported(format!("cannot start {n} threads: {e}")))?;
+        for (n, pool) in &pools {
+            let n = *n;
             // Runs, or with --seconds the share of the time limit, whichever ends the measurement.
             let bar = edgevit::progress::bar(args.runs as u64, "runs");
             bar.set_prefix(format!("bench {n} thread{}", if n == 1 { "" } else { "s" }));
