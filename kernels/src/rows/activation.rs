@@ -180,7 +180,7 @@ pub fn exp_fast(x: f32) -> f32 {
 }
 
 #[cfg(target_arch = "aarch64")]
-pub use neon::{gelu_chunks_neon, gelu_f32x4, gelu_neon};
+pub use neon::{gelu_chunks_neon, gelu_f32x4, gelu_neon, gelu_rows16_neon};
 
 /// NEON version of [`gelu`], step for step on four lanes (softmax's NEON `exp` is an asm loop
 /// in `softmax.rs`).
@@ -251,18 +251,18 @@ mod neon {
     #[repr(C, align(16))]
     struct Aligned([[f32; 4]; 10]);
 
-    /// The first half of GELU for the two vectors at `[{p}, #$off]`: the clamped `x` times
+    /// The first half of GELU for the two vectors at `[{$p}, #$off]`: the clamped `x` times
     /// `A(x^2)` into `$t0`, `$t1` and `B(x^2)` into `$b0`, `$b1`, by Horner's rule. Each step's
     /// addend is loaded into the register the step writes (no copies on the vector pipes);
     /// `A[5]` and `B[5]` are lanes of v24. v8-v9 and v16-v21 are scratch.
     #[rustfmt::skip]
     macro_rules! gelu_first_half {
-        ($t0:literal, $b0:literal, $t1:literal, $b1:literal, $off0:literal, $off1:literal) => { concat!(
-            gelu_first_half!(@one $t0, $b0, 16, 17, 18, 19, $off0),
-            gelu_first_half!(@one $t1, $b1, 20, 21, 8, 9, $off1),
+        ($p:literal, $t0:literal, $b0:literal, $t1:literal, $b1:literal, $off0:literal, $off1:literal) => { concat!(
+            gelu_first_half!(@one $p, $t0, $b0, 16, 17, 18, 19, $off0),
+            gelu_first_half!(@one $p, $t1, $b1, 20, 21, 8, 9, $off1),
         )};
-        (@one $t:literal, $b:literal, $v:literal, $a1:literal, $a2:literal, $b2:literal, $off:literal) => { concat!(
-            "ldr q", $a1, ", [{p}, #", $off, "]\n",
+        (@one $p:literal, $t:literal, $b:literal, $v:literal, $a1:literal, $a2:literal, $b2:literal, $off:literal) => { concat!(
+            "ldr q", $a1, ", [{", $p, "}, #", $off, "]\n",
             "fmax v", $t, ".4s, v", $a1, ".4s, v27.4s\n",
             "fmin v", $t, ".4s, v", $t, ".4s, v28.4s\n",
             "fmul v", $v, ".4s, v", $t, ".4s, v", $t, ".4s\n",
@@ -285,26 +285,25 @@ mod neon {
     }
 
     /// The second half for the two vectors `gelu_first_half` left: `1 / B` by FRECPE and two
-    /// fused Newton steps, `e = t / B`, then `x / 2 + x e` with `x` loaded again, stored to
-    /// `[{p}, #$off]` and folded into the minimums v22, v23 and maximums v29, v30. v16-v21 are
-    /// scratch.
+    /// fused Newton steps, `e = t / B`, then `x / 2 + x e` with `x` loaded again and stored to
+    /// `[{$p}, #$off]`. With `fold`, each result is also folded into the minimums v22, v23 and
+    /// maximums v29, v30. v16-v21 are scratch.
     #[rustfmt::skip]
     macro_rules! gelu_second_half {
-        ($t0:literal, $b0:literal, $t1:literal, $b1:literal, $off0:literal, $off1:literal) => { concat!(
-            gelu_second_half!(@one $t0, $b0, 16, 17, 18, 22, 29, $off0),
-            gelu_second_half!(@one $t1, $b1, 19, 20, 21, 23, 30, $off1),
+        ($fold:ident, $p:literal, $t0:literal, $b0:literal, $t1:literal, $b1:literal, $off0:literal, $off1:literal) => { concat!(
+            gelu_second_half!(@one $fold, $p, $t0, $b0, 16, 17, 18, 22, 29, $off0),
+            gelu_second_half!(@one $fold, $p, $t1, $b1, 19, 20, 21, 23, 30, $off1),
         )};
-        (@one $t:literal, $b:literal, $r:literal, $s:literal, $x:literal, $lo:literal, $hi:literal, $off:literal) => { concat!(
+        (@one $fold:ident, $p:literal, $t:literal, $b:literal, $r:literal, $s:literal, $x:literal, $lo:literal, $hi:literal, $off:literal) => { concat!(
             "frecpe v", $r, ".4s, v", $b, ".4s\n",
             gelu_second_half!(@newton $b, $r, $s),
             gelu_second_half!(@newton $b, $r, $s),
             "fmul v", $t, ".4s, v", $t, ".4s, v", $r, ".4s\n",
-            "ldr q", $x, ", [{p}, #", $off, "]\n",
+            "ldr q", $x, ", [{", $p, "}, #", $off, "]\n",
             "fmul v", $s, ".4s, v", $x, ".4s, v24.s[2]\n",
             "fmla v", $s, ".4s, v", $x, ".4s, v", $t, ".4s\n",
-            "str q", $s, ", [{p}, #", $off, "]\n",
-            "fmin v", $lo, ".4s, v", $lo, ".4s, v", $s, ".4s\n",
-            "fmax v", $hi, ".4s, v", $hi, ".4s, v", $s, ".4s\n",
+            "str q", $s, ", [{", $p, "}, #", $off, "]\n",
+            gelu_second_half!(@$fold $s, $lo, $hi),
         )};
         // One fused Newton step for `$r ~ 1 / $b`: `$s = 1 - b r` (the 1 is B[0] from the
         // table), `$r += r s`.
@@ -313,15 +312,44 @@ mod neon {
             "fmls v", $s, ".4s, v", $b, ".4s, v", $r, ".4s\n",
             "fmla v", $r, ".4s, v", $r, ".4s, v", $s, ".4s\n",
         )};
+        (@fold $s:literal, $lo:literal, $hi:literal) => { concat!(
+            "fmin v", $lo, ".4s, v", $lo, ".4s, v", $s, ".4s\n",
+            "fmax v", $hi, ".4s, v", $hi, ".4s, v", $s, ".4s\n",
+        )};
+        (@plain $s:literal, $lo:literal, $hi:literal) => { "" };
+    }
+
+    /// The whole loop over chunks of 16 floats, `{p}` the current chunk and `{q}` the next,
+    /// `{s}` bytes further on: software-pipelined like softmax's exponentials, each step
+    /// computes the polynomials of the next eight values while it finishes the previous eight,
+    /// so four independent chains of some 12 dependent operations are in flight.
+    /// Registers: v0-v3 one chunk half's t and B, v4-v7 the other's; v24, v27, v28 constants.
+    #[rustfmt::skip]
+    macro_rules! gelu_loop {
+        ($fold:ident) => { concat!(
+            "add {q}, {p}, {s}\n",
+            gelu_first_half!("p", 0, 1, 2, 3, 0, 16),
+            "subs {n}, {n}, #1\n",
+            "b.eq 2f\n",
+            "1:\n",
+            gelu_first_half!("p", 4, 5, 6, 7, 32, 48),
+            gelu_second_half!($fold, "p", 0, 1, 2, 3, 0, 16),
+            gelu_first_half!("q", 0, 1, 2, 3, 0, 16),
+            gelu_second_half!($fold, "p", 4, 5, 6, 7, 32, 48),
+            "mov {p}, {q}\n",
+            "add {q}, {q}, {s}\n",
+            "subs {n}, {n}, #1\n",
+            "b.ne 1b\n",
+            "2:\n",
+            gelu_first_half!("p", 4, 5, 6, 7, 32, 48),
+            gelu_second_half!($fold, "p", 0, 1, 2, 3, 0, 16),
+            gelu_second_half!($fold, "p", 4, 5, 6, 7, 32, 48),
+        )};
     }
 
     /// GELU in place of `chunks` (at least one) chunks of 16 floats at `p`, each vector also
     /// folded into `lo` (minimums) and `hi` (maximums): [`gelu_f32x4`]'s operations in its
     /// order, so bit for bit its results.
-    ///
-    /// Software-pipelined like softmax's exponentials: each step computes the polynomials of
-    /// the next eight values while it finishes the previous eight, so four independent chains
-    /// of some 12 dependent operations are in flight.
     ///
     /// # Safety
     /// `p` must address `16 * chunks` writable floats.
@@ -331,26 +359,13 @@ mod neon {
         let [mut lo0, mut lo1] = *lo;
         let [mut hi0, mut hi1] = *hi;
         // SAFETY: the loads and stores stay in the 16 * chunks floats at p and in
-        // HORNER_ADDENDS; only the declared registers are written. Registers: v0-v3 one
-        // chunk half's t and B, v4-v7 the other's; v24, v27, v28 constants.
+        // HORNER_ADDENDS; only the declared registers are written.
         unsafe {
             asm!(
-                gelu_first_half!(0, 1, 2, 3, 0, 16),
-                "subs {n}, {n}, #1",
-                "b.eq 2f",
-                "1:",
-                gelu_first_half!(4, 5, 6, 7, 32, 48),
-                gelu_second_half!(0, 1, 2, 3, 0, 16),
-                gelu_first_half!(0, 1, 2, 3, 64, 80),
-                gelu_second_half!(4, 5, 6, 7, 32, 48),
-                "add {p}, {p}, #64",
-                "subs {n}, {n}, #1",
-                "b.ne 1b",
-                "2:",
-                gelu_first_half!(4, 5, 6, 7, 32, 48),
-                gelu_second_half!(0, 1, 2, 3, 0, 16),
-                gelu_second_half!(4, 5, 6, 7, 32, 48),
+                gelu_loop!(fold),
                 p = inout(reg) p => _,
+                q = out(reg) _,
+                s = in(reg) 64usize,
                 n = inout(reg) chunks => _,
                 c = in(reg) HORNER_ADDENDS.0.as_ptr(),
                 in("v24") vld1q_f32(by_lane.as_ptr()),
@@ -367,6 +382,40 @@ mod neon {
         }
         *lo = [lo0, lo1];
         *hi = [hi0, hi1];
+    }
+
+    /// GELU in place of `rows` (at least one) rows of 16 floats, the first at `p` and each
+    /// `stride` floats after the one before: a GEMM tile's rows in the output, as the f32 and
+    /// f16 epilogues leave them. The same operations as [`gelu_chunks_neon`], without the
+    /// minimums and maximums.
+    ///
+    /// # Safety
+    /// Each of the `rows` rows must address 16 writable floats.
+    pub unsafe fn gelu_rows16_neon(p: *mut f32, stride: usize, rows: usize) {
+        debug_assert!(rows >= 1);
+        let by_lane = [GELU_A[5], GELU_B[5], 0.5, 0.0];
+        // SAFETY: the loads and stores stay in the rows' 16 floats and in HORNER_ADDENDS; the
+        // pointer {q} runs one stride past the last row without being read; only the
+        // declared registers are written.
+        unsafe {
+            asm!(
+                gelu_loop!(plain),
+                p = inout(reg) p => _,
+                q = out(reg) _,
+                s = in(reg) stride * 4,
+                n = inout(reg) rows => _,
+                c = in(reg) HORNER_ADDENDS.0.as_ptr(),
+                in("v24") vld1q_f32(by_lane.as_ptr()),
+                in("v27") vdupq_n_f32(-GELU_CLAMP),
+                in("v28") vdupq_n_f32(GELU_CLAMP),
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                out("v8") _, out("v9") _,
+                out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                out("v20") _, out("v21") _,
+                options(nostack),
+            );
+        }
     }
 }
 

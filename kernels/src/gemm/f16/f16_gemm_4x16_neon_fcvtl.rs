@@ -11,7 +11,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::{Columns, check, for_each_tile, OutBlock, NR};
-use crate::gemm::epilogue::neon::finish_f32;
+use crate::gemm::epilogue::neon::{finish_f32, gelu_after_tiles};
 use crate::gemm::f32::neon_body_from;
 
 /// k-rows of a panel widened at a time: 16 KiB of f32, half a Cortex-A72's L1 data cache.
@@ -27,32 +27,34 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
     // Not zeroed (16 KiB of stores per call): blocks are written before they are read.
     let mut wide = std::mem::MaybeUninit::<[f32; KC * NR]>::uninit();
     let wide = wide.as_mut_ptr().cast::<f32>();
-    // One block (k <= KC): every row in one pass, the panel widened once. Longer rows: MC rows
-    // per pass, their partial sums kept in `sums` between blocks.
-    let rows_per_pass = if k <= KC { out.rows } else { MC };
-    let mut sums = [zero; MC / 4];
-    for m0 in (0..out.rows).step_by(rows_per_pass) {
-        let mut strip = out.tile(m0, rows_per_pass.min(out.rows - m0));
-        for k0 in (0..k.max(1)).step_by(KC) {
-            let kc = KC.min(k - k0);
-            let last = k0 + kc == k;
-            // SAFETY: `wide` addresses KC * 16 floats.
-            unsafe { widen_block(&w[k0 * NR..(k0 + kc) * NR], wide) };
-            for_each_tile::<4, f32>(&a[m0 * lda..], lda, &mut strip, |rp, t0, mut tile| {
-                // (Not last only when k > KC, where t0 < MC.)
-                let c = if k0 == 0 { zero } else { sums[t0 / 4] };
-                let rp = rp.map(|p| p.wrapping_add(k0));
-                // SAFETY: NEON is baseline on aarch64; `check` made sure that every row holds k
-                // values, and `wide` holds k-rows k0..k0 + kc of the panel.
-                let c = unsafe { neon_body_from(c, &rp, kc, wide, NR) };
-                if last {
-                    finish_f32(&c, cols, &mut tile);
-                } else {
-                    sums[t0 / 4] = c;
-                }
-            });
+    gelu_after_tiles(&mut out, |out| {
+        // One block (k <= KC): every row in one pass, the panel widened once. Longer rows: MC
+        // rows per pass, their partial sums kept in `sums` between blocks.
+        let rows_per_pass = if k <= KC { out.rows } else { MC };
+        let mut sums = [zero; MC / 4];
+        for m0 in (0..out.rows).step_by(rows_per_pass) {
+            let mut strip = out.tile(m0, rows_per_pass.min(out.rows - m0));
+            for k0 in (0..k.max(1)).step_by(KC) {
+                let kc = KC.min(k - k0);
+                let last = k0 + kc == k;
+                // SAFETY: `wide` addresses KC * 16 floats.
+                unsafe { widen_block(&w[k0 * NR..(k0 + kc) * NR], wide) };
+                for_each_tile::<4, f32>(&a[m0 * lda..], lda, &mut strip, |rp, t0, mut tile| {
+                    // (Not last only when k > KC, where t0 < MC.)
+                    let c = if k0 == 0 { zero } else { sums[t0 / 4] };
+                    let rp = rp.map(|p| p.wrapping_add(k0));
+                    // SAFETY: NEON is baseline on aarch64; `check` made sure that every row
+                    // holds k values, and `wide` holds k-rows k0..k0 + kc of the panel.
+                    let c = unsafe { neon_body_from(c, &rp, kc, wide, NR) };
+                    if last {
+                        finish_f32(&c, cols, &mut tile);
+                    } else {
+                        sums[t0 / 4] = c;
+                    }
+                });
+            }
         }
-    }
+    });
 }
 
 /// The 4 x 16 sums of one tile with f32 accumulation, the block at a time as in [`run`] (the

@@ -8,20 +8,22 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::{Columns, check, for_each_tile, OutBlock, FP16_BLOCK, NR};
-use crate::gemm::epilogue::neon::finish_f32;
+use crate::gemm::epilogue::neon::{finish_f32, gelu_after_tiles};
 
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(std::arch::is_aarch64_feature_detected!("fp16"), "f16_gemm_4x16_neon_fp16 needs FEAT_FP16");
     check(a, lda, k, w, panels, 1, &out);
-    for_each_tile::<4, f32>(a, lda, &mut out, |rp, _, mut tile| {
-        // SAFETY: FP16 arithmetic was checked above; `check` made sure that every row holds k
-        // values and the panel k * 16 halves.
-        let mut c = unsafe { body(&rp, k, w.as_ptr()) };
-        if !all_finite(&c) {
-            // SAFETY: as above.
-            c = unsafe { super::f16_gemm_4x16_neon_fcvtl::body(&rp, k, w) };
-        }
-        finish_f32(&c, cols, &mut tile);
+    gelu_after_tiles(&mut out, |out| {
+        for_each_tile::<4, f32>(a, lda, out, |rp, _, mut tile| {
+            // SAFETY: FP16 arithmetic was checked above; `check` made sure that every row holds
+            // k values and the panel k * 16 halves.
+            let mut c = unsafe { body(&rp, k, w.as_ptr()) };
+            if !all_finite(&c) {
+                // SAFETY: as above.
+                c = unsafe { super::f16_gemm_4x16_neon_fcvtl::body(&rp, k, w) };
+            }
+            finish_f32(&c, cols, &mut tile);
+        })
     });
 }
 
@@ -32,16 +34,19 @@ pub(super) fn run_halves(a: &[u16], lda: usize, k: usize, w: &[u16], panels: usi
     assert!(std::arch::is_aarch64_feature_detected!("fp16"), "f16_gemm_4x16_neon_fp16 needs FEAT_FP16");
     assert!(panels == 1 && out.cols <= NR);
     assert!(a.len() >= (out.rows - 1) * lda + k && w.len() >= k * NR, "f16 gemm: operands too short");
-    for_each_tile::<4, u16>(a, lda, &mut out, |rp, m0, mut tile| {
-        let rp = rp.map(|p| p as *const f32);
-        // SAFETY: FP16 arithmetic was checked above, and the bounds: every row holds k halves,
-        // the panel k * 16.
-        let c = unsafe { body_on::<true>(&rp, k, w.as_ptr()) };
-        if !all_finite(&c) {
-            let rows = tile.rows;
-            return super::f16_gemm_4x16_fp16_scalar::f32_of_halves(&a[m0 * lda..], lda, k, w, cols, tile.tile(0, rows));
-        }
-        finish_f32(&c, cols, &mut tile);
+    gelu_after_tiles(&mut out, |out| {
+        for_each_tile::<4, u16>(a, lda, out, |rp, m0, mut tile| {
+            let rp = rp.map(|p| p as *const f32);
+            // SAFETY: FP16 arithmetic was checked above, and the bounds: every row holds k
+            // halves, the panel k * 16.
+            let c = unsafe { body_on::<true>(&rp, k, w.as_ptr()) };
+            if !all_finite(&c) {
+                let rows = tile.rows;
+                let a = &a[m0 * lda..];
+                return super::f16_gemm_4x16_fp16_scalar::f32_of_halves(a, lda, k, w, cols, tile.tile(0, rows));
+            }
+            finish_f32(&c, cols, &mut tile);
+        })
     });
 }
 
