@@ -258,6 +258,60 @@ struct Tile<'a> {
     halves: &'a mut [u16],
 }
 
+/// `block[d * tp + j] = src[j * ld + d]` for the block's rows d and the t tokens j, zero from
+/// column t to tp: four tokens by four rows at a time, each a 4 x 4 transpose in registers on
+/// aarch64 (`trn1`/`trn2`), one load and one store of four values per row where a value at a
+/// time cost a load and a store per value.
+fn transpose_keys(src: &[f32], ld: usize, t: usize, tp: usize, block: &mut [f32]) {
+    let n = block.len() / tp;
+    let mut j = 0;
+    while j + 4 <= t {
+        let keys: [&[f32]; 4] = std::array::from_fn(|c| &src[(j + c) * ld..][..n]);
+        let mut d = 0;
+        while d + 4 <= n {
+            let v: [&[f32; 4]; 4] = std::array::from_fn(|c| keys[c][d..d + 4].try_into().unwrap());
+            let rows: [&mut [f32; 4]; 4] = {
+                let mut rows = block[d * tp + j..].chunks_mut(tp);
+                std::array::from_fn(|_| (&mut rows.next().unwrap()[..4]).try_into().unwrap())
+            };
+            transpose_4x4(v, rows);
+            d += 4;
+        }
+        for d in d..n {
+            for (c, key) in keys.iter().enumerate() {
+                block[d * tp + j + c] = key[d];
+            }
+        }
+        j += 4;
+    }
+    for j in j..t {
+        let key = &src[j * ld..][..n];
+        block.chunks_exact_mut(tp).zip(key).for_each(|(row, &v)| row[j] = v);
+    }
+    block.chunks_exact_mut(tp).for_each(|row| row[t..].fill(0.0));
+}
+
+/// `rows[r][c] = v[c][r]`.
+#[inline(always)]
+fn transpose_4x4(v: [&[f32; 4]; 4], rows: [&mut [f32; 4]; 4]) {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: NEON is baseline on aarch64; each pointer addresses four floats of an array.
+    unsafe {
+        use std::arch::aarch64::*;
+        let [a, b, c, d] = v.map(|v| vld1q_f32(v.as_ptr()));
+        let (ab0, ab1) = (vreinterpretq_f64_f32(vtrn1q_f32(a, b)), vreinterpretq_f64_f32(vtrn2q_f32(a, b)));
+        let (cd0, cd1) = (vreinterpretq_f64_f32(vtrn1q_f32(c, d)), vreinterpretq_f64_f32(vtrn2q_f32(c, d)));
+        let out = [vtrn1q_f64(ab0, cd0), vtrn1q_f64(ab1, cd1), vtrn2q_f64(ab0, cd0), vtrn2q_f64(ab1, cd1)];
+        for (row, o) in rows.into_iter().zip(out) {
+            vst1q_f32(row.as_mut_ptr(), vreinterpretq_f32_f64(o));
+        }
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    for (r, row) in rows.into_iter().enumerate() {
+        *row = [v[0][r], v[1][r], v[2][r], v[3][r]];
+    }
+}
+
 /// The keys in the form the scores kernel reads: transposed per head (f32), or quantized per
 /// token and packed k4n16 per head (int8), with each 16-token panel's epilogue factors.
 fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
@@ -273,13 +327,7 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
             // a Cortex-A76).
             const ROWS: usize = 16;
             let transpose = |(i, block): (usize, &mut [f32])| {
-                let first = dim + i * ROWS;
-                let n = block.len() / tp;
-                for j in 0..t {
-                    let k = &qkv[j * 3 * dim + first..][..n];
-                    block.chunks_exact_mut(tp).zip(k).for_each(|(row, &v)| row[j] = v);
-                }
-                block.chunks_exact_mut(tp).for_each(|row| row[t..].fill(0.0));
+                transpose_keys(&qkv[dim + i * ROWS..], 3 * dim, t, tp, block);
             };
             if parallel {
                 s.keys_t.par_chunks_mut(ROWS * tp).enumerate().for_each(transpose);
@@ -513,6 +561,22 @@ mod tests {
     fn inputs(shape: AttentionShape) -> Vec<f32> {
         let n = shape.tokens * 3 * shape.dim();
         noise(shape.tokens as u64 * 31 + shape.heads as u64, n).iter().map(|x| x * 3.0).collect()
+    }
+
+    #[test]
+    fn keys_transpose_value_by_value() {
+        for (n, t, tp) in [(16, 197, 208), (16, 4, 16), (7, 13, 16), (3, 3, 3), (16, 1, 16), (5, 0, 4)] {
+            let ld = n + 5;
+            let src: Vec<f32> = (0..t * ld + n).map(|i| i as f32 + 0.5).collect();
+            let mut block = vec![f32::NAN; n * tp];
+            transpose_keys(&src, ld, t, tp, &mut block);
+            for d in 0..n {
+                for j in 0..tp {
+                    let want = if j < t { src[j * ld + d] } else { 0.0 };
+                    assert_eq!(block[d * tp + j].to_bits(), want.to_bits(), "n {n} t {t}: [{d}][{j}]");
+                }
+            }
+        }
     }
 
     #[test]
