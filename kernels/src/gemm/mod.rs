@@ -91,9 +91,13 @@ pub(crate) fn for_each_tile<const MR: usize, T>(
     out: &mut OutBlock<'_>,
     mut tile: impl FnMut([*const T; MR], usize, OutBlock<'_>),
 ) {
+    debug_assert!((out.rows - 1) * lda <= a.len());
     for m0 in (0..out.rows).step_by(MR) {
         let rows = MR.min(out.rows - m0);
-        let rp = std::array::from_fn(|r| a[((m0 + r.min(rows - 1)) * lda).min(a.len())..].as_ptr());
+        // Pointer arithmetic only: the kernels' `check` made sure that the block's rows are in
+        // `a` (when k > 0; with k = 0 nothing is read).
+        let first = a.as_ptr().wrapping_add(m0 * lda);
+        let rp = std::array::from_fn(|r| first.wrapping_add(r.min(rows - 1) * lda));
         tile(rp, m0, out.tile(m0, rows));
     }
 }

@@ -116,9 +116,17 @@ mod neon {
             }
             let var = (finish_lanes(lanes(acc), &[]) + tail_squares(&x[whole..], mean)) / len as f32;
             let inv = 1.0 / (var + eps).sqrt();
-            for i in (0..len / 4 * 4).step_by(4) {
+            let normalize = |i: usize| {
                 let d = vmulq_n_f32(vsubq_f32(vld1q_f32(xp.add(i)), m), inv);
                 vst1q_f32(yp.add(i), vfmaq_f32(vld1q_f32(bp.add(i)), d, vld1q_f32(gp.add(i))));
+            };
+            // Four vectors a step: four independent chains in flight (one a step left the
+            // Cortex-A76's vector pipes waiting on each chain's latency).
+            for i in (0..whole).step_by(16) {
+                (0..4).for_each(|j| normalize(i + 4 * j));
+            }
+            for i in (whole..len / 4 * 4).step_by(4) {
+                normalize(i);
             }
             normalize_tail(x, y, gamma, beta, mean, inv, len / 4 * 4);
         }
