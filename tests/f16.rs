@@ -1,4 +1,4 @@
-//! f16 weights on the real ViT-Tiny: logits within 1e-2 of the logit range of our f32, and the
+//! f16 weights on the real ViT-Tiny: logits within 1e-2 of the logit range of f32's, and the
 //! same top-1 on every reference image (fewer images under qemu, where each is slow).
 
 mod common;
@@ -12,17 +12,12 @@ const IMAGES: usize = if cfg!(target_arch = "aarch64") { 8 } else { usize::MAX }
 
 #[test]
 fn f16_follows_f32_on_the_reference_images() {
-    let f32_model = Model::open(tiny_f32()).unwrap();
     let keep_default: Vec<String> = edgevit::config::DEFAULT_KEEP_F32.iter().map(|s| s.to_string()).collect();
     let snapshot = shared().join("models/vit-tiny-imagenet");
     let entries = reference_entries();
-    let mut sa = f32_model.session();
-    // Each image's f32 logits once, for both storage choices below.
-    let wanted: Vec<Vec<f32>> = entries
-        .iter()
-        .take(IMAGES)
-        .map(|(_, pixels, _)| f32_model.forward(pixels, &mut sa).unwrap().to_vec())
-        .collect();
+    // The f32 logits are transformers' own, which ours match to 1.3e-6 of the logit range with
+    // the same top-5 on every image (tests/parity.rs): no f32 passes here.
+    let wanted: Vec<&Vec<f32>> = entries.iter().take(IMAGES).map(|(_, _, logits)| logits).collect();
     for keep in [keep_default, Vec::new()] {
         let path = convert_with(&snapshot, &WeightStorage { dtype: WeightDType::F16, keep_f32: keep.clone() });
         let f16_model = Model::open(&path).unwrap();
@@ -30,7 +25,7 @@ fn f16_follows_f32_on_the_reference_images() {
         let size = std::fs::metadata(&path).unwrap().len() as f64 / std::fs::metadata(tiny_f32()).unwrap().len() as f64;
         let mut sb = f16_model.session();
         let (mut worst, mut same_top1, mut n) = (0f32, 0, 0);
-        for ((name, pixels, _), want) in entries.iter().zip(&wanted) {
+        for ((name, pixels, _), &want) in entries.iter().zip(&wanted) {
             let got = f16_model.forward(pixels, &mut sb).unwrap();
             let d = rel_max_diff(got, want);
             assert!(d <= 1e-2, "{name}: max |diff| = {d} of the logit range (keep_f32 {keep:?})");

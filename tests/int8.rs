@@ -10,15 +10,16 @@ use edgevit::Model;
 use edgevit_kernels::gemm::i8::I8Kernel;
 use edgevit_tools::compare::kl_divergence;
 
+/// int8 against f32 on the 37 reference images. The f32 logits are transformers' own: our f32
+/// matches them to 1.3e-6 of the logit range with the same top-5 on every image (tests/parity.rs),
+/// so this counts the same agreements without 37 more f32 passes (minutes under qemu).
 #[test]
 fn reference_images_keep_their_top1() {
-    let f32m = Model::open(tiny_f32()).unwrap();
     let i8m = Model::open(tiny_int8()).unwrap();
-    let (mut s32, mut s8) = (f32m.session(), i8m.session());
+    let mut s8 = i8m.session();
     let mut same = 0;
     let mut kls = Vec::new();
-    for (name, pixels, _) in reference_entries() {
-        let a = f32m.forward(&pixels, &mut s32).unwrap().to_vec();
+    for (name, pixels, a) in reference_entries() {
         let b = i8m.forward(&pixels, &mut s8).unwrap();
         kls.push(kl_divergence(&a, b));
         if argmax(&a) == argmax(b) {

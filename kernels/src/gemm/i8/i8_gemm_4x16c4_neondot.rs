@@ -171,6 +171,12 @@ unsafe fn strip(
     // `zeros`, and every store in the rows of `dst`; only the declared registers are written.
     unsafe {
         asm!(
+            // The tile loop on a 512-byte boundary, so that no 4 KB page boundary crosses its
+            // K loop (79 instructions, 40 bytes in): qemu splits a block at a page, and the
+            // cycle estimate then cannot overlap the halves (0.6 M A76 cycles when a change
+            // elsewhere moved it across one). The padding is jumped over, once per strip.
+            "b 3f",
+            ".p2align 9",
             "3:",
             "mov {w}, {w0}",
             "mov {n}, {steps}",
@@ -181,12 +187,6 @@ unsafe fn strip(
             "ldp q20, q21, [{zeros}]", "ldp q22, q23, [{zeros}]",
             "ldp q24, q25, [{zeros}]", "ldp q26, q27, [{zeros}]",
             "ldp q28, q29, [{zeros}]", "ldp q30, q31, [{zeros}]",
-            // The K loop (79 instructions) on a 512-byte boundary, which no 4 KB page boundary
-            // crosses (qemu splits a block at a page, and the cycle estimate then cannot
-            // overlap the halves: 0.6 M A76 cycles when a change elsewhere moved it across
-            // one). The padding is jumped over.
-            "b 2f",
-            ".p2align 9",
             "2:",
             four_groups!(),
             "subs {n}, {n}, #1",
