@@ -171,12 +171,14 @@ unsafe fn strip(
     // `zeros`, and every store in the rows of `dst`; only the declared registers are written.
     unsafe {
         asm!(
-            // The tile loop on a 512-byte boundary, so that no 4 KB page boundary crosses its
-            // K loop (79 instructions, 40 bytes in): qemu splits a block at a page, and the
-            // cycle estimate then cannot overlap the halves (0.6 M A76 cycles when a change
-            // elsewhere moved it across one). The padding is jumped over, once per strip.
+            // The tile loop on a 256-byte boundary, so that its K loop (79 instructions, 40
+            // bytes in) crosses a 4 KB page boundary only if the loop starts in a page's last
+            // 256 bytes: qemu splits a block at a page, and the cycle estimate then cannot
+            // overlap the halves (0.6 M A76 cycles when a change elsewhere moved it across
+            // one). Not 512: that padding moved the f16 kernel's loop across a page instead
+            // (7.8 M cycles of the f16 model). The padding is jumped over, once per strip.
             "b 3f",
-            ".p2align 9",
+            ".p2align 8",
             "3:",
             "mov {w}, {w0}",
             "mov {n}, {steps}",
