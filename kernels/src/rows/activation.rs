@@ -319,25 +319,31 @@ mod neon {
         (@plain $s:literal, $lo:literal, $hi:literal) => { "" };
     }
 
-    /// The whole loop over chunks of 16 floats, `{p}` the current chunk and `{q}` the next,
-    /// `{s}` bytes further on: software-pipelined like softmax's exponentials, each step
-    /// computes the polynomials of the next eight values while it finishes the previous eight,
-    /// so four independent chains of some 12 dependent operations are in flight.
+    /// The whole loop over chunks of 16 floats, software-pipelined like softmax's
+    /// exponentials: each step computes the polynomials of the next eight values while it
+    /// finishes the previous eight, so four independent chains of some 12 dependent operations
+    /// are in flight. `contiguous`: the chunks follow each other at `{p}`; `strided`: the next
+    /// chunk is at `{q}`, `{s}` bytes after the current one (one more instruction a chunk).
     /// Registers: v0-v3 one chunk half's t and B, v4-v7 the other's; v24, v27, v28 constants.
     #[rustfmt::skip]
     macro_rules! gelu_loop {
-        ($fold:ident) => { concat!(
-            "add {q}, {p}, {s}\n",
+        ($fold:ident, contiguous) => {
+            gelu_loop!(@body $fold, "", "p", 64, 80, "add {p}, {p}, #64\n")
+        };
+        ($fold:ident, strided) => {
+            gelu_loop!(@body $fold, "add {q}, {p}, {s}\n", "q", 0, 16, "mov {p}, {q}\nadd {q}, {q}, {s}\n")
+        };
+        (@body $fold:ident, $setup:literal, $next:literal, $n0:literal, $n1:literal, $advance:literal) => { concat!(
+            $setup,
             gelu_first_half!("p", 0, 1, 2, 3, 0, 16),
             "subs {n}, {n}, #1\n",
             "b.eq 2f\n",
             "1:\n",
             gelu_first_half!("p", 4, 5, 6, 7, 32, 48),
             gelu_second_half!($fold, "p", 0, 1, 2, 3, 0, 16),
-            gelu_first_half!("q", 0, 1, 2, 3, 0, 16),
+            gelu_first_half!($next, 0, 1, 2, 3, $n0, $n1),
             gelu_second_half!($fold, "p", 4, 5, 6, 7, 32, 48),
-            "mov {p}, {q}\n",
-            "add {q}, {q}, {s}\n",
+            $advance,
             "subs {n}, {n}, #1\n",
             "b.ne 1b\n",
             "2:\n",
@@ -362,10 +368,8 @@ mod neon {
         // HORNER_ADDENDS; only the declared registers are written.
         unsafe {
             asm!(
-                gelu_loop!(fold),
+                gelu_loop!(fold, contiguous),
                 p = inout(reg) p => _,
-                q = out(reg) _,
-                s = in(reg) 64usize,
                 n = inout(reg) chunks => _,
                 c = in(reg) HORNER_ADDENDS.0.as_ptr(),
                 in("v24") vld1q_f32(by_lane.as_ptr()),
@@ -399,7 +403,7 @@ mod neon {
         // declared registers are written.
         unsafe {
             asm!(
-                gelu_loop!(plain),
+                gelu_loop!(plain, strided),
                 p = inout(reg) p => _,
                 q = out(reg) _,
                 s = in(reg) stride * 4,
