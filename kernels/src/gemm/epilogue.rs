@@ -226,23 +226,8 @@ pub(crate) mod neon {
         #[inline(always)]
         fn rows<const KIND: u8, const MR: usize>(value: impl Fn(usize) -> [float32x4_t; 4], out: &mut OutBlock<'_>) {
             debug_assert!(out.rows <= MR);
-            if KIND == GELU && out.cols == 16 {
-                // Whole rows: stored, then GELU in place by the software-pipelined asm loop,
-                // which keeps four chains in flight where the intrinsics compiled to one
-                // chain per vector with each Horner addend copied (the same operations, so the
-                // same bits).
-                for r in 0..MR {
-                    if r == out.rows {
-                        break;
-                    }
-                    let v = value(r);
-                    // SAFETY: the block's row r holds 16 writable floats (OutBlock's contract).
-                    unsafe { v.iter().enumerate().for_each(|(j, v)| vst1q_f32(out.row_ptr(r).add(4 * j), *v)) };
-                }
-                // SAFETY: the block's rows hold 16 writable floats each, `ldo` apart.
-                unsafe { gelu_rows16_neon(out.row_ptr(0), out.ldo, out.rows) };
-                return;
-            }
+            // (Whole 16-column rows reach GELU here only from a kernel that does not use
+            // `gelu_after_tiles`; the others bring only ragged edges.)
             for r in 0..MR {
                 if r == out.rows {
                     break;

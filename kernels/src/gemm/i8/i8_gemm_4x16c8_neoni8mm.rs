@@ -6,7 +6,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::{Columns, Rows, check, for_each_tile, OutBlock, KG};
-use crate::gemm::epilogue::neon::finish_i32;
+use crate::gemm::epilogue::neon::{finish_i32, gelu_after_tiles};
 
 pub(super) fn run(
     a: &[i8],
@@ -19,10 +19,13 @@ pub(super) fn run(
 ) {
     assert!(std::arch::is_aarch64_feature_detected!("i8mm"));
     let groups = check(a, stride, w, panels, 1, &out);
-    for_each_tile::<4, i8>(a, stride, &mut out, |rp, m0, mut tile| {
-        // SAFETY: the i8mm extension is present (checked above); memory as checked by `check`.
-        let c = unsafe { body(rp, groups, w.as_ptr()) };
-        finish_i32(&unzip(&c), &rows.at(m0, tile.rows), cols, &mut tile);
+    gelu_after_tiles(&mut out, |out| {
+        for_each_tile::<4, i8>(a, stride, out, |rp, m0, mut tile| {
+            // SAFETY: the i8mm extension is present (checked above); memory as checked by
+            // `check`.
+            let c = unsafe { body(rp, groups, w.as_ptr()) };
+            finish_i32(&unzip(&c), &rows.at(m0, tile.rows), cols, &mut tile);
+        })
     });
 }
 

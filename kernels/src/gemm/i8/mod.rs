@@ -275,8 +275,10 @@ fn run_strips<const MR: usize>(
     }
     let (rows, a) = (rows.at(done, out.rows - done), &a[done * stride..]);
     let mut rest = out.tile(done, out.rows - done);
-    for_each_tile::<MR, i8>(a, stride, &mut rest, |rp, m0, mut tile| {
-        super::epilogue::neon::finish_i32(&body(rp), &rows.at(m0, tile.rows), cols, &mut tile);
+    super::epilogue::neon::gelu_after_tiles(&mut rest, |rest| {
+        for_each_tile::<MR, i8>(a, stride, rest, |rp, m0, mut tile| {
+            super::epilogue::neon::finish_i32(&body(rp), &rows.at(m0, tile.rows), cols, &mut tile);
+        })
     });
 }
 
