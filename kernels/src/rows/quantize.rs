@@ -127,7 +127,7 @@ pub use neon::{gelu_quantize_row_neon, quantize_row_neon, quantize_symmetric_row
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::super::activation::{gelu, gelu_chunks_neon, gelu_f32x4};
+    use super::super::activation::{gelu, gelu_chunks_neon};
     use super::*;
     use std::arch::aarch64::*;
 
@@ -188,8 +188,7 @@ mod neon {
     }
 
     /// The minimum and maximum of `len` floats at `p`, first replacing each by its GELU when
-    /// `gelu_first` is set (two vectors at a time then: GELU's constants and two chains fill
-    /// the registers; four would spill).
+    /// `gelu_first` is set (eight at a time then, in `gelu_chunks_neon`'s asm loop).
     ///
     /// # Safety
     /// `p` must address `len` readable floats, writable too when `gelu_first` is set.
@@ -202,22 +201,13 @@ mod neon {
         unsafe {
             let (mut lo, mut hi) = ([vdupq_n_f32(f32::INFINITY); 4], [vdupq_n_f32(f32::NEG_INFINITY); 4]);
             if gelu_first {
-                // Whole chunks of 16 in the asm loop, the rest eight at a time.
-                let chunks = len / 16;
-                if chunks > 0 {
+                // Whole chunks of eight in the asm loop, the rest one by one below.
+                if whole > 0 {
                     let (mut l, mut h) = ([lo[0], lo[1]], [hi[0], hi[1]]);
-                    // SAFETY: p addresses len >= 16 * chunks writable floats (the caller's
-                    // contract).
-                    gelu_chunks_neon(p, chunks, &mut l, &mut h);
+                    // SAFETY: p addresses len >= whole = 8 * (whole / 8) writable floats (the
+                    // caller's contract).
+                    gelu_chunks_neon(p, whole / 8, &mut l, &mut h);
                     (lo[0], lo[1], hi[0], hi[1]) = (l[0], l[1], h[0], h[1]);
-                }
-                for i in (chunks * 16..whole).step_by(8) {
-                    let v = [gelu_f32x4(vld1q_f32(p.add(i))), gelu_f32x4(vld1q_f32(p.add(i + 4)))];
-                    for (j, v) in v.iter().enumerate() {
-                        vst1q_f32(p.add(i + 4 * j), *v);
-                        lo[j] = vminq_f32(lo[j], *v);
-                        hi[j] = vmaxq_f32(hi[j], *v);
-                    }
                 }
             } else {
                 for i in (0..whole).step_by(16) {
