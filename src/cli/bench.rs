@@ -148,13 +148,19 @@ pub(crate) fn bench(args: Bench) -> Result<ExitCode, Error> {
             pool.map(|p| (n, p)).map_err(|e| Error::Unsupported(format!("cannot start {n} threads: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // Models are made and opened (their values checked in parallel) with the most threads asked
-    // for, not every core: `--threads 1` runs on one thread from start to end.
-    let widest = &pools.iter().max_by_key(|(n, _)| *n).expect("at least one thread count").1;
+    // Models are made and opened on one thread of their own, not on every core (`--threads 1`
+    // runs on one thread from start to end) nor on a measured pool: whichever of a pool's
+    // threads picked that work up would differ from run to run, and `benches/arm_threads.sh`
+    // takes per-thread instruction counts of two runs apart. (Making a random model is serial
+    // anyway; opening one checks its values, some milliseconds.)
+    let setup = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .map_err(|e| Error::Unsupported(format!("cannot start a thread: {e}")))?;
     let mut reports = Vec::new();
     for m in &models {
         let start = Instant::now();
-        let (model, synth_ms) = widest.install(|| match m {
+        let (model, synth_ms) = setup.install(|| match m {
             BenchModel::File(path) => Ok::<_, Error>((open_model(path, args.no_mmap, false)?, None)),
             BenchModel::Random(preset, dtype) => {
                 let file = edgevit::synth::open(*preset, *dtype, 1)?;
