@@ -151,8 +151,9 @@ pub(crate) fn bench(args: Bench) -> Result<ExitCode, Error> {
     // Models are made and opened on one thread of their own, not on every core (`--threads 1`
     // runs on one thread from start to end) nor on a measured pool: whichever of a pool's
     // threads picked that work up would differ from run to run, and `benches/arm_threads.sh`
-    // takes per-thread instruction counts of two runs apart. (Making a random model is serial
-    // anyway; opening one checks its values, some milliseconds.)
+    // takes per-thread instruction counts of two runs apart. The price: a random model's
+    // weight quantization, which runs rows in parallel elsewhere, runs on one thread here
+    // (ViT-B/16 int8: about 16 s on a Zen 3 core); opening checks values, some milliseconds.
     let setup = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()

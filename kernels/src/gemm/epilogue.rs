@@ -226,8 +226,8 @@ pub(crate) mod neon {
         #[inline(always)]
         fn rows<const KIND: u8, const MR: usize>(value: impl Fn(usize) -> [float32x4_t; 4], out: &mut OutBlock<'_>) {
             debug_assert!(out.rows <= MR);
-            // (Whole 16-column rows reach GELU here only from a kernel that does not use
-            // `gelu_after_tiles`; the others bring only ragged edges.)
+            // Every NEON kernel runs its tiles inside `gelu_after_tiles`, so GELU reaches this
+            // loop only for blocks narrower than 16 columns.
             for r in 0..MR {
                 if r == out.rows {
                     break;

@@ -331,9 +331,9 @@ mod neon {
             gelu_step!(first, $fold),
             "subs {n}, {n}, #1\n",
             "b.eq 2f\n",
-            // The loop (74 instructions) on a 512-byte boundary, so that it never straddles a
-            // 4 KB page, where qemu would split it in two blocks that the cycle estimate
-            // cannot overlap. The padding is jumped over.
+            // The loop (at most 72 instructions) on a 512-byte boundary, so that it never
+            // straddles a 4 KB page, where qemu would split it in two blocks that the cycle
+            // estimate cannot overlap. The padding is jumped over.
             "b 1f\n",
             ".p2align 9\n",
             "1:\n",

@@ -239,7 +239,7 @@ mod neon {
     /// per 16 values instead of eight). In asm for its alignment: the loop (23 instructions)
     /// starts on a 128-byte boundary, so it never straddles a 4 KB page. Compiled from
     /// intrinsics it did, after a change elsewhere moved it, and qemu splits a block at a page:
-    /// the cycle estimate of the two halves (26.7 A76 cycles per 16 values against 13.1 as one
+    /// the cycle estimate of the two halves (26.7 A76 cycles per 16 values against 13.2 as one
     /// block) cost 1.4 M cycles of ViT-Ti int8 with no instruction changed.
     ///
     /// # Safety
