@@ -1,6 +1,7 @@
-//! Multi-head self-attention over a fused QKV buffer, as one task per (head, block of
-//! queries): scores for the block against every key, a softmax, and the value product, in a
-//! small per-thread tile of `QUERY_BLOCK x tokens` scores. The heads x tokens x tokens score
+//! Multi-head self-attention over a fused QKV buffer, in blocks of up to `QUERY_BLOCK` queries
+//! of one head (each thread an even share of the heads x queries rows): scores for the block
+//! against every key, a softmax, and the value product, in a small per-thread tile of
+//! `QUERY_BLOCK x tokens` scores. The heads x tokens x tokens score
 //! matrix never exists; nothing is allocated after the [`AttentionScratch`] is made.
 //!
 //! `qkv` is `tokens x 3*dim` row-major: queries in columns `0..dim`, keys in `dim..2*dim`,
@@ -33,6 +34,11 @@ use crate::{OutPtr, Threads};
 
 /// Queries per task: a task's scores are `QUERY_BLOCK x tokens` floats.
 pub const QUERY_BLOCK: usize = 32;
+
+/// Rows of one head by which work is shared between threads: the NEON microkernels' tile
+/// height, and a divisor of QUERY_BLOCK.
+const UNIT: usize = 4;
+const _: () = assert!(QUERY_BLOCK.is_multiple_of(UNIT));
 
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,8 +169,8 @@ impl AttentionScratch {
 }
 
 /// Computes `softmax(q k^T / sqrt(head_dim)) v` for every head into `out` (`tokens x dim`) on
-/// `kernels`, running up to `threads` (head, query block) tasks at once (at most the
-/// scratch's slots).
+/// `kernels`, on up to `threads` threads (at most the scratch's slots), each an even share of
+/// the heads x tokens rows.
 pub fn attention(
     kernels: AttentionKernels,
     qkv: &[f32],
@@ -203,10 +209,8 @@ pub fn attention_rows(
         prepare_values(qkv, scratch, parallel);
     }
 
-    let blocks = queries.div_ceil(QUERY_BLOCK);
-    let tasks = shape.heads * blocks;
-    let slots = scratch.slots.min(if parallel { threads.get() } else { 1 }).min(tasks);
-    let per_slot = tasks.div_ceil(slots);
+    let units = shape.heads * queries.div_ceil(UNIT);
+    let slots = scratch.slots.min(if parallel { threads.get() } else { 1 }).min(units);
     let out_ptr = OutPtr(out.as_mut_ptr());
     let tp = shape.padded_tokens();
     let dhp = padded_k(shape.head_dim);
@@ -216,13 +220,13 @@ pub fn attention_rows(
     let shared = Shared { qkv, keys_t, keys_i8, key_columns, values_f16, shape, kernels };
     type Slot<'a> = (usize, (((&'a mut [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [u16]));
     let run = |(slot, (((scores, quantized), scales), halves)): Slot<'_>| {
-        for task in slot * per_slot..((slot + 1) * per_slot).min(tasks) {
-            let (h, block) = (task / blocks, task % blocks);
-            let mut tile = Tile { scores, queries: quantized, scales, halves };
-            // SAFETY: each task writes only rows block*QUERY_BLOCK.. of head h's columns of
-            // `out`, and every (head, block) task runs exactly once.
-            unsafe { query_block(&shared, &mut tile, out_ptr, h, block, queries) };
-        }
+        slot_blocks(slot, slots, shape.heads, queries, |h, i0, rows| {
+            let mut tile =
+                Tile { scores: &mut *scores, queries: &mut *quantized, scales: &mut *scales, halves: &mut *halves };
+            // SAFETY: each block writes only its rows i0..i0+rows of head h's columns of `out`,
+            // and no two blocks of any slots share a row of a head (`slot_blocks`).
+            unsafe { query_block(&shared, &mut tile, out_ptr, h, i0, rows) };
+        });
     };
     let (scores, quantized, scales, halves) = (
         &mut scores[..slots * QUERY_BLOCK * tp],
@@ -236,6 +240,23 @@ pub fn attention_rows(
         bufs.enumerate().for_each(run);
     } else {
         run((0, (((scores, quantized), scales), halves)));
+    }
+}
+
+/// Calls `f(head, first query, rows)` for the blocks of slot `slot` of `slots`: an even share,
+/// to a unit of UNIT rows, of the `heads x queries` rows, in blocks of up to QUERY_BLOCK rows
+/// of one head. Whole (head, block of 32) tasks dealt out in turn would leave ViT-Ti's four
+/// threads 6, 5.2, 5.2 and 2.2 blocks of work (3 heads of 6 blocks and one of 5 rows).
+fn slot_blocks(slot: usize, slots: usize, heads: usize, queries: usize, mut f: impl FnMut(usize, usize, usize)) {
+    let units_per_head = queries.div_ceil(UNIT);
+    let units = heads * units_per_head;
+    let (mut unit, end) = (slot * units / slots, (slot + 1) * units / slots);
+    while unit < end {
+        let (h, first) = (unit / units_per_head, unit % units_per_head);
+        let n = (end - unit).min(units_per_head - first).min(QUERY_BLOCK / UNIT);
+        let i0 = first * UNIT;
+        f(h, i0, (n * UNIT).min(queries - i0));
+        unit += n;
     }
 }
 
@@ -394,18 +415,17 @@ fn prepare_values(qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
 
 const ZEROS: [f32; QUERY_BLOCK] = [0.0; QUERY_BLOCK];
 
-/// One head, one block of queries (of the first `queries` tokens): scores against every key,
-/// softmax, value product.
+/// One head, one block of queries (`rows` of them, at most QUERY_BLOCK, from query `i0`):
+/// scores against every key, softmax, value product.
 ///
 /// # Safety
-/// `out` must point to `queries x dim` floats that no one else reads or writes in the block's
-/// rows of head `h`'s columns during the call.
-unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize, block: usize, queries: usize) {
+/// `out` must point to `(i0 + rows) x dim` floats of which no one else reads or writes the
+/// block's rows of head `h`'s columns during the call.
+unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize, i0: usize, rows: usize) {
     let shape = s.shape;
     let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
     let (tp, dhp) = (shape.padded_tokens(), padded_k(dh));
-    let i0 = block * QUERY_BLOCK;
-    let rows = QUERY_BLOCK.min(queries - i0);
+    assert!(rows <= QUERY_BLOCK);
     let scale = 1.0 / (dh as f32).sqrt();
     let scores = &mut *tile.scores;
     assert!(scores.len() >= rows * tp);
@@ -561,6 +581,37 @@ mod tests {
     fn inputs(shape: AttentionShape) -> Vec<f32> {
         let n = shape.tokens * 3 * shape.dim();
         noise(shape.tokens as u64 * 31 + shape.heads as u64, n).iter().map(|x| x * 3.0).collect()
+    }
+
+    #[test]
+    fn slots_cover_every_row_once_in_even_shares() {
+        for (heads, queries) in [(3usize, 197usize), (12, 197), (3, 1), (1, 1), (2, 5), (5, 40), (1, 257)] {
+            let units = heads * queries.div_ceil(UNIT);
+            for slots in (1..=8).filter(|&s| s <= units) {
+                let mut seen = vec![0u8; heads * queries];
+                let mut shares = vec![];
+                for slot in 0..slots {
+                    let mut share = 0;
+                    slot_blocks(slot, slots, heads, queries, |h, i0, rows| {
+                        assert!((1..=QUERY_BLOCK).contains(&rows) && i0 + rows <= queries, "{h} {i0} {rows}");
+                        (i0..i0 + rows).for_each(|i| seen[h * queries + i] += 1);
+                        share += rows.div_ceil(UNIT);
+                    });
+                    shares.push(share);
+                }
+                assert!(seen.iter().all(|&n| n == 1), "{heads} x {queries} over {slots}: {seen:?}");
+                let (lo, hi) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+                assert!(hi - lo <= 1, "{heads} x {queries} over {slots}: {shares:?}");
+                if slots == 1 {
+                    // One slot: blocks of QUERY_BLOCK rows from each head's first query.
+                    let mut starts = vec![];
+                    slot_blocks(0, 1, heads, queries, |h, i0, _| starts.push((h, i0)));
+                    let want: Vec<_> =
+                        (0..heads).flat_map(|h| (0..queries).step_by(QUERY_BLOCK).map(move |i| (h, i))).collect();
+                    assert_eq!(starts, want);
+                }
+            }
+        }
     }
 
     #[test]
