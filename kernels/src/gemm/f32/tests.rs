@@ -109,8 +109,11 @@ macro_rules! variant_tests {
                 #[test]
                 fn threads() {
                     let Some(kernel) = kernel() else { return };
-                    // Split by column groups (590 KB of weights), then by rows (64 KB).
+                    // Split by column groups (590 KB of weights) cut into row parts (runs
+                    // of groups alone would not go evenly to 2 or 4 threads), then by rows
+                    // (64 KB).
                     check(kernel, 197, 192, 768, Epilogue::Accumulate, 2);
+                    check(kernel, 197, 192, 768, Epilogue::Accumulate, 4);
                     check(kernel, 197, 64, 256, Epilogue::Accumulate, 3);
                     check(kernel, 11, 80, 33, Epilogue::Store, 3);
                 }
