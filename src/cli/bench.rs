@@ -153,7 +153,7 @@ pub(crate) fn bench(args: Bench) -> Result<ExitCode, Error> {
     // threads picked that work up would differ from run to run, and `benches/arm_threads.sh`
     // takes per-thread instruction counts of two runs apart. The price: a random model's
     // weight quantization, which runs rows in parallel elsewhere, runs on one thread here
-    // (ViT-B/16 int8: about 16 s on a Zen 3 core); opening checks values, some milliseconds.
+    // (ViT-B/16 int8: about 2.3 s on a Zen 3 core); opening checks values, some milliseconds.
     let setup = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
