@@ -32,7 +32,7 @@ use crate::rows::quantize::quantize_symmetric_row as quantize_symmetric;
 use crate::rows::softmax::softmax_exp_rows;
 use crate::{OutPtr, Threads};
 
-/// Queries per task: a task's scores are `QUERY_BLOCK x tokens` floats.
+/// Queries per block at most: a block's scores are `QUERY_BLOCK x tokens` floats.
 pub const QUERY_BLOCK: usize = 32;
 
 /// Rows of one head by which work is shared between threads: the NEON microkernels' tile

@@ -114,7 +114,7 @@ fn split(p: Problem, t: usize) -> Split {
     let tiles = m.div_ceil(mr);
     if t <= 1 || m * n * k < PARALLEL_WORK {
         Split::Serial
-    } else if n * k * weight_size <= ROW_SPLIT_MAX_WEIGHT_BYTES && tiles >= 2 * t {
+    } else if n * k * weight_size <= ROW_SPLIT_MAX_WEIGHT_BYTES && m >= 2 * t * mr {
         // Whole row tiles per thread, as evenly as they go.
         Split::Rows { rows: tiles.div_ceil(t) * mr }
     } else {
