@@ -80,11 +80,7 @@ pub(crate) fn drive(
     };
     match split(p, threads.get()) {
         Split::Serial => run(0..groups, (0, m)),
-        Split::Rows { rows } => {
-            use rayon::prelude::*;
-            (0..m.div_ceil(rows)).into_par_iter().for_each(|i| run(0..groups, (i * rows, ((i + 1) * rows).min(m))));
-        }
-        Split::Columns { chunk, rows } => {
+        Split::Tasks { chunk, rows } => {
             use rayon::prelude::*;
             let parts = m.div_ceil(rows);
             (0..groups.div_ceil(chunk) * parts).into_par_iter().for_each(|i| {
@@ -100,32 +96,30 @@ pub(crate) fn drive(
 enum Split {
     /// All on the calling thread.
     Serial,
-    /// Tasks of `rows` rows (whole row tiles), every column group.
-    Rows { rows: usize },
-    /// Tasks of `chunk` column groups by `rows` rows: all the rows, unless the runs of groups
-    /// alone would not go evenly to the threads (ViT-Ti's f32 patch embedding on NEON: 6 runs of
-    /// 2 groups on 4 threads, two runs each for two of them), where each run is also cut into
+    /// Tasks of `chunk` column groups by `rows` rows (whole row tiles). Split by rows, a task
+    /// takes every group; split by columns, all the rows, unless the runs of groups alone
+    /// would not go evenly to the threads (ViT-Ti's f32 patch embedding on NEON: 6 runs of 2
+    /// groups on 4 threads, two runs each for two of them), where each run is also cut into
     /// row parts.
-    Columns { chunk: usize, rows: usize },
+    Tasks { chunk: usize, rows: usize },
 }
 
 fn split(p: Problem, t: usize) -> Split {
     let Problem { m, n, k, mr, np, weight_size } = p;
-    let tiles = m.div_ceil(mr);
+    let (tiles, groups) = (m.div_ceil(mr), n.div_ceil(NR).div_ceil(np));
     if t <= 1 || m * n * k < PARALLEL_WORK {
         Split::Serial
     } else if n * k * weight_size <= ROW_SPLIT_MAX_WEIGHT_BYTES && m >= 2 * t * mr {
         // Whole row tiles per thread, as evenly as they go.
-        Split::Rows { rows: tiles.div_ceil(t) * mr }
+        Split::Tasks { chunk: groups, rows: tiles.div_ceil(t) * mr }
     } else {
         // A few tasks per thread balances ragged group counts.
-        let groups = n.div_ceil(NR).div_ceil(np);
         let chunk = groups.div_ceil(t * 2).max(1);
         // Row parts enough for the task count to be a multiple of t, while each keeps two
         // row tiles or more.
         let parts = t / gcd(groups.div_ceil(chunk), t);
         let parts = if tiles >= 2 * parts { parts } else { 1 };
-        Split::Columns { chunk, rows: tiles.div_ceil(parts) * mr }
+        Split::Tasks { chunk, rows: tiles.div_ceil(parts) * mr }
     }
 }
 
@@ -155,8 +149,7 @@ mod tests {
         let cols = |g0: usize, g1: usize| ((g1.min(groups) * p.np * NR).min(p.n) - g0 * p.np * NR) as f64;
         let mut tasks: Vec<f64> = match split(p, t) {
             Split::Serial => vec![1.0],
-            Split::Rows { rows } => (0..p.m).step_by(rows).map(|r| ((r + rows).min(p.m) - r) as f64).collect(),
-            Split::Columns { chunk, rows } => (0..groups)
+            Split::Tasks { chunk, rows } => (0..groups)
                 .step_by(chunk)
                 .flat_map(|g| {
                     (0..p.m).step_by(rows).map(move |r| cols(g, g + chunk) * ((r + rows).min(p.m) - r) as f64)
@@ -202,10 +195,10 @@ mod tests {
             (196, 192, 768, 4),
         ]);
         // The patch embedding's 12 groups of 16 columns went to four threads as 6 runs of 2.
-        assert_eq!(split(problem(196, 192, 768, 4, (4, 1)), 4), Split::Columns { chunk: 2, rows: 100 });
-        assert_eq!(split(problem(196, 192, 768, 4, (4, 1)), 2), Split::Columns { chunk: 3, rows: 196 });
+        assert_eq!(split(problem(196, 192, 768, 4, (4, 1)), 4), Split::Tasks { chunk: 2, rows: 100 });
+        assert_eq!(split(problem(196, 192, 768, 4, (4, 1)), 2), Split::Tasks { chunk: 3, rows: 196 });
         // AVX-512's 6 groups of 32 went to two threads as 3 runs of 2.
-        assert_eq!(split(problem(196, 192, 768, 4, (8, 2)), 2), Split::Columns { chunk: 2, rows: 104 });
+        assert_eq!(split(problem(196, 192, 768, 4, (8, 2)), 2), Split::Tasks { chunk: 2, rows: 104 });
     }
 
     #[test]
@@ -225,6 +218,6 @@ mod tests {
         assert_eq!(split(problem(1, 1000, 192, 4, (4, 1)), 4), Split::Serial);
         assert_eq!(split(problem(197, 576, 192, 1, (4, 1)), 1), Split::Serial);
         // Two row tiles cannot be cut into two parts of two tiles or more.
-        assert_eq!(split(problem(8, 192, 768, 4, (4, 1)), 4), Split::Columns { chunk: 2, rows: 8 });
+        assert_eq!(split(problem(8, 192, 768, 4, (4, 1)), 4), Split::Tasks { chunk: 2, rows: 8 });
     }
 }
