@@ -114,7 +114,7 @@ pub(crate) unsafe fn body(rp: &[*const f32; 4], k: usize, b: *const f32, ldb: us
     let steps = k / 4;
     if steps == 0 {
         // SAFETY: the caller's contract.
-        return unsafe { body_from([[vdupq_n_f32(0.0); 4]; 4], rp, k, b, ldb) };
+        return unsafe { k_tail([[vdupq_n_f32(0.0); 4]; 4], rp, 0, k, b, ldb) };
     }
     // The zero sums are loaded, not made with `movi`, and in the block of the first step:
     // loads issue on the load pipes, which the first step leaves half idle, where 16 `movi`
