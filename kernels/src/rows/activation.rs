@@ -163,10 +163,13 @@ pub(crate) fn recip_estimate(d: f32) -> f32 {
 
 /// exp(x) without branches or division: x = n ln 2 + r with |r| <= ln 2 / 2, e^r by a
 /// degree-5 polynomial, 2^n by building the float's exponent. Relative error about 2e-7 for x
-/// in [-87, 88]; x is clamped to that range. The scalar twin of the SIMD `exp`s.
+/// in [-87, 88]. x is raised to -87 when below it; it must not be above 88 (2^n would
+/// overflow the exponent field): softmax's arguments are at most 0, so the kernels spend no
+/// instruction on an upper clamp. A NaN stays NaN. The scalar twin of the SIMD `exp`s.
 #[inline(always)]
 pub fn exp_fast(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
+    debug_assert!(!(x > 88.0), "exp_fast: {x} > 88");
+    let x = if x < -87.0 { -87.0 } else { x };
     let t = x.mul_add(std::f32::consts::LOG2_E, EXP_MAGIC);
     let n = t - EXP_MAGIC;
     let r = n.mul_add(-LN2_HI, x);
@@ -494,7 +497,7 @@ mod x86 {
     #[inline]
     pub fn exp_f32x16(x: __m512) -> __m512 {
         let s = _mm512_set1_ps;
-        let x = _mm512_min_ps(_mm512_max_ps(x, s(-87.0)), s(88.0));
+        let x = _mm512_max_ps(x, s(-87.0));
         let t = _mm512_fmadd_ps(x, s(std::f32::consts::LOG2_E), s(EXP_MAGIC));
         let n = _mm512_sub_ps(t, s(EXP_MAGIC));
         let r = _mm512_fnmadd_ps(n, s(LN2_HI), x);
@@ -567,7 +570,7 @@ mod x86 {
     #[inline]
     pub fn exp_f32x8(x: __m256) -> __m256 {
         let s = _mm256_set1_ps;
-        let x = _mm256_min_ps(_mm256_max_ps(x, s(-87.0)), s(88.0));
+        let x = _mm256_max_ps(x, s(-87.0));
         let t = _mm256_fmadd_ps(x, s(std::f32::consts::LOG2_E), s(EXP_MAGIC));
         let n = _mm256_sub_ps(t, s(EXP_MAGIC));
         let r = _mm256_fnmadd_ps(n, s(LN2_HI), x);

@@ -247,8 +247,9 @@ mod neon {
     }
 
     /// The first half of `exp_fast` for the eight values at `[{p}, #$off]`: their argument
-    /// `x scale + shift`, clamped, reduced to `r = x - n ln 2` in `$r0`, `$r1`; `2^n` in
-    /// `$s0`, `$s1`. v16, v17 are scratch.
+    /// `x scale + shift`, raised to -87 if below (it is never above 0: no upper clamp),
+    /// reduced to `r = x - n ln 2` in `$r0`, `$r1`; `2^n` in `$s0`, `$s1`. v16, v17 are
+    /// scratch.
     #[rustfmt::skip]
     macro_rules! reduce_half {
         ($r0:literal, $r1:literal, $s0:literal, $s1:literal, $off:literal) => { concat!(
@@ -257,10 +258,8 @@ mod neon {
             "ldr q", $s1, ", [{c}]\n",
             "fmla v", $s0, ".4s, v", $r0, ".4s, v24.s[0]\n",
             "fmla v", $s1, ".4s, v", $r1, ".4s, v24.s[0]\n",
-            "fmax v", $s0, ".4s, v", $s0, ".4s, v26.4s\n",
-            "fmax v", $s1, ".4s, v", $s1, ".4s, v26.4s\n",
-            "fmin v", $r0, ".4s, v", $s0, ".4s, v27.4s\n",
-            "fmin v", $r1, ".4s, v", $s1, ".4s, v27.4s\n",
+            "fmax v", $r0, ".4s, v", $s0, ".4s, v26.4s\n",
+            "fmax v", $r1, ".4s, v", $s1, ".4s, v26.4s\n",
             "ldr q", $s0, ", [{c}, #16]\n",
             "ldr q", $s1, ", [{c}, #16]\n",
             "fmla v", $s0, ".4s, v", $r0, ".4s, v24.s[1]\n",
@@ -326,7 +325,6 @@ mod neon {
                 in("v24") vld1q_f32(k.by_lane.as_ptr()),
                 in("v25") vdupq_n_f32(EXP_POLY[4]),
                 in("v26") vdupq_n_f32(-87.0),
-                in("v27") vdupq_n_f32(88.0),
                 out("v0") _, out("v1") _, out("v2") _, out("v3") _,
                 out("v16") _, out("v17") _, out("v18") _, out("v19") _,
                 out("v20") _, out("v21") _, out("v28") _, out("v29") _,
@@ -340,10 +338,10 @@ mod neon {
     /// so bit for bit its results.
     ///
     /// Software-pipelined by half chunks: each step reduces the next eight values' arguments
-    /// while it finishes the previous eight. One exponential is a chain of 15 dependent
+    /// while it finishes the previous eight. One exponential is a chain of 14 dependent
     /// operations; four of them at a time filled the Cortex-A72's reorder buffer (115
-    /// estimated cycles per 16 values, 71 now; the Cortex-A76 56, now 35). The loop is kept to
-    /// 85 instructions and starts on a 512-byte boundary: qemu ends a translation block after
+    /// estimated cycles per 16 values, 71 with the pipelining; the Cortex-A76 56, then 35).
+    /// The loop is kept to 85 instructions (78 since the upper clamp went) and starts on a 512-byte boundary: qemu ends a translation block after
     /// about 86 such instructions or at a 4 KB page, and the cycle estimate cannot overlap the
     /// two blocks of a split loop (docs/kernels.md).
     ///
@@ -354,7 +352,7 @@ mod neon {
         let [mut s0, mut s1, mut s2, mut s3] = *sum;
         // SAFETY: the loads and stores stay in the 16 * chunks floats at p and in `k`; only
         // the declared registers are written. Registers: v0-v3 (r and 2^n of a chunk's first
-        // half), v4-v7 (its second half), v23-v27 constants, v28-v31 the sums.
+        // half), v4-v7 (its second half), v23-v26 constants, v28-v31 the sums.
         unsafe {
             asm!(
                 reduce_half!(0, 1, 2, 3, 0),
@@ -381,7 +379,6 @@ mod neon {
                 in("v24") vld1q_f32(k.by_lane.as_ptr()),
                 in("v25") vdupq_n_f32(EXP_POLY[4]),
                 in("v26") vdupq_n_f32(-87.0),
-                in("v27") vdupq_n_f32(88.0),
                 inout("v28") s0, inout("v29") s1, inout("v30") s2, inout("v31") s3,
                 out("v0") _, out("v1") _, out("v2") _, out("v3") _,
                 out("v4") _, out("v5") _, out("v6") _, out("v7") _,
