@@ -55,8 +55,8 @@ pub fn gelu_quantize_row_scalar(src: &mut [f32], dst: &mut [i8], biased: bool) -
     quantize_row_scalar(src, dst, biased)
 }
 
-/// Quantizes `src` symmetrically into `dst` (`scale = max|x| / 127`, round half to even, the
-/// rest of `dst` zeroed) on the best kernel this CPU has; returns the scale and the sum of the
+/// Quantizes `src` symmetrically into `dst` (`scale = max|x| / 127`, `x / scale` rounded once
+/// to an integer, half to even, as in [`quantize_row`]; the rest of `dst` zeroed) on the best kernel this CPU has; returns the scale and the sum of the
 /// quantized values. A zero row gets scale 1. Attention's queries and keys, per token and head.
 pub fn quantize_symmetric_row(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
     assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
@@ -73,17 +73,26 @@ pub fn quantize_symmetric_row_scalar(src: &[f32], dst: &mut [i8]) -> (f32, i32) 
     let (scale, inv) = symmetric_scale(max);
     let mut sum = 0i32;
     for (d, &v) in dst.iter_mut().zip(src) {
-        *d = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        *d = symmetric_q(v, inv);
         sum += *d as i32;
     }
     dst[src.len()..].fill(0);
     (scale, sum)
 }
 
-/// The symmetric scale `max|x| / 127` (1 for a zero or non-finite maximum) and its inverse.
+/// `x * inv` rounded once to an integer by the fused add of [`ROUND_MAGIC`]; in [-127, 127]
+/// for `|x| <= max` (the cast saturates a NaN to 0).
+#[inline(always)]
+fn symmetric_q(x: f32, inv: f32) -> i8 {
+    (x.mul_add(inv, ROUND_MAGIC) - ROUND_MAGIC) as i8
+}
+
+/// The symmetric scale `max|x| / 127` and its inverse; scale 1 for a zero, non-finite or
+/// vanishingly small maximum (below 127 * f32::MIN_POSITIVE the scale would be subnormal and
+/// its inverse inexact; every value then rounds to 0 at scale 1).
 #[inline(always)]
 fn symmetric_scale(max: f32) -> (f32, f32) {
-    let scale = if max > 0.0 && max.is_finite() { max / 127.0 } else { 1.0 };
+    let scale = if max >= 127.0 * f32::MIN_POSITIVE && max.is_finite() { max / 127.0 } else { 1.0 };
     (scale, 1.0 / scale)
 }
 
@@ -159,7 +168,8 @@ mod neon {
     }
 
     /// [`super::quantize_symmetric_row`]: the maximum magnitude in four q registers, then 16
-    /// values per step: multiply, round to nearest even (`fcvtns`), saturating narrows.
+    /// values per step: `fmla` onto [`ROUND_MAGIC`], the low byte of each lane by three `uzp1`
+    /// (as in `quantize_chunks16`), and the sum by pairwise widening adds.
     pub fn quantize_symmetric_row_neon(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
         assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
         let (len, whole) = (src.len(), src.len() / 16 * 16);
@@ -176,20 +186,20 @@ mod neon {
             let m = vmaxvq_f32(vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3])));
             let max = src[whole..].iter().fold(m, |m, v| m.max(v.abs()));
             let (scale, inv) = symmetric_scale(max);
-            let (lo, hi) = (vdupq_n_s8(-127), vdupq_n_s8(127));
+            let (magic, vinv) = (vdupq_n_f32(ROUND_MAGIC), vdupq_n_f32(inv));
             let mut sums = vdupq_n_s32(0);
             for i in (0..whole).step_by(16) {
-                let q: [int32x4_t; 4] =
-                    std::array::from_fn(|j| vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(sp.add(i + 4 * j)), inv)));
-                let h0 = vqmovn_high_s32(vqmovn_s32(q[0]), q[1]);
-                let h1 = vqmovn_high_s32(vqmovn_s32(q[2]), q[3]);
-                let b = vminq_s8(vmaxq_s8(vqmovn_high_s16(vqmovn_s16(h0), h1), lo), hi);
+                let t: [int16x8_t; 4] = std::array::from_fn(|j| {
+                    vreinterpretq_s16_f32(vfmaq_f32(magic, vld1q_f32(sp.add(i + 4 * j)), vinv))
+                });
+                let (h0, h1) = (vuzp1q_s16(t[0], t[1]), vuzp1q_s16(t[2], t[3]));
+                let b = vuzp1q_s8(vreinterpretq_s8_s16(h0), vreinterpretq_s8_s16(h1));
                 vst1q_s8(dp.add(i), b);
                 sums = vpadalq_s16(sums, vpaddlq_s8(b));
             }
             let mut sum = vaddvq_s32(sums);
             for (d, &v) in dst[whole..len].iter_mut().zip(&src[whole..]) {
-                *d = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+                *d = symmetric_q(v, inv);
                 sum += *d as i32;
             }
             dst[len..].fill(0);
