@@ -56,8 +56,8 @@ pub fn gelu_quantize_row_scalar(src: &mut [f32], dst: &mut [i8], biased: bool) -
 }
 
 /// Quantizes `src` symmetrically into `dst` (`scale = max|x| / 127`, `x / scale` rounded once
-/// to an integer, half to even, as in [`quantize_row`]; the rest of `dst` zeroed) on the best kernel this CPU has; returns the scale and the sum of the
-/// quantized values. A zero row gets scale 1. Attention's queries and keys, per token and head.
+/// to an integer, half to even, as in [`quantize_row`]; the rest of `dst` zeroed) on the best
+/// kernel this CPU has; returns the scale and the sum of the quantized values. A zero row gets scale 1. Attention's queries and keys, per token and head.
 pub fn quantize_symmetric_row(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
     assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
     #[cfg(target_arch = "aarch64")]
@@ -163,7 +163,9 @@ mod neon {
     pub fn quantize_row_neon(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
         assert!(dst.len() >= src.len(), "quantize_row: destination too short");
         // SAFETY: `range` only reads `src`.
-        let (l, h) = unsafe { range(src.as_ptr() as *mut f32, src.len(), false) };
+        let Some((l, h)) = (unsafe { range(src.as_ptr() as *mut f32, src.len(), false) }) else {
+            return quantize_row_scalar(src, dst, biased);
+        };
         quantize(src, dst, biased, l, h)
     }
 
@@ -185,6 +187,11 @@ mod neon {
             }
             let m = vmaxvq_f32(vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3])));
             let max = src[whole..].iter().fold(m, |m, v| m.max(v.abs()));
+            if !m.is_finite() || !max.is_finite() {
+                // A NaN or an infinity (NEON's max keeps a NaN, the twin's skips it): values
+                // beyond the scale, which the twin saturates and the low bytes would not.
+                return quantize_symmetric_row_scalar(src, dst);
+            }
             let (scale, inv) = symmetric_scale(max);
             let (magic, vinv) = (vdupq_n_f32(ROUND_MAGIC), vdupq_n_f32(inv));
             let mut sums = vdupq_n_s32(0);
@@ -212,17 +219,22 @@ mod neon {
     pub fn gelu_quantize_row_neon(src: &mut [f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
         assert!(dst.len() >= src.len(), "quantize_row: destination too short");
         // SAFETY: `src` is exclusively borrowed, so `range` may write GELU into it.
-        let (l, h) = unsafe { range(src.as_mut_ptr(), src.len(), true) };
+        let Some((l, h)) = (unsafe { range(src.as_mut_ptr(), src.len(), true) }) else {
+            // GELU is in `src` already, the twin's bits.
+            return quantize_row_scalar(src, dst, biased);
+        };
         quantize(src, dst, biased, l, h)
     }
 
     /// The minimum and maximum of `len` floats at `p`, first replacing each by its GELU when
-    /// `gelu_first` is set (eight at a time then, in `gelu_chunks_neon`'s asm loop).
+    /// `gelu_first` is set (eight at a time then, in `gelu_chunks_neon`'s asm loop); `None`
+    /// (GELU applied all the same) when the vector part holds a NaN: the caller then takes
+    /// the twin for that row.
     ///
     /// # Safety
     /// `p` must address `len` readable floats, writable too when `gelu_first` is set.
     #[inline(always)]
-    unsafe fn range(p: *mut f32, len: usize, gelu_first: bool) -> (f32, f32) {
+    unsafe fn range(p: *mut f32, len: usize, gelu_first: bool) -> Option<(f32, f32)> {
         let step = if gelu_first { 8 } else { 16 };
         let whole = len / step * step;
         // SAFETY (every load and store below): NEON is baseline on aarch64; each index
@@ -249,13 +261,20 @@ mod neon {
             }
             let mut l = vminvq_f32(vminq_f32(vminq_f32(lo[0], lo[1]), vminq_f32(lo[2], lo[3])));
             let mut h = vmaxvq_f32(vmaxq_f32(vmaxq_f32(hi[0], hi[1]), vmaxq_f32(hi[2], hi[3])));
-            for i in whole..len {
-                if gelu_first {
+            if gelu_first {
+                for i in whole..len {
                     *p.add(i) = gelu(*p.add(i));
                 }
+            }
+            if l.is_nan() || h.is_nan() {
+                // NEON's min and max keep a NaN, the twin's skip it: the twin's range could
+                // leave values outside it, which the twin saturates and the low bytes would not.
+                return None;
+            }
+            for i in whole..len {
                 (l, h) = (l.min(*p.add(i)), h.max(*p.add(i)));
             }
-            (l, h)
+            Some((l, h))
         }
     }
 
@@ -263,8 +282,8 @@ mod neon {
     /// for `chunks` (at least one) chunks of 16 values of the row's range: the twin's
     /// operations, `fmla` onto [`ROUND_MAGIC`] and the low byte of each lane gathered by three
     /// `uzp1` (llvm-mca: 7.1 Cortex-A76 cycles per 16 values, 17.1 on the A72; with `fcvtns`,
-    /// saturating narrows and a clamp 13.1 and 20.1). A NaN among the values gives the low byte
-    /// of its bits (0 for the default NaN) where the twin gives 0. In asm for its alignment:
+    /// saturating narrows and a clamp 13.1 and 20.1). Every value must lie in the row's range
+    /// (a row with a NaN in its vector part goes to the twin: see `range`). In asm for its alignment:
     /// the loop (19 instructions) starts on a 128-byte boundary, so it never straddles a 4 KB page. Compiled from
     /// intrinsics it did, after a change elsewhere moved it, and qemu splits a block at a page:
     /// the cycle estimate of the two halves (26.7 A76 cycles per 16 values against 13.2 as one
@@ -550,6 +569,35 @@ mod tests {
             let mut got = [9i8; 3];
             assert_eq!(kernel(&tiny, &mut got, true), (1.0, 1e-37), "{isa:?}");
             assert_eq!(got, [-128; 3], "{isa:?}");
+        }
+    }
+
+    /// NaN and infinities: NEON's vector min and max keep a NaN where the twin's skip it, so
+    /// such rows go to the twin (x86 keeps its clamps instead, and may differ from the twin on
+    /// a row with a NaN).
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn rows_with_nan_or_infinity_match_the_twin_on_neon() {
+        for len in [5usize, 16, 21, 40] {
+            for (at, bad) in [(0, f32::NAN), (len - 1, f32::NAN), (3, f32::INFINITY), (2, f32::NEG_INFINITY)] {
+                let mut x: Vec<f32> = noise(len as u64 + 91, len).iter().map(|v| v * 300.0).collect();
+                x[at] = bad;
+                for biased in [false, true] {
+                    let (mut want, mut got) = (vec![5i8; len + 2], vec![5i8; len + 2]);
+                    let wp = quantize_row_scalar(&x, &mut want, biased);
+                    let gp = quantize_row_neon(&x, &mut got, biased);
+                    assert_eq!((gp.0.to_bits(), gp.1.to_bits(), &got), (wp.0.to_bits(), wp.1.to_bits(), &want));
+                    let (mut wx, mut gx) = (x.clone(), x.clone());
+                    let wp = gelu_quantize_row_scalar(&mut wx, &mut want, biased);
+                    let gp = gelu_quantize_row_neon(&mut gx, &mut got, biased);
+                    assert_eq!((gp.0.to_bits(), gp.1.to_bits(), &got), (wp.0.to_bits(), wp.1.to_bits(), &want));
+                    assert!(gx.iter().zip(&wx).all(|(a, b)| a.to_bits() == b.to_bits()));
+                }
+                let (mut want, mut got) = (vec![5i8; len + 2], vec![5i8; len + 2]);
+                let (ws, wsum) = quantize_symmetric_row_scalar(&x, &mut want);
+                let (gs, gsum) = quantize_symmetric_row_neon(&x, &mut got);
+                assert_eq!((gs.to_bits(), gsum, &got), (ws.to_bits(), wsum, &want), "len {len} at {at}");
+            }
         }
     }
 
