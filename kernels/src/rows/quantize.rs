@@ -9,7 +9,7 @@
 //!
 //! [`quantize_row_scalar`] is the twin; the SIMD kernels compute `q = round((x - offset) *
 //! inv)` the same way, so all agree bit for bit: the product is rounded once, straight to an
-//! integer (half to even), by a fused multiply-add onto [`ROUND_MAGIC`]. Within a row's range
+//! integer (half to even), by a fused multiply-add onto 1.5 * 2^23. Within a row's range
 //! `|q| <= 127` without a clamp, and on aarch64 `q` is then the low byte of the sum's bits,
 //! so the conversion needs no `fcvtns` (two operations on one of the Cortex-A76's vector
 //! pipes) and no saturating narrows. (The fused `x * inv - offset * inv` is one operation
@@ -170,7 +170,7 @@ mod neon {
     }
 
     /// [`super::quantize_symmetric_row`]: the maximum magnitude in four q registers, then 16
-    /// values per step: `fmla` onto [`ROUND_MAGIC`], the low byte of each lane by three `uzp1`
+    /// values per step: `fmla` onto 1.5 * 2^23, the low byte of each lane by three `uzp1`
     /// (as in `quantize_chunks16`), and the sum by pairwise widening adds.
     pub fn quantize_symmetric_row_neon(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
         assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
