@@ -57,7 +57,8 @@ pub fn gelu_quantize_row_scalar(src: &mut [f32], dst: &mut [i8], biased: bool) -
 
 /// Quantizes `src` symmetrically into `dst` (`scale = max|x| / 127`, `x / scale` rounded once
 /// to an integer, half to even, as in [`quantize_row`]; the rest of `dst` zeroed) on the best
-/// kernel this CPU has; returns the scale and the sum of the quantized values. A zero row gets scale 1. Attention's queries and keys, per token and head.
+/// kernel this CPU has; returns the scale and the sum of the quantized values. A zero row gets
+/// scale 1. Attention's queries and keys, per token and head.
 pub fn quantize_symmetric_row(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
     assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
     #[cfg(target_arch = "aarch64")]
@@ -73,17 +74,18 @@ pub fn quantize_symmetric_row_scalar(src: &[f32], dst: &mut [i8]) -> (f32, i32) 
     let (scale, inv) = symmetric_scale(max);
     let mut sum = 0i32;
     for (d, &v) in dst.iter_mut().zip(src) {
-        *d = symmetric_q(v, inv);
+        *d = round_q(v, inv);
         sum += *d as i32;
     }
     dst[src.len()..].fill(0);
     (scale, sum)
 }
 
-/// `x * inv` rounded once to an integer by the fused add of [`ROUND_MAGIC`]; in [-127, 127]
-/// for `|x| <= max` (the cast saturates a NaN to 0).
+/// `x * inv` rounded once to an integer (half to even) by the fused add of [`ROUND_MAGIC`]:
+/// every quantization's `q`, in [-127, 127] for `x` within the row's scale (the cast saturates
+/// anything else, a NaN to 0).
 #[inline(always)]
-fn symmetric_q(x: f32, inv: f32) -> i8 {
+fn round_q(x: f32, inv: f32) -> i8 {
     (x.mul_add(inv, ROUND_MAGIC) - ROUND_MAGIC) as i8
 }
 
@@ -139,13 +141,11 @@ pub fn quantize_row_scalar(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f
     (scale, offset)
 }
 
-/// `dst[i] = round((src[i] - offset) * inv) ^ flip` for `i >= from`, the product rounded once
-/// (half to even) by the fused add of [`ROUND_MAGIC`]. The cast saturates, so a value outside
-/// the row's range (NaN among finite values: 0) still gives a byte.
+/// `dst[i] = round((src[i] - offset) * inv) ^ flip` for `i >= from` ([`round_q`]).
 #[inline(always)]
 fn quantize_tail(src: &[f32], dst: &mut [i8], offset: f32, inv: f32, flip: i8, from: usize) {
     for (d, &v) in dst[from..].iter_mut().zip(&src[from..]) {
-        *d = (((v - offset).mul_add(inv, ROUND_MAGIC) - ROUND_MAGIC) as i8) ^ flip;
+        *d = round_q(v - offset, inv) ^ flip;
     }
 }
 
@@ -206,7 +206,7 @@ mod neon {
             }
             let mut sum = vaddvq_s32(sums);
             for (d, &v) in dst[whole..len].iter_mut().zip(&src[whole..]) {
-                *d = symmetric_q(v, inv);
+                *d = round_q(v, inv);
                 sum += *d as i32;
             }
             dst[len..].fill(0);
@@ -283,11 +283,12 @@ mod neon {
     /// operations, `fmla` onto [`ROUND_MAGIC`] and the low byte of each lane gathered by three
     /// `uzp1` (llvm-mca: 7.1 Cortex-A76 cycles per 16 values, 17.1 on the A72; with `fcvtns`,
     /// saturating narrows and a clamp 13.1 and 20.1). Every value must lie in the row's range
-    /// (a row with a NaN in its vector part goes to the twin: see `range`). In asm for its alignment:
-    /// the loop (19 instructions) starts on a 128-byte boundary, so it never straddles a 4 KB page. Compiled from
-    /// intrinsics it did, after a change elsewhere moved it, and qemu splits a block at a page:
-    /// the cycle estimate of the two halves (26.7 A76 cycles per 16 values against 13.2 as one
-    /// block) cost 1.4 M cycles of ViT-Ti int8 with no instruction changed.
+    /// (a row with a NaN in its vector part goes to the twin: see `range`). In asm for its
+    /// alignment: the loop (19 instructions) starts on a 128-byte boundary, so it never
+    /// straddles a 4 KB page. Compiled from intrinsics it did, after a change elsewhere moved
+    /// it, and qemu splits a block at a page: the cycle estimate of the two halves (26.7 A76
+    /// cycles per 16 values against 13.2 as one block) cost 1.4 M cycles of ViT-Ti int8 with no
+    /// instruction changed.
     ///
     /// # Safety
     /// `src` must address `16 * chunks` readable floats and `dst` as many writable bytes.
