@@ -392,21 +392,23 @@ mod x86 {
             let (mut lo, mut hi) = (_mm512_set1_ps(f32::INFINITY), _mm512_set1_ps(f32::NEG_INFINITY));
             for i in (0..whole).step_by(16) {
                 let v = _mm512_loadu_ps(sp.add(i));
-                lo = _mm512_min_ps(lo, v);
-                hi = _mm512_max_ps(hi, v);
+                // The value first: x86's min and max return their second operand when either
+                // is a NaN, so a NaN is skipped, as the twin's `f32::min` skips it.
+                lo = _mm512_min_ps(v, lo);
+                hi = _mm512_max_ps(v, hi);
             }
             let (l, h) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
             let (l, h) = src[whole..].iter().fold((l, h), |(l, h), &v| (l.min(v), h.max(v)));
             let Some((scale, offset, inv)) = params(l, h) else { return constant(dst, l, flip) };
             let (vi, vo) = (_mm512_set1_ps(inv), _mm512_set1_ps(offset));
-            let (min, max) = (_mm512_set1_ps(-127.0), _mm512_set1_ps(127.0));
             let magic = _mm512_set1_ps(ROUND_MAGIC);
             let vflip = _mm_set1_epi8(flip);
             for i in (0..whole).step_by(16) {
                 let t = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(sp.add(i)), vo), vi, magic);
-                // Rounded to an integer by the add; the clamp only acts on a NaN, then narrow.
+                // Rounded to an integer by the add, within [-127, 127] for every value but a
+                // NaN, which converts to 0 as the twin's cast does (zero-masked), then narrow.
                 let t = _mm512_sub_ps(t, magic);
-                let q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(t, min), max));
+                let q = _mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(t, t), t);
                 _mm_storeu_si128(dp.add(i) as *mut __m128i, _mm_xor_si128(_mm512_cvtsepi32_epi8(q), vflip));
             }
             quantize_tail(src, dst, offset, inv, flip, whole);
@@ -434,8 +436,10 @@ mod x86 {
             for i in (0..whole).step_by(16) {
                 for j in 0..2 {
                     let v = _mm256_loadu_ps(sp.add(i + 8 * j));
-                    lo[j] = _mm256_min_ps(lo[j], v);
-                    hi[j] = _mm256_max_ps(hi[j], v);
+                    // The value first: x86's min and max return their second operand when
+                    // either is a NaN, so a NaN is skipped, as the twin's `f32::min` skips it.
+                    lo[j] = _mm256_min_ps(v, lo[j]);
+                    hi[j] = _mm256_max_ps(v, hi[j]);
                 }
             }
             let (mut ll, mut hh) = ([0f32; 8], [0f32; 8]);
@@ -446,15 +450,15 @@ mod x86 {
             let (l, h) = src[whole..].iter().fold((l, h), |(l, h), &v| (l.min(v), h.max(v)));
             let Some((scale, offset, inv)) = params(l, h) else { return constant(dst, l, flip) };
             let (vi, vo) = (_mm256_set1_ps(inv), _mm256_set1_ps(offset));
-            let (min, max) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
             let magic = _mm256_set1_ps(ROUND_MAGIC);
             let vflip = _mm_set1_epi8(flip);
             for i in (0..whole).step_by(16) {
                 let q = |j: usize| {
                     let t = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(sp.add(i + 8 * j)), vo), vi, magic);
-                    // Rounded to an integer by the add; the clamp only acts on a NaN.
+                    // Rounded to an integer by the add, within [-127, 127] for every value
+                    // but a NaN, which the mask makes 0 as the twin's cast does.
                     let t = _mm256_sub_ps(t, magic);
-                    _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(t, min), max))
+                    _mm256_cvtps_epi32(_mm256_and_ps(t, _mm256_cmp_ps::<_CMP_ORD_Q>(t, t)))
                 };
                 // packs interleaves 128-bit lanes: [a0..3 b0..3 | a4..7 b4..7] as int16.
                 let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(q(0), q(1)));
@@ -573,30 +577,41 @@ mod tests {
         }
     }
 
-    /// NaN and infinities: NEON's vector min and max keep a NaN where the twin's skip it, so
-    /// such rows go to the twin (x86 keeps its clamps instead, and may differ from the twin on
-    /// a row with a NaN).
-    #[cfg(target_arch = "aarch64")]
+    /// NaN and infinities: every kernel gives the twin's bytes. The twin's `f32::min` skips a
+    /// NaN, and its cast turns one into 0. NEON's vector min and max keep a NaN, so such rows
+    /// take the twin there; x86's give their second operand, so the value goes first, and a
+    /// mask zeroes a NaN before the conversion.
     #[test]
-    fn rows_with_nan_or_infinity_match_the_twin_on_neon() {
+    fn rows_with_nan_or_infinity_match_the_twin() {
         for len in [5usize, 16, 21, 40] {
-            for (at, bad) in [(0, f32::NAN), (len - 1, f32::NAN), (3, f32::INFINITY), (2, f32::NEG_INFINITY)] {
+            let places =
+                [(0, f32::NAN), (len - 1, f32::NAN), (len / 2, f32::NAN), (3, f32::INFINITY), (2, f32::NEG_INFINITY)];
+            for (at, bad) in places {
                 let mut x: Vec<f32> = noise(len as u64 + 91, len).iter().map(|v| v * 300.0).collect();
                 x[at] = bad;
                 for biased in [false, true] {
-                    let (mut want, mut got) = (vec![5i8; len + 2], vec![5i8; len + 2]);
+                    let mut want = vec![5i8; len + 2];
                     let wp = quantize_row_scalar(&x, &mut want, biased);
-                    let gp = quantize_row_neon(&x, &mut got, biased);
-                    assert_eq!((gp.0.to_bits(), gp.1.to_bits(), &got), (wp.0.to_bits(), wp.1.to_bits(), &want));
-                    let (mut wx, mut gx) = (x.clone(), x.clone());
-                    let wp = gelu_quantize_row_scalar(&mut wx, &mut want, biased);
-                    let gp = gelu_quantize_row_neon(&mut gx, &mut got, biased);
-                    assert_eq!((gp.0.to_bits(), gp.1.to_bits(), &got), (wp.0.to_bits(), wp.1.to_bits(), &want));
-                    assert!(gx.iter().zip(&wx).all(|(a, b)| a.to_bits() == b.to_bits()));
+                    for (isa, kernel) in kernels() {
+                        let mut got = vec![5i8; len + 2];
+                        let gp = kernel(&x, &mut got, biased);
+                        let (got, want) =
+                            ((gp.0.to_bits(), gp.1.to_bits(), got), (wp.0.to_bits(), wp.1.to_bits(), &want));
+                        assert_eq!((got.0, got.1, &got.2), want, "{isa:?} len {len} at {at}");
+                    }
+                    #[cfg(target_arch = "aarch64")]
+                    {
+                        let (mut want, mut got) = (vec![5i8; len + 2], vec![5i8; len + 2]);
+                        let (mut wx, mut gx) = (x.clone(), x.clone());
+                        let wp = gelu_quantize_row_scalar(&mut wx, &mut want, biased);
+                        let gp = gelu_quantize_row_neon(&mut gx, &mut got, biased);
+                        assert_eq!((gp.0.to_bits(), gp.1.to_bits(), &got), (wp.0.to_bits(), wp.1.to_bits(), &want));
+                        assert!(gx.iter().zip(&wx).all(|(a, b)| a.to_bits() == b.to_bits()));
+                    }
                 }
                 let (mut want, mut got) = (vec![5i8; len + 2], vec![5i8; len + 2]);
                 let (ws, wsum) = quantize_symmetric_row_scalar(&x, &mut want);
-                let (gs, gsum) = quantize_symmetric_row_neon(&x, &mut got);
+                let (gs, gsum) = quantize_symmetric_row(&x, &mut got);
                 assert_eq!((gs.to_bits(), gsum, &got), (ws.to_bits(), wsum, &want), "len {len} at {at}");
             }
         }
