@@ -221,13 +221,19 @@ variant_tests! {
 }
 
 /// Every product at +-127 * 127 over a long K: the int16 pair sums of the `smlal` and
-/// `vpmaddubsw` kernels sit at their limit and the int32 sums are large, yet exact.
+/// `vpmaddubsw` kernels sit at their limit and the int32 sums are large, yet exact. And at
+/// K = 256 with weights of -128 on the ARM and scalar kernels: the largest sums the
+/// Cortex-A76 strip converts with its 1.5 * 2^23 start (`MAGIC_MAX_K`). (The x86 kernels take
+/// weights in [-127, 127], as the tools write them: `vpsignb` cannot negate -128.)
 fn extremes(kernel: I8Kernel) {
-    let (m, n, k) = (5, 18, 3072);
-    for sign in [1i8, -1] {
+    let (m, n) = (5, 18);
+    let x86 = matches!(kernel, I8Kernel::Avx2 | I8Kernel::AvxVnni | I8Kernel::Avx512Vnni);
+    let magic_weight = if x86 { -127 } else { -128 };
+    let cases = [(3072, -127i8), (256, magic_weight)];
+    for ((k, weight), sign) in cases.into_iter().flat_map(|c| [(c, 1i8), (c, -1)]) {
         let flip = if kernel.wants_biased() { -128i8 } else { 0 };
         let a = vec![(127i8 * sign) ^ flip; m * k];
-        let q = vec![-127i8; n * k];
+        let q = vec![weight; n * k];
         let packed = pack_k4n16(&q, n, k);
         let sums = channel_sums(&q, n, k);
         let mut out = vec![0f32; m * n];
@@ -242,7 +248,7 @@ fn extremes(kernel: I8Kernel) {
         };
         let w = PackedI8 { data: &packed, n, k, scales: &ones_n, sums: &sums };
         i8_gemm(kernel, a, w, None, &mut out, n, Epilogue::Store, Threads(1));
-        let expect = -(127 * 127 * k as i64) as f32 * sign as f32;
+        let expect = (127 * weight as i64 * k as i64) as f32 * sign as f32;
         assert!(out.iter().all(|&v| v == expect), "{}: {} vs {expect}", kernel.name(), out[0]);
     }
 }
