@@ -117,7 +117,7 @@ pub(super) fn run(
     };
     // SAFETY: NEON is part of the aarch64 baseline; `check` made sure that every row pointer
     // addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
-    let body = |rp| unsafe { body(rp, groups, w.as_ptr()) };
+    let body = |rp, _rows| unsafe { body(rp, groups, w.as_ptr()) };
     run_strips::<2>(a, stride, rows, cols, out, strip_fits, strip, body);
 }
 

@@ -241,8 +241,8 @@ fn check(a: &[i8], stride: usize, w: &[i8], panels: usize, max_panels: usize, ou
 /// The block walk of the ARM int8 kernels that have a whole-strip asm loop: a block that is a
 /// full 16-column strip, stored or added, with `strip_fits` (K a whole number of the asm's
 /// steps) goes to `strip` for its whole `MR`-row tiles; the other rows, and every other block
-/// (a GELU epilogue, a partial panel), tile by tile through `body` (the int32 sums of one tile)
-/// and `finish_i32`.
+/// (a GELU epilogue, a partial panel), tile by tile through `body` (the int32 sums of one tile,
+/// given its row pointers and how many of its rows are real) and `finish_i32`.
 ///
 /// `strip(tiles, accumulate, out)` must compute the first `MR * tiles` rows of `out`.
 #[cfg(target_arch = "aarch64")]
@@ -255,7 +255,7 @@ fn run_strips<const MR: usize>(
     mut out: OutBlock<'_>,
     strip_fits: bool,
     strip: impl FnOnce(usize, bool, &mut OutBlock<'_>),
-    body: impl Fn([*const i8; MR]) -> [[std::arch::aarch64::int32x4_t; 4]; MR],
+    body: impl Fn([*const i8; MR], usize) -> [[std::arch::aarch64::int32x4_t; 4]; MR],
 ) {
     let accumulate = match out.epilogue {
         Epilogue::Store => Some(false),
@@ -277,7 +277,7 @@ fn run_strips<const MR: usize>(
     let mut rest = out.tile(done, out.rows - done);
     super::epilogue::neon::gelu_after_tiles(&mut rest, |rest| {
         for_each_tile::<MR, i8>(a, stride, rest, |rp, m0, mut tile| {
-            super::epilogue::neon::finish_i32(&body(rp), &rows.at(m0, tile.rows), cols, &mut tile);
+            super::epilogue::neon::finish_i32(&body(rp, tile.rows), &rows.at(m0, tile.rows), cols, &mut tile);
         })
     });
 }
