@@ -28,7 +28,7 @@ use crate::gemm::i8::I8Kernel;
 use crate::gemm::pack::{padded_k, KG};
 use crate::gemm::{Columns, Epilogue, OutBlock, Rows, NR};
 use crate::rows::convert::to_halves;
-use crate::rows::quantize::quantize_symmetric_row as quantize_symmetric;
+use crate::rows::quantize::quantize_symmetric_rows;
 use crate::rows::softmax::softmax_exp_rows;
 use crate::{OutPtr, Threads};
 
@@ -339,7 +339,6 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
     let shape = s.shape;
     let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
     let (tp, dhp) = (shape.padded_tokens(), padded_k(dh));
-    let key = |j: usize, h: usize| &qkv[j * 3 * dim + dim + h * dh..][..dh];
     match scores {
         Scores::F32(_) => {
             // keys_t[h][d][j] = k[j][h*dh + d], zero past the last token: row h*dh + d is
@@ -363,17 +362,25 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
             type Panel<'a> = (usize, (((&'a mut [i8], &'a mut [f32]), &'a mut [i32]), &'a mut Columns));
             let pack = |(i, (((panel, scales), sums), columns)): Panel<'_>| {
                 let (h, p) = (i / (tp / NR), i % (tp / NR));
-                let mut q = [0i8; 1024];
-                for c in 0..NR {
-                    let j = p * NR + c;
-                    let (scale, sum) = if j < t { quantize_symmetric(key(j, h), &mut q[..dh]) } else { (1.0, 0) };
-                    if j >= t {
-                        q[..dh].fill(0);
+                // Four tokens at a time: quantized together, then packed.
+                let mut q = [0i8; 4 * 1024];
+                for c0 in (0..NR).step_by(4) {
+                    let j0 = p * NR + c0;
+                    let real = t.saturating_sub(j0).min(4);
+                    if real > 0 {
+                        let keys = &qkv[j0 * 3 * dim + dim + h * dh..];
+                        let (sc, su) = (&mut scales[c0..c0 + real], &mut sums[c0..c0 + real]);
+                        quantize_symmetric_rows(keys, 3 * dim, dh, &mut q[..real * dhp], dhp, sc, su);
                     }
-                    (scales[c], sums[c]) = (scale, sum);
-                    // Token c of the panel: its K groups of 4 at 64-byte steps (k4n16).
-                    for (g, group) in q[..dhp].chunks_exact(KG).enumerate() {
-                        panel[g * NR * KG + c * KG..][..KG].copy_from_slice(group);
+                    // Tokens past the last: zero keys.
+                    q[real * dhp..4 * dhp].fill(0);
+                    scales[c0 + real..c0 + 4].fill(1.0);
+                    sums[c0 + real..c0 + 4].fill(0);
+                    for (c, key) in q[..4 * dhp].chunks_exact(dhp).enumerate() {
+                        // Token c0 + c of the panel: its K groups of 4 at 64-byte steps (k4n16).
+                        for (g, group) in key.chunks_exact(KG).enumerate() {
+                            panel[g * NR * KG + (c0 + c) * KG..][..KG].copy_from_slice(group);
+                        }
                     }
                 }
                 *columns = Columns::int8(None, scales, sums, NR);
@@ -449,12 +456,12 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
         Scores::Int8(kernel) => {
             let nr = kernel.tile().1;
             let flip = if kernel.wants_biased() { -128i8 } else { 0 };
-            for r in 0..rows {
-                let q = &mut tile.queries[r * dhp..(r + 1) * dhp];
-                let (s_q, _) = quantize_symmetric(&s.qkv[(i0 + r) * 3 * dim + h * dh..][..dh], q);
-                q[dh..].fill(0);
-                q.iter_mut().for_each(|v| *v ^= flip);
-                tile.scales[r] = s_q * scale;
+            let (queries, mut sums) = (&mut tile.queries[..rows * dhp], [0i32; QUERY_BLOCK]);
+            let first = &s.qkv[i0 * 3 * dim + h * dh..];
+            quantize_symmetric_rows(first, 3 * dim, dh, queries, dhp, &mut tile.scales[..rows], &mut sums[..rows]);
+            tile.scales[..rows].iter_mut().for_each(|s_q| *s_q *= scale);
+            if flip != 0 {
+                queries.iter_mut().for_each(|v| *v ^= flip);
             }
             let keys = &s.keys_i8[h * tp * dhp..(h + 1) * tp * dhp];
             let columns = &s.key_columns[h * tp / NR..(h + 1) * tp / NR];

@@ -81,6 +81,55 @@ pub fn quantize_symmetric_row_scalar(src: &[f32], dst: &mut [i8]) -> (f32, i32) 
     (scale, sum)
 }
 
+/// [`quantize_symmetric_row`] of `scales.len()` rows, the same bits as a call per row: row
+/// `r`'s `len` values at `src[r * src_stride..]` into `dst[r * dst_stride..][..dst_stride]`
+/// (zeroed past `len`), its scale and sum into `scales[r]` and `sums[r]`. On aarch64 four rows
+/// at a time, whose scales and their inverses take one vector division each instead of two
+/// scalar ones a row (attention's queries and keys: 64 values a row, so those divisions were
+/// about a third of the cost).
+pub fn quantize_symmetric_rows(
+    src: &[f32],
+    src_stride: usize,
+    len: usize,
+    dst: &mut [i8],
+    dst_stride: usize,
+    scales: &mut [f32],
+    sums: &mut [i32],
+) {
+    check_rows(src.len(), src_stride, len, dst.len(), dst_stride, scales.len(), sums.len());
+    #[cfg(target_arch = "aarch64")]
+    return quantize_symmetric_rows_neon(src, src_stride, len, dst, dst_stride, scales, sums);
+    #[allow(unreachable_code)]
+    quantize_symmetric_rows_scalar(src, src_stride, len, dst, dst_stride, scales, sums)
+}
+
+/// The scalar twin of [`quantize_symmetric_rows`]: [`quantize_symmetric_row_scalar`] per row.
+pub fn quantize_symmetric_rows_scalar(
+    src: &[f32],
+    src_stride: usize,
+    len: usize,
+    dst: &mut [i8],
+    dst_stride: usize,
+    scales: &mut [f32],
+    sums: &mut [i32],
+) {
+    check_rows(src.len(), src_stride, len, dst.len(), dst_stride, scales.len(), sums.len());
+    for (r, (scale, sum)) in scales.iter_mut().zip(sums.iter_mut()).enumerate() {
+        let row = &src[r * src_stride..][..len];
+        (*scale, *sum) = quantize_symmetric_row_scalar(row, &mut dst[r * dst_stride..][..dst_stride]);
+    }
+}
+
+/// The bounds every row of [`quantize_symmetric_rows`] must fit.
+fn check_rows(src: usize, src_stride: usize, len: usize, dst: usize, dst_stride: usize, rows: usize, sums: usize) {
+    assert_eq!(rows, sums, "quantize_symmetric_rows: as many sums as scales");
+    assert!(dst_stride >= len, "quantize_symmetric_rows: destination rows shorter than {len}");
+    assert!(
+        rows == 0 || (src >= (rows - 1) * src_stride + len && dst >= rows * dst_stride),
+        "quantize_symmetric_rows: {rows} rows do not fit"
+    );
+}
+
 /// `x * inv` rounded once to an integer (half to even) by the fused add of [`ROUND_MAGIC`]:
 /// every quantization's `q`, in [-127, 127] for `x` within the row's scale (the cast saturates
 /// anything else, a NaN to 0).
@@ -150,7 +199,7 @@ fn quantize_tail(src: &[f32], dst: &mut [i8], offset: f32, inv: f32, flip: i8, f
 }
 
 #[cfg(target_arch = "aarch64")]
-pub use neon::{gelu_quantize_row_neon, quantize_row_neon, quantize_symmetric_row_neon};
+pub use neon::{gelu_quantize_row_neon, quantize_row_neon, quantize_symmetric_row_neon, quantize_symmetric_rows_neon};
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
@@ -174,25 +223,28 @@ mod neon {
     /// (as in `quantize_chunks16`), and the sum by pairwise widening adds.
     pub fn quantize_symmetric_row_neon(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
         assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
+        let whole = src.len() / 16 * 16;
+        // SAFETY: NEON is baseline on aarch64; `src` holds `whole` floats.
+        let m = unsafe { vmaxvq_f32(max_abs(src.as_ptr(), whole)) };
+        let max = src[whole..].iter().fold(m, |m, v| m.max(v.abs()));
+        if !m.is_finite() || !max.is_finite() {
+            // A NaN or an infinity (NEON's max keeps a NaN, the twin's skips it): values
+            // beyond the scale, which the twin saturates and the low bytes would not.
+            return quantize_symmetric_row_scalar(src, dst);
+        }
+        let (scale, inv) = symmetric_scale(max);
+        (scale, symmetric_finish(src, dst, inv))
+    }
+
+    /// The quantization pass of a symmetric row once its scale is known: `dst` gets `src`'s
+    /// bytes (zeroed past its length); returns their sum.
+    #[inline(always)]
+    fn symmetric_finish(src: &[f32], dst: &mut [i8], inv: f32) -> i32 {
         let (len, whole) = (src.len(), src.len() / 16 * 16);
         let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
         // SAFETY (every load and store below): NEON is baseline on aarch64; each index
-        // i + 16 <= whole <= len <= dst.len().
+        // i + 16 <= whole <= len <= dst.len() (the callers' contract).
         unsafe {
-            let mut mx = [vdupq_n_f32(0.0); 4];
-            for i in (0..whole).step_by(16) {
-                for (j, m) in mx.iter_mut().enumerate() {
-                    *m = vmaxq_f32(*m, vabsq_f32(vld1q_f32(sp.add(i + 4 * j))));
-                }
-            }
-            let m = vmaxvq_f32(vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3])));
-            let max = src[whole..].iter().fold(m, |m, v| m.max(v.abs()));
-            if !m.is_finite() || !max.is_finite() {
-                // A NaN or an infinity (NEON's max keeps a NaN, the twin's skips it): values
-                // beyond the scale, which the twin saturates and the low bytes would not.
-                return quantize_symmetric_row_scalar(src, dst);
-            }
-            let (scale, inv) = symmetric_scale(max);
             let (magic, vinv) = (vdupq_n_f32(ROUND_MAGIC), vdupq_n_f32(inv));
             let mut sums = vdupq_n_s32(0);
             for i in (0..whole).step_by(16) {
@@ -210,7 +262,95 @@ mod neon {
                 sum += *d as i32;
             }
             dst[len..].fill(0);
-            (scale, sum)
+            sum
+        }
+    }
+
+    /// The maximum magnitude of the vector part (`whole` values) of the row at `p`, NaN kept.
+    ///
+    /// # Safety
+    /// `p` must address `whole` readable floats, `whole` a multiple of 16.
+    #[inline(always)]
+    unsafe fn max_abs(p: *const f32, whole: usize) -> float32x4_t {
+        // SAFETY: every index i + 16 <= whole (the caller's contract).
+        unsafe {
+            let mut mx = [vdupq_n_f32(0.0); 4];
+            for i in (0..whole).step_by(16) {
+                for (j, m) in mx.iter_mut().enumerate() {
+                    *m = vmaxq_f32(*m, vabsq_f32(vld1q_f32(p.add(i + 4 * j))));
+                }
+            }
+            vmaxq_f32(vmaxq_f32(mx[0], mx[1]), vmaxq_f32(mx[2], mx[3]))
+        }
+    }
+
+    /// [`super::quantize_symmetric_rows`]: four rows at a time, their maxima gathered into one
+    /// vector by pairwise maxima, their scales and inverses by one vector division each (the
+    /// same IEEE quotients as the twin's scalar ones). A group with a NaN or an infinity takes
+    /// the twin; leftover rows take [`quantize_symmetric_row_neon`].
+    pub fn quantize_symmetric_rows_neon(
+        src: &[f32],
+        src_stride: usize,
+        len: usize,
+        dst: &mut [i8],
+        dst_stride: usize,
+        scales: &mut [f32],
+        sums: &mut [i32],
+    ) {
+        check_rows(src.len(), src_stride, len, dst.len(), dst_stride, scales.len(), sums.len());
+        let (rows, whole) = (scales.len(), len / 16 * 16);
+        let row = |r: usize| &src[r * src_stride..][..len];
+        let mut r = 0;
+        while r + 4 <= rows {
+            // SAFETY: NEON is baseline on aarch64; each row holds `len >= whole` floats.
+            let maxima = unsafe {
+                let m: [float32x4_t; 4] = std::array::from_fn(|k| max_abs(row(r + k).as_ptr(), whole));
+                vpmaxq_f32(vpmaxq_f32(m[0], m[1]), vpmaxq_f32(m[2], m[3]))
+            };
+            let mut max = [0f32; 4];
+            // SAFETY: `max` holds four floats.
+            unsafe { vst1q_f32(max.as_mut_ptr(), maxima) };
+            // (A NaN in a vector part is seen before the tails' `f32::max` could skip it.)
+            let mut finite = max.iter().all(|m| m.is_finite());
+            for (k, m) in max.iter_mut().enumerate() {
+                *m = row(r + k)[whole..].iter().fold(*m, |m, v| m.max(v.abs()));
+                finite &= m.is_finite();
+            }
+            let (scales4, sums4) = (&mut scales[r..r + 4], &mut sums[r..r + 4]);
+            let dst4 = &mut dst[r * dst_stride..(r + 4) * dst_stride];
+            if !finite {
+                // As in the single-row kernel: the twin saturates values beyond the scale.
+                quantize_symmetric_rows_scalar(
+                    &src[r * src_stride..],
+                    src_stride,
+                    len,
+                    dst4,
+                    dst_stride,
+                    scales4,
+                    sums4,
+                );
+                r += 4;
+                continue;
+            }
+            // `symmetric_scale` for four rows: max / 127, or 1 below 127 * MIN_POSITIVE (every
+            // maximum is finite here), then 1 / scale.
+            let (mut scale, mut inv) = ([0f32; 4], [0f32; 4]);
+            // SAFETY: register arithmetic, and stores of four floats into four-float arrays.
+            unsafe {
+                let m = vld1q_f32(max.as_ptr());
+                let small = vcltq_f32(m, vdupq_n_f32(127.0 * f32::MIN_POSITIVE));
+                let s = vbslq_f32(small, vdupq_n_f32(1.0), vdivq_f32(m, vdupq_n_f32(127.0)));
+                vst1q_f32(scale.as_mut_ptr(), s);
+                vst1q_f32(inv.as_mut_ptr(), vdivq_f32(vdupq_n_f32(1.0), s));
+            }
+            for k in 0..4 {
+                scales4[k] = scale[k];
+                sums4[k] = symmetric_finish(row(r + k), &mut dst4[k * dst_stride..][..dst_stride], inv[k]);
+            }
+            r += 4;
+        }
+        for r in r..rows {
+            (scales[r], sums[r]) = quantize_symmetric_row_neon(row(r), &mut dst[r * dst_stride..][..dst_stride]);
         }
     }
 
@@ -508,6 +648,52 @@ mod tests {
                 assert_eq!(got, want, "len {len}");
                 assert_eq!(wsum, want.iter().map(|&q| q as i32).sum::<i32>());
                 assert!(x.iter().zip(&want).all(|(v, &q)| (q as f32 * ws - v).abs() <= ws * 0.5 + 1e-9), "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn symmetric_rows_match_a_call_per_row() {
+        // Groups of four rows and leftovers, ragged lengths, strides wider than the rows, and
+        // rows with a NaN (in the vector part or in the tail), an infinity, all zeros, or a
+        // vanishingly small maximum, each in a group of its own.
+        for rows in [0usize, 1, 3, 4, 5, 8, 11, 16, 18] {
+            for len in [0usize, 5, 16, 21, 64, 80] {
+                let (src_stride, dst_stride) = (len + 7, len + 3);
+                let n = rows * src_stride;
+                let mut x: Vec<f32> = noise((rows * 31 + len) as u64, n).iter().map(|v| v * 5.0).collect();
+                let cases =
+                    [(1, f32::NAN, 7), (7, f32::NAN, len.max(1) - 1), (10, f32::INFINITY, 3), (16, f32::NAN, 2)];
+                for (r, bad, at) in cases {
+                    if r < rows && len > 0 {
+                        // The row's largest value first: a scale from the other values alone
+                        // would leave it far outside.
+                        let row = &mut x[r * src_stride..][..len];
+                        row[0] = 100.0;
+                        row[at % len] = bad;
+                    }
+                }
+                for (r, fill) in [(5, 0.0f32), (13, 1e-39)] {
+                    if r < rows {
+                        x[r * src_stride..][..len].fill(fill);
+                    }
+                }
+                let mut want = vec![9i8; rows * dst_stride];
+                let (mut ws, mut wsum) = (vec![0f32; rows], vec![0i32; rows]);
+                quantize_symmetric_rows_scalar(&x, src_stride, len, &mut want, dst_stride, &mut ws, &mut wsum);
+                let mut got = vec![9i8; rows * dst_stride];
+                let (mut gs, mut gsum) = (vec![0f32; rows], vec![0i32; rows]);
+                quantize_symmetric_rows(&x, src_stride, len, &mut got, dst_stride, &mut gs, &mut gsum);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!((bits(&gs), &gsum, &got), (bits(&ws), &wsum, &want), "rows {rows} len {len}");
+                for r in 0..rows {
+                    let mut one = vec![9i8; dst_stride];
+                    let (s1, sum1) = quantize_symmetric_row_scalar(&x[r * src_stride..][..len], &mut one);
+                    assert_eq!(
+                        (s1.to_bits(), sum1, &one[..]),
+                        (ws[r].to_bits(), wsum[r], &want[r * dst_stride..][..dst_stride])
+                    );
+                }
             }
         }
     }
