@@ -1,10 +1,10 @@
 //! aarch64 baseline NEON (Cortex-A72), 2 rows x 16 channels: `smull` + `smlal` put the
-//! products of two K groups into int16 lanes (at most 2 * 127 * 127 = 32258: exact), `sadalp`
-//! widens pairs into int32. The A72 issues the multiplies on one pipe (8 int8 MACs per cycle)
-//! and `sadalp` on the other, so the loop is written with its registers allocated by hand:
-//! 16 accumulators, 8 weight registers, 4 broadcast activations and 4 products fill all 32
-//! (the compiler's version spilled and split `smull2` into `ext` + `smull`). The tile is
-//! finished in registers.
+//! products of two K groups into int16 lanes (activations are in [-127, 127], so at most
+//! 2 * 128 * 127 = 32512: exact for any weight byte), `sadalp` widens pairs into int32. The
+//! A72 issues the multiplies on one pipe (8 int8 MACs per cycle) and `sadalp` on the other,
+//! so the loop is written with its registers allocated by hand: 16 accumulators, 8 weight
+//! registers, 4 broadcast activations and 4 products fill all 32 (the compiler's version
+//! spilled and split `smull2` into `ext` + `smull`). The tile is finished in registers.
 
 use std::arch::aarch64::*;
 use std::arch::asm;

@@ -1,5 +1,11 @@
-//! x86_64 AVX2, 4 rows x 16 channels: `a * w = |a| * (w * sign(a))` through `vpmaddubsw`
+//! x86_64 AVX2, 4 rows x 16 channels: `a * w = |w| * (a * sign(w))` through `vpmaddubsw`
 //! (unsigned x signed bytes to int16 pairs) and `vpmaddwd` (pairs to int32).
+//!
+//! The sign moves onto the activation, not the weight: activations are in [-127, 127], so
+//! `vpsignb` can always negate them, while a weight byte may be -128 (the tools never write
+//! it, but a file can hold it); `vpabsb` of -128 is 0x80, which `vpmaddubsw` reads as the
+//! unsigned 128. It also takes the absolute value once per weight vector instead of once per
+//! row.
 
 use std::arch::x86_64::*;
 
@@ -39,13 +45,14 @@ unsafe fn body(rp: [*const i8; 4], groups: usize, w: *const i8, acc: &mut [i32; 
         let (w0, w1) = unsafe {
             (_mm256_loadu_si256(w.add(g * 64) as *const __m256i), _mm256_loadu_si256(w.add(g * 64 + 32) as *const __m256i))
         };
+        let (aw0, aw1) = (_mm256_abs_epi8(w0), _mm256_abs_epi8(w1));
         for (r, c) in c.iter_mut().enumerate() {
             // SAFETY: g < groups: in bounds (see `run`).
             let av = _mm256_set1_epi32(unsafe { (rp[r].add(g * 4) as *const i32).read_unaligned() });
-            // |a| <= 127, so each int16 pair sum is at most 2 * 127 * 127 = 32258: no saturation.
-            let aa = _mm256_abs_epi8(av);
-            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av)), ones);
-            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av)), ones);
+            // |w| <= 128 and |a| <= 127, so each int16 pair sum is at most 2 * 128 * 127 = 32512:
+            // no saturation.
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw0, _mm256_sign_epi8(av, w0)), ones);
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw1, _mm256_sign_epi8(av, w1)), ones);
             c[0] = _mm256_add_epi32(c[0], p0);
             c[1] = _mm256_add_epi32(c[1], p1);
         }

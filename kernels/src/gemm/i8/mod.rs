@@ -2,10 +2,12 @@
 //! activated or added (see [`super::epilogue`]).
 //!
 //! Weights are quantized per output channel and packed k4n16 ([`super::pack`]) by the tools.
-//! Activations are quantized per row at run time ([`crate::rows::quantize`]) to [-127, 127]:
-//! both operands avoid -128, which keeps the 16-bit intermediate sums of the `smlal` and
-//! `vpmaddubsw` kernels exact. Every kernel's int32 sums are exact, and the epilogue is the
-//! same everywhere, so all kernels agree with the scalar twin bit for bit.
+//! Activations are quantized per row at run time ([`crate::rows::quantize`]) to [-127, 127].
+//! The tools write weights in [-127, 127] too, but a file can hold -128, and every kernel is
+//! exact for any weight byte: with one operand in [-127, 127], the 16-bit pair sums of the
+//! `smlal` and `vpmaddubsw` kernels are at most 2 * 128 * 127 = 32512. Every kernel's int32
+//! sums are exact, and the epilogue is the same everywhere, so all kernels agree with the
+//! scalar twin bit for bit.
 
 use super::driver::{drive, Problem};
 #[allow(unused_imports)] // used by the SIMD kernels of whichever architecture this is built for
