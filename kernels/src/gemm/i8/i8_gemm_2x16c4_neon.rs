@@ -11,69 +11,81 @@ use std::arch::asm;
 
 use super::{check, run_strips, Columns, OutBlock, Rows};
 
+/// Loads for one step of the K loop: two groups of row 0 into v8, v9 (and of row 1 into v10,
+/// v11 with `both`), and the panel's two groups of 64 weight bytes into v0-v7.
+macro_rules! load_two_groups {
+    () => {
+        concat!(
+            "ld1r {{v8.4s}}, [{a0}], #4\n",
+            "ld1r {{v9.4s}}, [{a0}], #4\n",
+            load_two_groups!(weights),
+        )
+    };
+    (both) => {
+        concat!(
+            "ld1r {{v8.4s}}, [{a0}], #4\n",
+            "ld1r {{v9.4s}}, [{a0}], #4\n",
+            "ld1r {{v10.4s}}, [{a1}], #4\n",
+            "ld1r {{v11.4s}}, [{a1}], #4\n",
+            load_two_groups!(weights),
+        )
+    };
+    (weights) => {
+        concat!(
+            "ldp q0, q1, [{w}]\n",
+            "ldp q2, q3, [{w}, #32]\n",
+            "ldp q4, q5, [{w}, #64]\n",
+            "ldp q6, q7, [{w}, #96]\n",
+            "add {w}, {w}, #128\n",
+        )
+    };
+}
+
+/// One row's two groups (in `$x`, `$y`) times four channels' weights of the first and the second
+/// group (`$w`, `$v`): two products per int16 lane in `$p`, `$q`, widened into `$c`, `$d` with
+/// `$widen`.
+macro_rules! row_products {
+    ($widen:literal, $x:literal, $y:literal, $w:literal, $v:literal, $p:literal, $q:literal, $c:literal, $d:literal) => {
+        concat!(
+            "smull  v", $p, ".8h, v", $x, ".8b, v", $w, ".8b\n",
+            "smull2 v", $q, ".8h, v", $x, ".16b, v", $w, ".16b\n",
+            "smlal  v", $p, ".8h, v", $y, ".8b, v", $v, ".8b\n",
+            "smlal2 v", $q, ".8h, v", $y, ".16b, v", $v, ".16b\n",
+            $widen, " v", $c, ".4s, v", $p, ".8h\n",
+            $widen, " v", $d, ".4s, v", $q, ".8h\n",
+        )
+    };
+}
+
 /// One step of the K loop: two groups of both rows times the panel's 16 channels, into the
 /// accumulators v16-v31 (see [`body`] for their order) with `$widen`: `sadalp` adds to them,
 /// `saddlp` starts them; v0-v15 are scratch.
 macro_rules! two_groups {
     ($widen:literal) => {
         concat!(
-            "ld1r {{v8.4s}}, [{a0}], #4\n",
-            "ld1r {{v9.4s}}, [{a0}], #4\n",
-            "ld1r {{v10.4s}}, [{a1}], #4\n",
-            "ld1r {{v11.4s}}, [{a1}], #4\n",
-            "ldp q0, q1, [{w}]\n",
-            "ldp q2, q3, [{w}, #32]\n",
-            "ldp q4, q5, [{w}, #64]\n",
-            "ldp q6, q7, [{w}, #96]\n",
-            "add {w}, {w}, #128\n",
-            "smull  v12.8h, v8.8b, v0.8b\n",
-            "smull2 v13.8h, v8.16b, v0.16b\n",
-            "smlal  v12.8h, v9.8b, v4.8b\n",
-            "smlal2 v13.8h, v9.16b, v4.16b\n",
-            $widen, " v16.4s, v12.8h\n",
-            $widen, " v17.4s, v13.8h\n",
-            "smull  v14.8h, v10.8b, v0.8b\n",
-            "smull2 v15.8h, v10.16b, v0.16b\n",
-            "smlal  v14.8h, v11.8b, v4.8b\n",
-            "smlal2 v15.8h, v11.16b, v4.16b\n",
-            $widen, " v18.4s, v14.8h\n",
-            $widen, " v19.4s, v15.8h\n",
-            "smull  v12.8h, v8.8b, v1.8b\n",
-            "smull2 v13.8h, v8.16b, v1.16b\n",
-            "smlal  v12.8h, v9.8b, v5.8b\n",
-            "smlal2 v13.8h, v9.16b, v5.16b\n",
-            $widen, " v20.4s, v12.8h\n",
-            $widen, " v21.4s, v13.8h\n",
-            "smull  v14.8h, v10.8b, v1.8b\n",
-            "smull2 v15.8h, v10.16b, v1.16b\n",
-            "smlal  v14.8h, v11.8b, v5.8b\n",
-            "smlal2 v15.8h, v11.16b, v5.16b\n",
-            $widen, " v22.4s, v14.8h\n",
-            $widen, " v23.4s, v15.8h\n",
-            "smull  v12.8h, v8.8b, v2.8b\n",
-            "smull2 v13.8h, v8.16b, v2.16b\n",
-            "smlal  v12.8h, v9.8b, v6.8b\n",
-            "smlal2 v13.8h, v9.16b, v6.16b\n",
-            $widen, " v24.4s, v12.8h\n",
-            $widen, " v25.4s, v13.8h\n",
-            "smull  v14.8h, v10.8b, v2.8b\n",
-            "smull2 v15.8h, v10.16b, v2.16b\n",
-            "smlal  v14.8h, v11.8b, v6.8b\n",
-            "smlal2 v15.8h, v11.16b, v6.16b\n",
-            $widen, " v26.4s, v14.8h\n",
-            $widen, " v27.4s, v15.8h\n",
-            "smull  v12.8h, v8.8b, v3.8b\n",
-            "smull2 v13.8h, v8.16b, v3.16b\n",
-            "smlal  v12.8h, v9.8b, v7.8b\n",
-            "smlal2 v13.8h, v9.16b, v7.16b\n",
-            $widen, " v28.4s, v12.8h\n",
-            $widen, " v29.4s, v13.8h\n",
-            "smull  v14.8h, v10.8b, v3.8b\n",
-            "smull2 v15.8h, v10.16b, v3.16b\n",
-            "smlal  v14.8h, v11.8b, v7.8b\n",
-            "smlal2 v15.8h, v11.16b, v7.16b\n",
-            $widen, " v30.4s, v14.8h\n",
-            $widen, " v31.4s, v15.8h\n",
+            load_two_groups!(both),
+            row_products!($widen, "8", "9", "0", "4", "12", "13", "16", "17"),
+            row_products!($widen, "10", "11", "0", "4", "14", "15", "18", "19"),
+            row_products!($widen, "8", "9", "1", "5", "12", "13", "20", "21"),
+            row_products!($widen, "10", "11", "1", "5", "14", "15", "22", "23"),
+            row_products!($widen, "8", "9", "2", "6", "12", "13", "24", "25"),
+            row_products!($widen, "10", "11", "2", "6", "14", "15", "26", "27"),
+            row_products!($widen, "8", "9", "3", "7", "12", "13", "28", "29"),
+            row_products!($widen, "10", "11", "3", "7", "14", "15", "30", "31"),
+        )
+    };
+}
+
+/// [`two_groups`] for row 0 alone (a last tile of one row: ViT's 197 tokens leave one), into
+/// its accumulators v16, v17, v20, v21, v24, v25, v28, v29; half the multiplies.
+macro_rules! two_groups_row0 {
+    ($widen:literal) => {
+        concat!(
+            load_two_groups!(),
+            row_products!($widen, "8", "9", "0", "4", "12", "13", "16", "17"),
+            row_products!($widen, "8", "9", "1", "5", "14", "15", "20", "21"),
+            row_products!($widen, "8", "9", "2", "6", "12", "13", "24", "25"),
+            row_products!($widen, "8", "9", "3", "7", "14", "15", "28", "29"),
         )
     };
 }
@@ -117,7 +129,7 @@ pub(super) fn run(
     };
     // SAFETY: NEON is part of the aarch64 baseline; `check` made sure that every row pointer
     // addresses `stride` readable bytes and the panel `groups` groups of 64 bytes.
-    let body = |rp, _rows| unsafe { body(rp, groups, w.as_ptr()) };
+    let body = |rp, rows| unsafe { body(rp, rows, groups, w.as_ptr()) };
     run_strips::<2>(a, stride, rows, cols, out, strip_fits, strip, body);
 }
 
@@ -250,18 +262,42 @@ unsafe fn strip(
     }
 }
 
-/// The 2 x 16 int32 sums: `c[r][j]` holds row r, channels 4j..4j+4.
+/// The 2 x 16 int32 sums: `c[r][j]` holds row r, channels 4j..4j+4. A tile of one row
+/// (`rows == 1`) computes row 0 alone and leaves row 1's sums zero.
 ///
 /// # Safety
 /// Each `rp[r]` must address `groups * 4` readable bytes and `w` `groups` groups of 64.
 #[inline(always)]
-unsafe fn body(rp: [*const i8; 2], groups: usize, w: *const i8) -> [[int32x4_t; 4]; 2] {
+unsafe fn body(rp: [*const i8; 2], rows: usize, groups: usize, w: *const i8) -> [[int32x4_t; 4]; 2] {
     // acc[4j + 2r]: row r, channels 4j, 4j+1 as pair sums; acc[4j + 2r + 1]: 4j+2, 4j+3.
     let z = || unsafe { vdupq_n_s32(0) };
     let mut acc = [z(); 16];
     let (mut a0, mut a1, mut wp) = (rp[0], rp[1], w);
     let pairs = groups / 2;
-    if pairs > 0 {
+    // The one-row loop, as the two-row one below with row 1's loads and products left out.
+    if pairs > 0 && rows == 1 {
+        // SAFETY: each step reads 8 bytes of row 0 and 128 bytes of weights (two groups),
+        // `pairs` times: within the bounds above. Writes only the declared registers.
+        unsafe {
+            asm!(
+                "2:",
+                two_groups_row0!("sadalp"),
+                "subs {n}, {n}, #1",
+                "b.ne 2b",
+                a0 = inout(reg) a0,
+                w = inout(reg) wp,
+                n = inout(reg) pairs => _,
+                out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                out("v4") _, out("v5") _, out("v6") _, out("v7") _,
+                out("v8") _, out("v9") _, out("v12") _, out("v13") _, out("v14") _, out("v15") _,
+                inout("v16") acc[0], inout("v17") acc[1],
+                inout("v20") acc[4], inout("v21") acc[5],
+                inout("v24") acc[8], inout("v25") acc[9],
+                inout("v28") acc[12], inout("v29") acc[13],
+                options(nostack, readonly),
+            );
+        }
+    } else if pairs > 0 {
         // SAFETY: each step reads 8 bytes of each row and 128 bytes of weights (two groups),
         // `pairs` times: within the bounds above. Writes only the declared registers.
         unsafe {
@@ -294,7 +330,7 @@ unsafe fn body(rp: [*const i8; 2], groups: usize, w: *const i8) -> [[int32x4_t; 
             let (x0, x1) = (bcast(a0), bcast(a1));
             for j in 0..4 {
                 let wj = vld1q_s8(wp.add(16 * j));
-                for (r, x) in [x0, x1].into_iter().enumerate() {
+                for (r, x) in [x0, x1].into_iter().enumerate().take(rows) {
                     let i = 2 * (2 * j + r);
                     acc[i] = vpadalq_s16(acc[i], vmull_s8(vget_low_s8(x), vget_low_s8(wj)));
                     acc[i + 1] = vpadalq_s16(acc[i + 1], vmull_high_s8(x, wj));
