@@ -28,6 +28,7 @@ use crate::gemm::i8::I8Kernel;
 use crate::gemm::pack::{padded_k, KG};
 use crate::gemm::{Columns, Epilogue, OutBlock, Rows, NR};
 use crate::rows::convert::to_halves;
+use crate::rows::fill_from;
 use crate::rows::quantize::quantize_symmetric_rows;
 use crate::rows::softmax::softmax_exp_rows;
 use crate::{OutPtr, Threads};
@@ -373,9 +374,9 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
                         quantize_symmetric_rows(keys, 3 * dim, dh, &mut q[..real * dhp], dhp, sc, su);
                     }
                     // Tokens past the last: zero keys.
-                    q[real * dhp..4 * dhp].fill(0);
-                    scales[c0 + real..c0 + 4].fill(1.0);
-                    sums[c0 + real..c0 + 4].fill(0);
+                    fill_from(&mut q[..4 * dhp], real * dhp, 0);
+                    fill_from(&mut scales[..c0 + 4], c0 + real, 1.0);
+                    fill_from(&mut sums[..c0 + 4], c0 + real, 0);
                     for (c, key) in q[..4 * dhp].chunks_exact(dhp).enumerate() {
                         // Token c0 + c of the panel: its K groups of 4 at 64-byte steps (k4n16).
                         for (g, group) in key.chunks_exact(KG).enumerate() {
@@ -410,7 +411,7 @@ fn prepare_values(qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
         let cols = NR.min(dh - c0);
         for (j, row) in panel.chunks_exact_mut(NR).enumerate() {
             to_halves(&qkv[j * 3 * dim + 2 * dim + h * dh + c0..][..cols], &mut row[..cols]);
-            row[cols..].fill(0);
+            fill_from(row, cols, 0);
         }
     };
     if parallel {
