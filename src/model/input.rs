@@ -160,9 +160,19 @@ pub(super) fn im2col(pixels: &[f32], a: &Architecture, out: &mut [f32]) {
         for c in 0..a.num_channels {
             for py in 0..p {
                 let src = c * h * w + (gy * p + py) * w + gx * p;
-                row[(c * p + py) * p..][..p].copy_from_slice(&pixels[src..src + p]);
+                copy_patch_row(&mut row[(c * p + py) * p..][..p], &pixels[src..src + p]);
             }
         }
+    }
+}
+
+/// One row of one patch's channel. Patches of 16 pixels (every ViT and DeiT checkpoint we know)
+/// take a fixed-size copy that compiles to four vector loads and stores: a call to `memcpy`
+/// for each row of 64 bytes cost more than the copy (ViT-Ti: 9,408 calls an image).
+fn copy_patch_row(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; 16]>::try_from(&mut *dst), <&[f32; 16]>::try_from(src)) {
+        (Ok(dst), Ok(src)) => *dst = *src,
+        _ => dst.copy_from_slice(src),
     }
 }
 

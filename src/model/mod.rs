@@ -312,5 +312,19 @@ mod tests {
         im2col(&pixels, &arch, &mut out);
         // patch 1 = grid (0, 1): channel 0 rows 0..2, columns 2..4, then channels 1 and 2.
         assert_eq!(&out[12..24], &[2., 3., 6., 7., 18., 19., 22., 23., 34., 35., 38., 39.]);
+
+        // Patches of 16 take a fixed-size copy: every value where the formula puts it.
+        let (p, h, w) = (16, 32, 48);
+        let arch = Architecture { image_height: h, image_width: w, patch_size: p, ..arch };
+        let pixels: Vec<f32> = (0..3 * h * w).map(|v| v as f32).collect();
+        let mut out = vec![0.0; 6 * 3 * p * p];
+        im2col(&pixels, &arch, &mut out);
+        for (idx, row) in out.chunks_exact(3 * p * p).enumerate() {
+            let (gy, gx) = (idx / 3, idx % 3);
+            for (i, &v) in row.iter().enumerate() {
+                let (c, py, px) = (i / (p * p), i / p % p, i % p);
+                assert_eq!(v, pixels[c * h * w + (gy * p + py) * w + gx * p + px], "patch {idx}, value {i}");
+            }
+        }
     }
 }
