@@ -377,10 +377,12 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
                     fill_from(&mut q[..4 * dhp], real * dhp, 0);
                     fill_from(&mut scales[..c0 + 4], c0 + real, 1.0);
                     fill_from(&mut sums[..c0 + 4], c0 + real, 0);
-                    for (c, key) in q[..4 * dhp].chunks_exact(dhp).enumerate() {
-                        // Token c0 + c of the panel: its K groups of 4 at 64-byte steps (k4n16).
-                        for (g, group) in key.chunks_exact(KG).enumerate() {
-                            panel[g * NR * KG + (c0 + c) * KG..][..KG].copy_from_slice(group);
+                    // k4n16: group g of token c0 + c at byte g * 64 + (c0 + c) * 4, so the four
+                    // tokens' groups g are 16 consecutive bytes.
+                    for (g, dst) in panel.chunks_exact_mut(NR * KG).enumerate() {
+                        let dst: &mut [i8; 4 * KG] = (&mut dst[c0 * KG..][..4 * KG]).try_into().unwrap();
+                        for (c, d) in dst.chunks_exact_mut(KG).enumerate() {
+                            d.copy_from_slice(&q[c * dhp + g * KG..][..KG]);
                         }
                     }
                 }
