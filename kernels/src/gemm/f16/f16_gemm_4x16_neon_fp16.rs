@@ -13,11 +13,22 @@ use crate::gemm::epilogue::neon::{finish_f32, gelu_after_tiles};
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(std::arch::is_aarch64_feature_detected!("fp16"), "f16_gemm_4x16_neon_fp16 needs FEAT_FP16");
     check(a, lda, k, w, panels, 1, &out);
-    gelu_after_tiles(&mut out, |out| {
+    // SAFETY: FP16 arithmetic was checked above; `check` made sure that every row holds k
+    // values and the panel k * 16 halves.
+    unsafe { tiles(a, lda, k, w, cols, &mut out) }
+}
+
+/// [`run`]'s tile walk, compiled with FP16 like [`body_on`] so that the sums stay in
+/// registers: a call across the feature boundary returned them through 256 bytes of stack.
+///
+/// # Safety
+/// FP16 arithmetic is present; every row of `a` holds `k` values and `w` `k * 16` halves.
+#[target_feature(enable = "neon,fp16")]
+unsafe fn tiles(a: &[f32], lda: usize, k: usize, w: &[u16], cols: &Columns, out: &mut OutBlock<'_>) {
+    gelu_after_tiles(out, |out| {
         for_each_tile::<4, f32>(a, lda, out, |rp, _, mut tile| {
-            // SAFETY: FP16 arithmetic was checked above; `check` made sure that every row holds
-            // k values and the panel k * 16 halves.
-            let mut c = unsafe { body(&rp, k, w.as_ptr()) };
+            // SAFETY: the caller's promise.
+            let mut c = unsafe { body_on::<false>(&rp, k, w.as_ptr()) };
             if !all_finite(&c) {
                 // SAFETY: as above.
                 c = unsafe { super::f16_gemm_4x16_neon_fcvtl::body(&rp, k, w) };
@@ -34,11 +45,21 @@ pub(super) fn run_halves(a: &[u16], lda: usize, k: usize, w: &[u16], panels: usi
     assert!(std::arch::is_aarch64_feature_detected!("fp16"), "f16_gemm_4x16_neon_fp16 needs FEAT_FP16");
     assert!(panels == 1 && out.cols <= NR);
     assert!(a.len() >= (out.rows - 1) * lda + k && w.len() >= k * NR, "f16 gemm: operands too short");
-    gelu_after_tiles(&mut out, |out| {
+    // SAFETY: FP16 arithmetic was checked above, and the bounds.
+    unsafe { tiles_of_halves(a, lda, k, w, cols, &mut out) }
+}
+
+/// [`run_halves`]'s tile walk, compiled with FP16 like [`body_on`] so that the sums stay in
+/// registers: a call across the feature boundary returned them through 256 bytes of stack.
+///
+/// # Safety
+/// FP16 arithmetic is present; every row of `a` holds `k` halves and `w` `k * 16`.
+#[target_feature(enable = "neon,fp16")]
+unsafe fn tiles_of_halves(a: &[u16], lda: usize, k: usize, w: &[u16], cols: &Columns, out: &mut OutBlock<'_>) {
+    gelu_after_tiles(out, |out| {
         for_each_tile::<4, u16>(a, lda, out, |rp, m0, mut tile| {
             let rp = rp.map(|p| p as *const f32);
-            // SAFETY: FP16 arithmetic was checked above, and the bounds: every row holds k
-            // halves, the panel k * 16.
+            // SAFETY: the caller's promise.
             let c = unsafe { body_on::<true>(&rp, k, w.as_ptr()) };
             if !all_finite(&c) {
                 let rows = tile.rows;
@@ -57,12 +78,6 @@ fn all_finite(c: &[[float32x4_t; 4]; 4]) -> bool {
         // `fmax` and `fmaxv` propagate NaN, which then fails the comparison, as infinity does.
         vmaxvq_f32(max) <= f32::MAX
     }
-}
-
-#[target_feature(enable = "neon,fp16")]
-unsafe fn body(rp: &[*const f32; 4], k: usize, panel: *const u16) -> [[float32x4_t; 4]; 4] {
-    // SAFETY: the caller's promise.
-    unsafe { body_on::<false>(rp, k, panel) }
 }
 
 /// The tile's sums; with `HALVES`, the row pointers address halves (cast), not floats.
