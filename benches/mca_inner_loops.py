@@ -26,7 +26,7 @@ KERNELS = [
     ("i8_gemm_2x16c4_neon", f"{K}::i8::i8_gemm_2x16c4_neon::strip", "int8", ["cortex-a72"]),
     ("i8_gemm_4x16c4_neondot", f"{K}::i8::i8_gemm_4x16c4_neondot::strip", "int8", ["neoverse-n1"]),
     ("i8_gemm_4x16c8_neoni8mm", f"{K}::i8::i8_gemm_4x16c8_neoni8mm::body", "int8mm", ["neoverse-n2"]),
-    ("f16_gemm_4x16_neon_fp16", f"{K}::f16::f16_gemm_4x16_neon_fp16::body_on", "f16", ["neoverse-n1"]),
+    ("f16_gemm_4x16_neon_fp16", f"{K}::f16::f16_gemm_4x16_neon_fp16::tiles_of_halves::{{{{closure}}}}", "f16", ["neoverse-n1"]),
     ("f16_gemm_4x16_neon_fcvtl", f"{K}::f16::f16_gemm_4x16_neon_fcvtl::run", "f32", ["cortex-a72"]),
     ("f32_gemm_4x16_neon", f"{K}::f32::f32_gemm_4x16_neon::run", "f32", ["cortex-a72", "neoverse-n1"]),
 ]
