@@ -15,6 +15,11 @@ DIR/model.int8.onnx), only onnxruntime and numpy are needed:
     /tmp/ort/bin/python benches/e2e_vs_onnxruntime.py --snapshot ../shared/models/vit-tiny-imagenet \
         --onnx ../shared/models/vit-tiny-imagenet-onnx --runs 40
 
+ViT-B/16 the same way, without torch (benches/make_vit_b_onnx.py needs onnx as well):
+
+    /tmp/ort/bin/pip install onnx && /tmp/ort/bin/python benches/make_vit_b_onnx.py /tmp/vitb
+    /tmp/ort/bin/python benches/e2e_vs_onnxruntime.py --snapshot /tmp/vitb/vit-b16-random --onnx /tmp/vitb
+
 It makes a ViT-B/16 Hugging Face snapshot with random weights (google/vit-base-patch16-224's
 shape), exports it to ONNX, quantizes that with onnxruntime's quantize_dynamic (per-channel
 int8, QInt8 weights) and the snapshot with edgevit-tools (f32 and int8), then times every
