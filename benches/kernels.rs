@@ -1,6 +1,6 @@
 //! `cargo bench --bench kernels`: every kernel variant this CPU can run, one thread, medians:
-//! the GEMM microkernels at ViT-B/16 shapes (GOP/s, two operations per multiply-add, epilogue
-//! included), attention at ViT-B/16 and ViT-Ti/16 shapes (ms per call, every precision this
+//! the GEMM microkernels at a ViT-B/16 and a ViT-Ti/16 shape (GOP/s, two operations per
+//! multiply-add, epilogue included), attention at ViT-B/16 and ViT-Ti/16 shapes (ms per call, every precision this
 //! CPU has), and the row kernels on one layer's rows (ns per element). Names are the kernels'
 //! own (their files and functions).
 
@@ -28,15 +28,27 @@ fn main() {
     });
 }
 
+/// ViT-B/16's fc1-sized layer and ViT-Ti/16's fc1 (K = 192: rows short enough that the f16
+/// kernels widen whole panels once).
+const GEMM_SHAPES: [(usize, usize, usize); 2] = [(197, 768, 768), (197, 192, 768)];
+
 fn gemms() {
-    let (m, k, n) = (197, 768, 768);
-    println!("GEMM microkernels, M x K x N = {m} x {k} x {n}, 1 thread, bias epilogue");
-    println!("{:<30} {:>10}", "kernel", "GOP/s");
+    println!("GEMM microkernels, 1 thread, bias epilogue, GOP/s at M x K x N =");
+    println!("{:<30} {:>14} {:>14}", "kernel", "197x768x768", "197x192x768");
+    let [vit_b, vit_ti] = GEMM_SHAPES.map(|(m, k, n)| gemm_gops(m, k, n));
+    for ((name, b), (_, t)) in vit_b.iter().zip(&vit_ti) {
+        println!("{name:<30} {b:>14.1} {t:>14.1}");
+    }
+}
+
+/// Every kernel's GOP/s at one shape, in the order int8, f16, f32.
+fn gemm_gops(m: usize, k: usize, n: usize) -> Vec<(&'static str, f64)> {
     let x = noise(1, m * k);
     let w = noise(2, n * k);
     let bias = noise(3, n);
     let ops = 2.0 * (m * n * k) as f64;
     let mut out = vec![0f32; m * n];
+    let mut result = Vec::new();
     let (q, scales) = quantize_per_row(&w, n, k);
     let (packed, sums) = (pack_k4n16(&q, n, k), channel_sums(&q, n, k));
     let kp = padded_k(k);
@@ -52,7 +64,7 @@ fn gemms() {
             let w = PackedI8 { data: &packed, n, k, scales: &scales, sums: &sums };
             i8_gemm(kernel, a, w, Some(&bias), &mut out, n, Epilogue::Store, Threads(1));
         });
-        println!("{:<30} {:>10.1}", kernel.name(), ops / s / 1e9);
+        result.push((kernel.name(), ops / s / 1e9));
     }
     let p16 = pack_k1n16_f16(&w, n, k);
     for kernel in F16Kernel::available() {
@@ -60,7 +72,7 @@ fn gemms() {
             let w = PackedF16 { data: &p16, n, k };
             f16_gemm(kernel, &x, k, m, w, Some(&bias), &mut out, n, Epilogue::Store, Threads(1));
         });
-        println!("{:<30} {:>10.1}", kernel.name(), ops / s / 1e9);
+        result.push((kernel.name(), ops / s / 1e9));
     }
     let p32 = pack_k1n16_f32(&w, n, k);
     for kernel in F32Kernel::available() {
@@ -68,8 +80,9 @@ fn gemms() {
             let w = PackedF32 { data: &p32, n, k };
             f32_gemm(kernel, &x, k, m, w, Some(&bias), &mut out, n, Epilogue::Store, Threads(1));
         });
-        println!("{:<30} {:>10.1}", kernel.name(), ops / s / 1e9);
+        result.push((kernel.name(), ops / s / 1e9));
     }
+    result
 }
 
 fn attentions() {
