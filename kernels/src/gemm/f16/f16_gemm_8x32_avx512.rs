@@ -1,18 +1,78 @@
-//! x86_64 AVX-512F, 8 rows x 32 channels (two panels; one at a ragged right edge):
-//! `vcvtph2ps` widens a k-row of each panel to a zmm, FMA with each activation row broadcast;
-//! 16 FMAs per 10 loads. The tile is finished in registers.
+//! x86_64 AVX-512F, 8 rows x 32 channels (two panels; one at a ragged right edge), f32
+//! arithmetic on f16 weights.
+//!
+//! Rows of at most [`KC`] values (ViT-Ti's K = 192 layers): `vcvtph2ps` widens the panels to f32
+//! once, into a buffer on the stack, and every 8-row tile of the strip runs the f32 kernel's
+//! body on it, where two conversions per k-row of every tile (two micro-ops each, on the FMA
+//! ports) took slots beside its 16 FMAs (ViT-Ti f16, 1 thread, on an AVX-512 Xeon: 20.5 ->
+//! 18.3 ms, where f32 takes 18.6). Longer rows widen in registers, one k-row per step: there
+//! the widened panels would not stay in L1, and widening them in blocks with the partial sums
+//! kept between blocks was up to 20% slower at K = 3072. Either way the FMAs are the same, in the
+//! same order: the same bits. The tile is finished in registers.
 
 use std::arch::x86_64::*;
 
 use super::{Columns, check, for_each_tile, OutBlock, NR};
 use crate::gemm::epilogue::avx512::finish_f32;
+use crate::gemm::f32::avx512_body;
+
+/// The longest rows whose panels are widened once: two panels of KC k-rows are 32 KiB of f32,
+/// which stay in the L1 data cache (32 KiB on a Zen 4 core, 48 KiB on recent Xeons) beside the
+/// tile's rows of activations.
+const KC: usize = 256;
 
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(is_x86_feature_detected!("avx512f"));
     check(a, lda, k, w, panels, 2, &out);
+    if k > KC {
+        return run_widening_each_step(a, lda, k, w, panels, cols, out);
+    }
+    // Not zeroed (32 KiB of stores per call): the k rows read are written first. Each k-row
+    // holds panel 0's 16 floats, then panel 1's.
+    let mut wide = std::mem::MaybeUninit::<[f32; KC * 2 * NR]>::uninit();
+    let wide = wide.as_mut_ptr().cast::<f32>();
+    // SAFETY: AVX-512F is present; `wide` addresses KC >= k k-rows of 32 floats, and `check`
+    // made sure that each panel holds k * 16 halves.
+    unsafe { widen(w, k, panels, wide) };
     for_each_tile::<8, f32>(a, lda, &mut out, |rp, _, mut tile| {
-        // SAFETY: AVX-512F is present (checked above); `check` made sure that every row holds k
-        // values and each panel k * 16 halves.
+        // SAFETY: AVX-512F is present; every row holds k values (`check`), and `wide` holds
+        // the panels' k k-rows at stride 32.
+        unsafe {
+            let c = if panels == 2 {
+                avx512_body::<2>(&rp, k, wide, wide.add(NR), 2 * NR)
+            } else {
+                avx512_body::<1>(&rp, k, wide, wide, 2 * NR)
+            };
+            finish_f32(&c.0, &c.1, cols, &mut tile);
+        }
+    });
+}
+
+/// Widens the `k` k-rows of the `panels` panels of `w` (`k * 16` halves each) into `wide`,
+/// 32 floats a k-row: panel 0's 16, then panel 1's.
+///
+/// # Safety
+/// AVX-512F is present; `wide` addresses `k * 32` writable floats.
+#[target_feature(enable = "avx512f")]
+unsafe fn widen(w: &[u16], k: usize, panels: usize, wide: *mut f32) {
+    assert!(w.len() >= panels * k * NR);
+    for p in 0..panels {
+        for (i, h) in w[p * k * NR..(p + 1) * k * NR].chunks_exact(NR).enumerate() {
+            // SAFETY: 16 halves at h; i < k, so the 16 floats at row i, panel p of `wide` are
+            // in the buffer (the caller's promise).
+            unsafe {
+                let x = _mm512_cvtph_ps(_mm256_loadu_si256(h.as_ptr() as *const __m256i));
+                _mm512_storeu_ps(wide.add(i * 2 * NR + p * NR), x);
+            }
+        }
+    }
+}
+
+/// [`run`] for rows longer than [`KC`]: each tile widens the k-row of each panel it needs.
+fn run_widening_each_step(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
+    for_each_tile::<8, f32>(a, lda, &mut out, |rp, _, mut tile| {
+        // SAFETY: AVX-512F is present (checked in `run`); `check` made sure that every row holds
+        // k values and each panel k * 16 halves.
         unsafe {
             let p1 = w.as_ptr().add((panels - 1) * k * NR);
             let c = if panels == 2 { body::<2>(&rp, k, w.as_ptr(), p1) } else { body::<1>(&rp, k, w.as_ptr(), p1) };

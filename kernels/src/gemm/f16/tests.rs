@@ -81,7 +81,8 @@ macro_rules! variant_tests {
                     }
                 }
                 /// Long rows (ViT-B's 3072) and tall strips: the A72 kernel widens the panel in
-                /// blocks of 256 k-rows and passes over them 64 rows at a time.
+                /// blocks of 256 k-rows and passes over them 64 rows at a time; the x86 kernels
+                /// widen whole panels of up to 256 k-rows, longer ones a k-row at a time.
                 #[test]
                 fn long_k_and_tall_strips() {
                     let Some(kernel) = kernel() else { return };

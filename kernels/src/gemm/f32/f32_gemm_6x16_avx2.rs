@@ -33,8 +33,14 @@ pub(super) fn run(
     });
 }
 
+/// The 6 x 16 sums of `rp`'s rows times `b` (16-float rows at stride `ldb`; the f16 kernel's
+/// widened panel too), fused in k order, into `acc`'s first rows.
+///
+/// # Safety
+/// AVX2 and FMA are present; each `rp[r]` addresses `k` floats, `b` `k` rows of 16 at stride
+/// `ldb`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn body(rp: &[*const f32; 6], k: usize, b: *const f32, ldb: usize, acc: &mut [f32; MR_MAX * NR_MAX]) {
+pub(crate) unsafe fn body(rp: &[*const f32; 6], k: usize, b: *const f32, ldb: usize, acc: &mut [f32; MR_MAX * NR_MAX]) {
     let mut lo = [_mm256_setzero_ps(); 6];
     let mut hi = [_mm256_setzero_ps(); 6];
     for kk in 0..k {

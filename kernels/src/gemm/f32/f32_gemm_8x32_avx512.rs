@@ -37,9 +37,13 @@ pub(super) fn run(
 }
 
 /// `c0[r] = sum_k a[r][k] * b0[k]` and, with two panels, `c1[r]` likewise with `b1`, where
-/// `b0` and `b1` are 16-float rows at stride `ldb`.
+/// `b0` and `b1` are 16-float rows at stride `ldb` (the f16 kernel's widened panels too).
+///
+/// # Safety
+/// AVX-512F is present; each `rp[r]` addresses `k` floats, `b0` and `b1` (with two panels)
+/// `k` rows of 16 at stride `ldb`.
 #[target_feature(enable = "avx512f")]
-unsafe fn body<const NP: usize>(
+pub(crate) unsafe fn body<const NP: usize>(
     rp: &[*const f32; 8],
     k: usize,
     b0: *const f32,

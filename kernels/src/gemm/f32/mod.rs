@@ -48,6 +48,12 @@ kernel_family! {
 /// The NEON tile body, which the A72 f16 kernel runs on weights it has widened to f32.
 #[cfg(target_arch = "aarch64")]
 pub(crate) use f32_gemm_4x16_neon::body_from as neon_body_from;
+/// The AVX2 tile body, which the AVX2 f16 kernel runs on weights it has widened to f32.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use f32_gemm_6x16_avx2::body as avx2_body;
+/// The AVX-512 tile body, which the AVX-512 f16 kernel runs on weights it has widened to f32.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use f32_gemm_8x32_avx512::body as avx512_body;
 
 impl F32Kernel {
     /// The fastest variant this CPU can run.
