@@ -105,6 +105,9 @@ def main():
         sys.exit(f"make_vit_b_onnx: no template {args.template} (set EDGEVIT_SHARED or --template)")
     model = onnx.load(args.template)
     inits = {i.name: i for i in model.graph.initializer}
+    cls = inits.get("vit.embeddings.cls_token")
+    if cls is None or list(cls.dims) != [1, 1, TI_HIDDEN]:
+        sys.exit(f"make_vit_b_onnx: {args.template} is not a ViT-Ti/16 export (hidden size {TI_HIDDEN}, as ../shared's)")
     # The MatMul weights are anonymous (onnx::MatMul_N, stored [in, out]); their node's name
     # says whose they are.
     matmul_of = {}
