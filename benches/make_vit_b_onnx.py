@@ -29,10 +29,16 @@ import tempfile
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_vs_onnxruntime import EDGEVIT, ROOT, TOOLS  # noqa: E402
+
 SHARED = os.environ.get("EDGEVIT_SHARED", os.path.join(ROOT, "..", "shared"))
+# The snapshot's config and preprocessing are the ViT-Ti's, with ViT-B's sizes.
+VIT_TI = os.path.join(SHARED, "models", "vit-tiny-imagenet")
 HIDDEN, MLP, HEADS = 768, 3072, 12
 # ViT-Ti's sizes, as the template has them.
 TI_HIDDEN, TI_MLP = 192, 768
@@ -103,6 +109,8 @@ def main():
     args = ap.parse_args()
     if not os.path.isfile(args.template):
         sys.exit(f"make_vit_b_onnx: no template {args.template} (set EDGEVIT_SHARED or --template)")
+    if not os.path.isfile(os.path.join(VIT_TI, "config.json")):
+        sys.exit(f"make_vit_b_onnx: no {VIT_TI}/config.json to base the snapshot's on (set EDGEVIT_SHARED)")
     model = onnx.load(args.template)
     inits = {i.name: i for i in model.graph.initializer}
     cls = inits.get("vit.embeddings.cls_token")
@@ -138,22 +146,19 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     f32, i8 = os.path.join(args.out, "model.onnx"), os.path.join(args.out, "model.int8.onnx")
     onnx.save(model, f32)
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     quantize_dynamic(f32, i8, per_channel=True, weight_type=QuantType.QInt8)
 
     snap = os.path.join(args.out, "vit-b16-random")
     os.makedirs(snap, exist_ok=True)
     write_safetensors(os.path.join(snap, "model.safetensors"), dict(sorted(tensors.items())))
-    ti = os.path.join(os.path.dirname(args.template), "..", "vit-tiny-imagenet")
-    with open(os.path.join(ti, "config.json")) as f:
+    with open(os.path.join(VIT_TI, "config.json")) as f:
         config = json.load(f)
     config.update(hidden_size=HIDDEN, intermediate_size=MLP, num_attention_heads=HEADS, pooler_output_size=HIDDEN)
     config["id2label"] = {str(i): f"class {i}" for i in range(1000)}
     config["label2id"] = {f"class {i}": i for i in range(1000)}
     with open(os.path.join(snap, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
-    with open(os.path.join(ti, "preprocessor_config.json")) as f, open(os.path.join(snap, "preprocessor_config.json"), "w") as g:
+    with open(os.path.join(VIT_TI, "preprocessor_config.json")) as f, open(os.path.join(snap, "preprocessor_config.json"), "w") as g:
         g.write(f.read())
     print(f"wrote {f32}, {i8} and {snap}/")
     check(f32, snap)
@@ -162,20 +167,17 @@ def main():
 def check(onnx_path, snap):
     """onnxruntime's f32 logits against edgevit's f32 on one random input: the two must be one
     network (a wrong name or transpose above would show here)."""
-    tools, edgevit = (os.path.join(ROOT, "target", "release", b) for b in ("edgevit-tools", "edgevit"))
-    if not (os.path.isfile(tools) and os.path.isfile(edgevit)):
+    if not (os.path.isfile(TOOLS) and os.path.isfile(EDGEVIT)):
         print("(not checked against edgevit: build it with `cargo build --release --workspace`)")
         return
-    import onnxruntime as ort
-
     x = np.random.default_rng(1).standard_normal((3, 224, 224)).astype(np.float32)
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     ours = sess.run(None, {sess.get_inputs()[0].name: x[None]})[0][0]
     with tempfile.TemporaryDirectory() as tmp:
         ev, npy = os.path.join(tmp, "m.evit"), os.path.join(tmp, "x.npy")
         np.save(npy, x)
-        subprocess.run([tools, "quantize", snap, "--dtype", "f32", "-o", ev], check=True, capture_output=True)
-        out = subprocess.run([edgevit, "classify", "-m", ev, "--json", "--logits", "--top-k", "1", npy], check=True, capture_output=True, text=True).stdout
+        subprocess.run([TOOLS, "quantize", snap, "--dtype", "f32", "-o", ev], check=True, capture_output=True)
+        out = subprocess.run([EDGEVIT, "classify", "-m", ev, "--json", "--logits", "--top-k", "1", npy], check=True, capture_output=True, text=True).stdout
     theirs = np.array(json.loads(out.splitlines()[0])["logits"], np.float32)
     err = float(np.max(np.abs(ours - theirs)) / (np.max(ours) - np.min(ours)))
     same = int(np.argmax(ours)) == int(np.argmax(theirs))
