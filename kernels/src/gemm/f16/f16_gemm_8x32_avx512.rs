@@ -1,14 +1,16 @@
 //! x86_64 AVX-512F, 8 rows x 32 channels (two panels; one at a ragged right edge), f32
 //! arithmetic on f16 weights.
 //!
-//! Rows of at most [`KC`] values (ViT-Ti's K = 192 layers): `vcvtph2ps` widens the panels to f32
-//! once, into a buffer on the stack, and every 8-row tile of the strip runs the f32 kernel's
-//! body on it, where two conversions per k-row of every tile (two micro-ops each, on the FMA
-//! ports) took slots beside its 16 FMAs (ViT-Ti f16, 1 thread, on an AVX-512 Xeon: 20.5 ->
-//! 18.3 ms, where f32 takes 18.6). Longer rows widen in registers, one k-row per step: there
-//! the widened panels would not stay in L1, and widening them in blocks with the partial sums
-//! kept between blocks was up to 20% slower at K = 3072. Either way the FMAs are the same, in the
-//! same order: the same bits. The tile is finished in registers.
+//! Rows of at most [`KC`] values (every layer of ViT-Ti and ViT-B but ViT-B's K = 3072 fc2):
+//! `vcvtph2ps` widens the panels to f32 once, into a buffer on the stack, and every 8-row tile
+//! of the strip runs the f32 kernel's body on it, where two conversions per k-row of every tile
+//! took slots beside its 16 FMAs. On an AVX-512 Xeon that made ViT-Ti f16 (1 thread) 20.5 ->
+//! 18.3 ms, where f32 takes 18.6. On a Zen 4 (512-bit operations as two 256-bit halves), widening
+//! in registers held the K = 768 GEMMs at 0.87x the f32 kernel's speed; widened once they run at
+//! par, and ViT-B f16 takes 4-5% less time. Longer rows widen in registers, one k-row per
+//! step: on the Xeon that was faster than f32 at K = 3072 (half the bytes from L2), and widening
+//! in blocks with the partial sums kept between blocks up to 20% slower. Either way the FMAs are
+//! the same, in the same order: the same bits. The tile is finished in registers.
 
 use std::arch::x86_64::*;
 
@@ -16,10 +18,10 @@ use super::{Columns, check, for_each_tile, OutBlock, NR};
 use crate::gemm::epilogue::avx512::finish_f32;
 use crate::gemm::f32::avx512_body;
 
-/// The longest rows whose panels are widened once: two panels of KC k-rows are 32 KiB of f32
-/// (ViT-Ti's 192 k-rows 24 KiB), which stay in a 48 KiB L1 data cache (recent Xeons) beside
-/// the tile's rows of activations, and mostly in a Zen 4's 32 KiB.
-const KC: usize = 256;
+/// The longest rows whose panels are widened once: ViT-B's hidden size. Two panels of KC k-rows
+/// are 96 KiB of f32 on the stack (a rayon thread has 2 MiB), read from L2 by each tile as the
+/// f32 kernel reads its weights (ViT-Ti's 192 k-rows, 24 KiB, stay in L1).
+const KC: usize = 768;
 
 pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, cols: &Columns, mut out: OutBlock<'_>) {
     assert!(is_x86_feature_detected!("avx512f"));
@@ -27,7 +29,7 @@ pub(super) fn run(a: &[f32], lda: usize, k: usize, w: &[u16], panels: usize, col
     if k > KC {
         return run_widening_each_step(a, lda, k, w, panels, cols, out);
     }
-    // Not zeroed (32 KiB of stores per call): the k rows read are written first. Each k-row
+    // Not zeroed (up to 96 KiB of stores per call): the k rows read are written first. Each k-row
     // holds panel 0's 16 floats, then panel 1's.
     let mut wide = std::mem::MaybeUninit::<[f32; KC * 2 * NR]>::uninit();
     let wide = wide.as_mut_ptr().cast::<f32>();

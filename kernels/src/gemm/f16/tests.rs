@@ -82,11 +82,12 @@ macro_rules! variant_tests {
                 }
                 /// Long rows (ViT-B's 3072) and tall strips: the A72 kernel widens the panel in
                 /// blocks of 256 k-rows and passes over them 64 rows at a time; the x86 kernels
-                /// widen whole panels of up to 256 k-rows, longer ones a k-row at a time.
+                /// widen whole panels of up to 256 (AVX2) or 768 (AVX-512) k-rows, longer ones a
+                /// k-row at a time.
                 #[test]
                 fn long_k_and_tall_strips() {
                     let Some(kernel) = kernel() else { return };
-                    for (m, k) in [(197, 255), (197, 256), (70, 257), (65, 515), (9, 1024), (130, 3072)] {
+                    for (m, k) in [(197, 255), (197, 256), (70, 257), (65, 515), (33, 768), (17, 769), (9, 1024), (130, 3072)] {
                         check(kernel, m, 20, k, Epilogue::Store, 1);
                     }
                     check(kernel, 67, 33, 600, Epilogue::Activate(Activation::Gelu), 1);
