@@ -280,9 +280,7 @@ pub(crate) mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(crate) fn finish_f32(c0: &[__m512; 8], c1: &[__m512; 8], cols: &Columns, out: &mut OutBlock<'_>) {
         let (b0, b1) = load(&cols.bias);
-        for r in 0..out.rows.min(8) {
-            finish_row(_mm512_add_ps(c0[r], b0), _mm512_add_ps(c1[r], b1), r, out);
-        }
+        finish(|r| (_mm512_add_ps(c0[r], b0), _mm512_add_ps(c1[r], b1)), out);
     }
 
     /// Finishes rows of int32 sums as [`super::finish_i32`] does, then the epilogue.
@@ -295,38 +293,63 @@ pub(crate) mod avx512 {
         out: &mut OutBlock<'_>,
     ) {
         let (ws, ow, b) = (load(&cols.w_scale), load(&cols.w_offset), load(&cols.bias));
-        for r in 0..out.rows.min(8) {
+        let value = |r: usize| {
             let (sa, za) = (_mm512_set1_ps(rows.scale[r]), _mm512_set1_ps(rows.offset[r]));
             let v0 =
                 _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0[r]), _mm512_mul_ps(sa, ws.0), _mm512_fmadd_ps(za, ow.0, b.0));
             let v1 =
                 _mm512_fmadd_ps(_mm512_cvtepi32_ps(c1[r]), _mm512_mul_ps(sa, ws.1), _mm512_fmadd_ps(za, ow.1, b.1));
-            finish_row(v0, v1, r, out);
+            (v0, v1)
+        };
+        finish(value, out);
+    }
+
+    const STORE: u8 = 0;
+    const ACCUMULATE: u8 = 1;
+    const GELU: u8 = 2;
+
+    /// The epilogue for every row of the block, `value(r)` giving row r's 32 values: one loop
+    /// per kind of epilogue, as on NEON, so the row loop has no branches and GELU's constants
+    /// stay out of the loops that do not need them (one loop for all kinds, with the choice
+    /// made per row, kept the column factors on the stack: 7% of a ViT-Ti int8 inference on
+    /// a Zen 4).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn finish(value: impl Fn(usize) -> (__m512, __m512), out: &mut OutBlock<'_>) {
+        match out.epilogue {
+            Epilogue::Store => rows::<STORE>(value, out),
+            Epilogue::Accumulate => rows::<ACCUMULATE>(value, out),
+            Epilogue::Activate(Activation::Gelu) => rows::<GELU>(value, out),
+            Epilogue::Activate(act) => {
+                rows::<STORE>(value, out);
+                for r in 0..out.rows {
+                    act.apply_slice(out.row(r));
+                }
+            }
         }
     }
 
+    /// Stores (`STORE`), adds to the output (`ACCUMULATE`) or activates and stores (`GELU`)
+    /// the block's rows, masked to its columns.
     #[target_feature(enable = "avx512f")]
-    fn finish_row(mut v0: __m512, mut v1: __m512, r: usize, out: &mut OutBlock<'_>) {
+    #[inline]
+    fn rows<const KIND: u8>(value: impl Fn(usize) -> (__m512, __m512), out: &mut OutBlock<'_>) {
         let mask = |n: usize| if n >= 16 { u16::MAX } else { (1u16 << n) - 1 };
         let (m0, m1) = (mask(out.cols), mask(out.cols.saturating_sub(16)));
-        let d = out.row_ptr(r);
-        // SAFETY: masked loads and stores touch only the row's `cols` outputs (OutBlock's
-        // contract).
-        unsafe {
-            match out.epilogue {
-                Epilogue::Accumulate => {
+        for r in 0..out.rows.min(8) {
+            let (mut v0, mut v1) = value(r);
+            let d = out.row_ptr(r);
+            // SAFETY: masked loads and stores touch only the row's `cols` outputs (OutBlock's
+            // contract).
+            unsafe {
+                if KIND == ACCUMULATE {
                     v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, d), v0);
                     v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, d.wrapping_add(16)), v1);
+                } else if KIND == GELU {
+                    (v0, v1) = (gelu_f32x16(v0), gelu_f32x16(v1));
                 }
-                Epilogue::Activate(Activation::Gelu) => (v0, v1) = (gelu_f32x16(v0), gelu_f32x16(v1)),
-                _ => {}
-            }
-            _mm512_mask_storeu_ps(d, m0, v0);
-            _mm512_mask_storeu_ps(d.wrapping_add(16), m1, v1);
-        }
-        if let Epilogue::Activate(act) = out.epilogue {
-            if act != Activation::Gelu {
-                act.apply_slice(out.row(r));
+                _mm512_mask_storeu_ps(d, m0, v0);
+                _mm512_mask_storeu_ps(d.wrapping_add(16), m1, v1);
             }
         }
     }
