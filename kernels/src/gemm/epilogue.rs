@@ -278,6 +278,7 @@ pub(crate) mod avx512 {
     /// Finishes rows of f32 sums `c0[r]` (columns 0..16) and `c1[r]` (16..32): bias,
     /// epilogue, masked store of the block's rows and columns.
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub(crate) fn finish_f32(c0: &[__m512; 8], c1: &[__m512; 8], cols: &Columns, out: &mut OutBlock<'_>) {
         let (b0, b1) = load(&cols.bias);
         finish(|r| (_mm512_add_ps(c0[r], b0), _mm512_add_ps(c1[r], b1)), out);
@@ -285,6 +286,7 @@ pub(crate) mod avx512 {
 
     /// Finishes rows of int32 sums as [`super::finish_i32`] does, then the epilogue.
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub(crate) fn finish_i32(
         c0: &[__m512i; 8],
         c1: &[__m512i; 8],
