@@ -7,7 +7,7 @@
 //! took slots beside its 16 FMAs. On an AVX-512 Xeon that made ViT-Ti f16 (1 thread) 20.5 ->
 //! 18.3 ms, where f32 takes 18.6. On a Zen 4 (512-bit operations as two 256-bit halves), widening
 //! in registers held the K = 768 GEMMs at 0.87x the f32 kernel's speed; widened once they run at
-//! par, and ViT-B f16 takes 4-5% less time. Longer rows widen in registers, one k-row per
+//! 0.96-0.98x, and ViT-B f16 takes 4-5% less time. Longer rows widen in registers, one k-row per
 //! step: on the Xeon that was faster than f32 at K = 3072 (half the bytes from L2), and widening
 //! in blocks with the partial sums kept between blocks up to 20% slower. Either way the FMAs are
 //! the same, in the same order: the same bits. The tile is finished in registers.
