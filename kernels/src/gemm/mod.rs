@@ -64,6 +64,22 @@ impl<'a> OutBlock<'a> {
         OutBlock { dst, ldo: self.ldo, rows, cols: self.cols, epilogue: self.epilogue, _rows: std::marker::PhantomData }
     }
 
+    /// With [`Epilogue::Accumulate`], asks for the block's rows in cache before the tile is
+    /// computed, so that they are there when the epilogue adds to them: the residual stream,
+    /// which the MLP's wider buffers have pushed out of L2 by then (ViT-B int8 on a Zen 4: the
+    /// epilogue's loads of it were 3% of the inference). Other epilogues read nothing there.
+    #[inline(always)]
+    pub(crate) fn prefetch_accumulated(&self) {
+        if self.epilogue == Epilogue::Accumulate {
+            for r in 0..self.rows {
+                let row = self.dst.wrapping_add(r * self.ldo);
+                for c in (0..self.cols).step_by(16).chain([self.cols - 1]) {
+                    crate::prefetch(row.wrapping_add(c));
+                }
+            }
+        }
+    }
+
     /// Row `r` of the block.
     pub fn row(&mut self, r: usize) -> &mut [f32] {
         assert!(r < self.rows);
@@ -98,6 +114,8 @@ pub(crate) fn for_each_tile<const MR: usize, T>(
         // `a` (when k > 0; with k = 0 nothing is read).
         let first = a.as_ptr().wrapping_add(m0 * lda);
         let rp = std::array::from_fn(|r| first.wrapping_add(r.min(rows - 1) * lda));
-        tile(rp, m0, out.tile(m0, rows));
+        let tile_out = out.tile(m0, rows);
+        tile_out.prefetch_accumulated();
+        tile(rp, m0, tile_out);
     }
 }
