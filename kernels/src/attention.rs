@@ -289,11 +289,9 @@ fn transpose_keys(src: &[f32], ld: usize, t: usize, tp: usize, block: &mut [f32]
     let n = block.len() / tp;
     let mut j = 0;
     while j + 4 <= t {
-        if cfg!(target_arch = "x86_64") {
-            for c in (j + KEYS_AHEAD..t).take(4) {
-                for d in (0..n).step_by(16) {
-                    crate::prefetch(&src[c * ld + d]);
-                }
+        for c in (j + KEYS_AHEAD..t).take(4) {
+            for d in (0..n).step_by(16) {
+                crate::prefetch(src.as_ptr().wrapping_add(c * ld + d));
             }
         }
         let keys: [&[f32]; 4] = std::array::from_fn(|c| &src[(j + c) * ld..][..n]);
