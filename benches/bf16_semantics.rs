@@ -75,18 +75,22 @@ mod check {
         ((r >> 20) as u16 & 0x8000) | (e << 7) | ((r >> 32) as u16 & 0x7f)
     }
 
+    /// A xorshift64 stream from `seed`: the same inputs on every run.
+    fn xorshift(mut s: u64) -> impl FnMut() -> u64 {
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        }
+    }
+
     pub fn run() {
         if !is_x86_feature_detected!("avx512bf16") {
             println!("bf16_semantics: this CPU has no AVX512-BF16; nothing to check");
             return;
         }
-        let mut s: u64 = 0x1234_5678_9abc_def1;
-        let mut rnd = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut rnd = xorshift(0x1234_5678_9abc_def1);
         let (mut lanes, mut off_sdm, mut off_even_first) = (0u64, 0u64, 0u64);
         for iter in 0..2_000_000u64 {
             let (mut a, mut b, mut acc) = ([0u16; 32], [0u16; 32], [0f32; 16]);
@@ -110,13 +114,7 @@ mod check {
         }
         println!("vdpbf16ps: {lanes} lanes, {off_sdm} differ from the SDM (odd product first), {off_even_first} from even first");
 
-        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut rnd = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut rnd = xorshift(0x9e37_79b9_7f4a_7c15);
         let (mut values, mut off_rne, mut off_plain) = (0u64, 0u64, 0u64);
         for _ in 0..2_000_000u64 {
             let mut x = [0f32; 32];
