@@ -8,6 +8,7 @@ mod common;
 
 use common::{median_secs, noise};
 use edgevit_kernels::attention::{attention, AttentionKernels, AttentionScratch, AttentionShape, Scores, Values};
+use edgevit_kernels::gemm::bf16::Bf16Kernel;
 use edgevit_kernels::gemm::f16::{f16_gemm, F16Kernel, PackedF16};
 use edgevit_kernels::gemm::f32::{f32_gemm, F32Kernel, PackedF32};
 use edgevit_kernels::gemm::i8::{i8_gemm, I8Kernel, PackedI8, QuantRows};
@@ -98,6 +99,10 @@ fn attentions() {
         for f16k in F16Kernel::available().into_iter().filter(|k| k.half_arithmetic() && *k != F16Kernel::Fp16Scalar) {
             plans.push(AttentionKernels { scores: Scores::Int8(i8k), values: Values::F16(f16k) });
         }
+    }
+    for k in Bf16Kernel::available() {
+        plans.push(AttentionKernels { scores: Scores::Bf16(k), values: Values::F32(F32Kernel::best()) });
+        plans.push(AttentionKernels { scores: Scores::Bf16(k), values: Values::Bf16(k) });
     }
     for plan in plans {
         let [scores, values] = plan.names();

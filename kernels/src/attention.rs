@@ -16,18 +16,22 @@
 //!   (docs/quantization.md); the probabilities stay f32 (quantizing them to 8 bits costs 45%).
 //! - values `p v` in f32, or in half precision ([`crate::gemm::f16`], values converted to
 //!   k1n16 halves once per call) on CPUs that compute in half.
+//! - both in bf16 ([`crate::gemm::bf16`]) on x86-64 CPUs with AVX512-BF16: queries, keys,
+//!   probabilities and values rounded to bf16 (keys and values once per call, packed k2n16),
+//!   sums in f32.
 //!
 //! Softmax leaves the probabilities unnormalised; each output row is scaled by `1 / sum`.
 
 use rayon::prelude::*;
 
 use crate::buffer::AlignedVec;
+use crate::gemm::bf16::Bf16Kernel;
 use crate::gemm::f16::F16Kernel;
 use crate::gemm::f32::F32Kernel;
 use crate::gemm::i8::I8Kernel;
 use crate::gemm::pack::{padded_k, KG};
 use crate::gemm::{Columns, Epilogue, OutBlock, Rows, NR};
-use crate::rows::convert::to_halves;
+use crate::rows::convert::{to_bf16, to_bf16_pairs, to_halves};
 use crate::rows::fill_from;
 use crate::rows::quantize::quantize_symmetric_rows;
 use crate::rows::softmax::softmax_exp_rows;
@@ -61,6 +65,14 @@ impl AttentionShape {
     fn padded_tokens(&self) -> usize {
         self.tokens.div_ceil(NR) * NR
     }
+    /// Columns per head rounded up to whole bf16 pairs.
+    fn even_head_dim(&self) -> usize {
+        self.head_dim.next_multiple_of(2)
+    }
+    /// Tokens rounded up to whole bf16 pairs.
+    fn even_tokens(&self) -> usize {
+        self.tokens.next_multiple_of(2)
+    }
 }
 
 /// The precision and kernel of the scores `q k^T`.
@@ -70,6 +82,8 @@ pub enum Scores {
     F32(F32Kernel),
     /// int8 queries and keys, quantized per token.
     Int8(I8Kernel),
+    /// bf16 queries and keys.
+    Bf16(Bf16Kernel),
 }
 
 /// The precision and kernel of the value product `p v`.
@@ -79,6 +93,8 @@ pub enum Values {
     F32(F32Kernel),
     /// Values as halves; the kernel's arithmetic (f32 or half) as [`F16Kernel`] says.
     F16(F16Kernel),
+    /// bf16 probabilities and values.
+    Bf16(Bf16Kernel),
 }
 
 /// The kernels of both products.
@@ -97,13 +113,17 @@ impl AttentionKernels {
     }
 
     /// For int8 models: on aarch64, int8 scores on `i8`, and values in half precision where
-    /// `f16` computes in half (Cortex-A76), else in f32 on `f32`. On x86-64 both products stay
-    /// f32: there the f32 kernels are faster (`cargo bench --bench kernels`: ViT-B/16 attention
-    /// 1.4 ms on `f32_gemm_8x32_avx512` against 3.7 ms with `i8_gemm_8x32c4_avx512vnni` scores,
-    /// whose quantization and short K = 64 tiles cost more than the multiplies save).
-    pub fn int8(i8: I8Kernel, f16: F16Kernel, f32: F32Kernel) -> Self {
+    /// `f16` computes in half (Cortex-A76), else in f32 on `f32`. On x86-64, scores in bf16
+    /// where `bf16` is a SIMD kernel (AVX512-BF16) and values in f32; int8 scores are slower
+    /// there (`cargo bench --bench kernels`: ViT-B/16 attention 1.4 ms on
+    /// `f32_gemm_8x32_avx512` against 3.7 ms with `i8_gemm_8x32c4_avx512vnni` scores, whose
+    /// quantization and short K = 64 tiles cost more than the multiplies save). bf16 values
+    /// would be faster still, but on the real ViT-Tiny they took top-1 agreement with f32 below
+    /// the 98% that `tests/int8.rs` asserts on its augmented photos (BENCHMARKS.md).
+    pub fn int8(i8: I8Kernel, f16: F16Kernel, f32: F32Kernel, bf16: Bf16Kernel) -> Self {
         if cfg!(target_arch = "x86_64") {
-            return Self::f32(f32);
+            let scores = if bf16 != Bf16Kernel::Scalar { Scores::Bf16(bf16) } else { Scores::F32(f32) };
+            return AttentionKernels { scores, values: Values::F32(f32) };
         }
         let values = if f16.half_arithmetic() { Values::F16(f16) } else { Values::F32(f32) };
         AttentionKernels { scores: Scores::Int8(i8), values }
@@ -114,10 +134,12 @@ impl AttentionKernels {
         let scores = match self.scores {
             Scores::F32(k) => k.name(),
             Scores::Int8(k) => k.name(),
+            Scores::Bf16(k) => k.name(),
         };
         let values = match self.values {
             Values::F32(k) => k.name(),
             Values::F16(k) => k.name(),
+            Values::Bf16(k) => k.name(),
         };
         [scores, values]
     }
@@ -142,8 +164,15 @@ pub struct AttentionScratch {
     query_scales: Vec<f32>,
     /// Half-precision values: per head, k1n16 panels of 16 channels x tokens.
     values_f16: AlignedVec<u16>,
-    /// Half-precision values: one block of probabilities as halves per slot.
+    /// Half-precision or bf16 values: one block of probabilities as halves or bf16 per slot
+    /// (for bf16 in pairs of tokens, zero past the last).
     probs_f16: AlignedVec<u16>,
+    /// bf16 scores: keys per head packed k2n16 (`padded tokens x even head_dim`).
+    keys_bf16: AlignedVec<u16>,
+    /// bf16 scores: one block of queries per slot, `even head_dim` apart.
+    queries_bf16: AlignedVec<u16>,
+    /// bf16 values: per head, k2n16 panels of 16 channels x tokens in pairs.
+    values_bf16: AlignedVec<u16>,
 }
 
 impl AttentionScratch {
@@ -165,6 +194,9 @@ impl AttentionScratch {
             query_scales: vec![0.0; slots * QUERY_BLOCK],
             values_f16: AlignedVec::zeroed(heads * value_panels * shape.tokens * NR),
             probs_f16: AlignedVec::zeroed(slots * QUERY_BLOCK * tp),
+            keys_bf16: AlignedVec::zeroed(heads * tp * shape.even_head_dim()),
+            queries_bf16: AlignedVec::zeroed(slots * QUERY_BLOCK * shape.even_head_dim()),
+            values_bf16: AlignedVec::zeroed(heads * value_panels * shape.even_tokens() * NR),
         }
     }
 }
@@ -206,8 +238,10 @@ pub fn attention_rows(
     }
     let parallel = threads.get() > 1 && t * t * dim >= 1 << 16;
     prepare_keys(kernels.scores, qkv, scratch, parallel);
-    if let Values::F16(_) = kernels.values {
-        prepare_values(qkv, scratch, parallel);
+    match kernels.values {
+        Values::F16(_) => prepare_values(qkv, scratch, parallel),
+        Values::Bf16(_) => prepare_values_bf16(qkv, scratch, parallel),
+        Values::F32(_) => {}
     }
 
     let units = shape.heads * queries.div_ceil(UNIT);
@@ -215,32 +249,51 @@ pub fn attention_rows(
     let out_ptr = OutPtr(out.as_mut_ptr());
     let tp = shape.padded_tokens();
     let dhp = padded_k(shape.head_dim);
+    let dh2 = shape.even_head_dim();
     let AttentionScratch {
-        keys_t, scores, keys_i8, key_columns, queries_i8, query_scales, values_f16, probs_f16, ..
+        keys_t,
+        scores,
+        keys_i8,
+        key_columns,
+        queries_i8,
+        query_scales,
+        values_f16,
+        probs_f16,
+        keys_bf16,
+        queries_bf16,
+        values_bf16,
+        ..
     } = scratch;
-    let shared = Shared { qkv, keys_t, keys_i8, key_columns, values_f16, shape, kernels };
-    type Slot<'a> = (usize, (((&'a mut [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [u16]));
-    let run = |(slot, (((scores, quantized), scales), halves)): Slot<'_>| {
+    let shared = Shared { qkv, keys_t, keys_i8, key_columns, values_f16, keys_bf16, values_bf16, shape, kernels };
+    type Slot<'a> = (usize, ((((&'a mut [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [u16]), &'a mut [u16]));
+    let run = |(slot, ((((scores, quantized), scales), halves), queries_bf16)): Slot<'_>| {
         slot_blocks(slot, slots, shape.heads, queries, |h, i0, rows| {
-            let mut tile =
-                Tile { scores: &mut *scores, queries: &mut *quantized, scales: &mut *scales, halves: &mut *halves };
+            let mut tile = Tile {
+                scores: &mut *scores,
+                queries: &mut *quantized,
+                scales: &mut *scales,
+                halves: &mut *halves,
+                queries_bf16: &mut *queries_bf16,
+            };
             // SAFETY: each block writes only its rows i0..i0+rows of head h's columns of `out`,
             // and no two blocks of any slots share a row of a head (`slot_blocks`).
             unsafe { query_block(&shared, &mut tile, out_ptr, h, i0, rows) };
         });
     };
-    let (scores, quantized, scales, halves) = (
+    let (scores, quantized, scales, halves, queries_bf16) = (
         &mut scores[..slots * QUERY_BLOCK * tp],
         &mut queries_i8[..slots * QUERY_BLOCK * dhp],
         &mut query_scales[..slots * QUERY_BLOCK],
         &mut probs_f16[..slots * QUERY_BLOCK * tp],
+        &mut queries_bf16[..slots * QUERY_BLOCK * dh2],
     );
     if slots > 1 {
         let bufs = scores.par_chunks_mut(QUERY_BLOCK * tp).zip(quantized.par_chunks_mut(QUERY_BLOCK * dhp));
         let bufs = bufs.zip(scales.par_chunks_mut(QUERY_BLOCK)).zip(halves.par_chunks_mut(QUERY_BLOCK * tp));
+        let bufs = bufs.zip(queries_bf16.par_chunks_mut(QUERY_BLOCK * dh2));
         bufs.enumerate().for_each(run);
     } else {
-        run((0, (((scores, quantized), scales), halves)));
+        run((0, ((((scores, quantized), scales), halves), queries_bf16)));
     }
 }
 
@@ -268,6 +321,8 @@ struct Shared<'a> {
     keys_i8: &'a [i8],
     key_columns: &'a [Columns],
     values_f16: &'a [u16],
+    keys_bf16: &'a [u16],
+    values_bf16: &'a [u16],
     shape: AttentionShape,
     kernels: AttentionKernels,
 }
@@ -278,6 +333,7 @@ struct Tile<'a> {
     queries: &'a mut [i8],
     scales: &'a mut [f32],
     halves: &'a mut [u16],
+    queries_bf16: &'a mut [u16],
 }
 
 /// `block[d * tp + j] = src[j * ld + d]` for the block's rows d and the t tokens j, zero from
@@ -421,6 +477,31 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
                 tasks.enumerate().for_each(pack);
             }
         }
+        Scores::Bf16(_) => {
+            // A task per (head, panel of 16 tokens): each key rounded to bf16, then its pairs
+            // dealt into the panel's k2n16 slots; tokens past the last are zero keys.
+            let dh2 = shape.even_head_dim();
+            let pack = |(i, panel): (usize, &mut [u16])| {
+                let (h, p) = (i / (tp / NR), i % (tp / NR));
+                let mut key = [0u16; 1024];
+                for c in 0..NR {
+                    let j = p * NR + c;
+                    if j < t {
+                        to_bf16(&qkv[j * 3 * dim + dim + h * dh..][..dh], &mut key[..dh]);
+                    }
+                    fill_from(&mut key[..dh2], if j < t { dh } else { 0 }, 0);
+                    for (q, pair) in key[..dh2].chunks_exact(2).enumerate() {
+                        panel[q * 2 * NR + 2 * c..][..2].copy_from_slice(pair);
+                    }
+                }
+            };
+            assert!(dh2 <= 1024, "attention: bf16 scores take head_dim up to 1024");
+            if parallel {
+                s.keys_bf16.par_chunks_mut(NR * dh2).enumerate().for_each(pack);
+            } else {
+                s.keys_bf16.chunks_mut(NR * dh2).enumerate().for_each(pack);
+            }
+        }
     }
 }
 
@@ -442,6 +523,29 @@ fn prepare_values(qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
         s.values_f16.par_chunks_mut(t * NR).enumerate().for_each(convert);
     } else {
         s.values_f16.chunks_mut(t * NR).enumerate().for_each(convert);
+    }
+}
+
+/// The values as bf16 k2n16 panels per head: panel (h, c) holds channels 16c.. of head h, for
+/// each pair of tokens 16 pairs; channels past head_dim, and the token past the last, are zero.
+fn prepare_values_bf16(qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
+    let shape = s.shape;
+    let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
+    let panels = dh.div_ceil(NR);
+    let convert = |(i, panel): (usize, &mut [u16])| {
+        let (h, c0) = (i / panels, (i % panels) * NR);
+        let cols = NR.min(dh - c0);
+        let value = |j: usize| &qkv[j * 3 * dim + 2 * dim + h * dh + c0..][..cols];
+        for (q, pairs) in panel.chunks_exact_mut(2 * NR).enumerate() {
+            let j = 2 * q;
+            to_bf16_pairs(value(j), if j + 1 < t { value(j + 1) } else { &ZEROS[..cols] }, &mut pairs[..2 * cols]);
+            fill_from(pairs, 2 * cols, 0);
+        }
+    };
+    if parallel {
+        s.values_bf16.par_chunks_mut(shape.even_tokens() * NR).enumerate().for_each(convert);
+    } else {
+        s.values_bf16.chunks_mut(shape.even_tokens() * NR).enumerate().for_each(convert);
     }
 }
 
@@ -507,11 +611,25 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
                 kernel.run_block(q, dhp, &keys[j0 * dhp..(j0 + cols) * dhp], panels, &factors, group, block);
             }
         }
+        Scores::Bf16(kernel) => {
+            let (nr, dh2) = (kernel.tile().1, shape.even_head_dim());
+            let queries = &mut tile.queries_bf16[..rows * dh2];
+            for (r, q) in queries.chunks_exact_mut(dh2).enumerate() {
+                to_bf16(&s.qkv[(i0 + r) * 3 * dim + h * dh..][..dh], &mut q[..dh]);
+                fill_from(q, dh, 0);
+            }
+            let keys = &s.keys_bf16[h * tp * dh2..(h + 1) * tp * dh2];
+            for j0 in (0..tp).step_by(nr) {
+                let cols = nr.min(tp - j0);
+                let block = score_block(scores, 0, rows, j0, cols);
+                kernel.run_block(queries, dh2, dh2 / 2, &keys[j0 * dh2..], NR * dh2, cols / NR, block);
+            }
+        }
     }
     // Unnormalised probabilities; each output row is scaled by 1 / sum instead (dh values
     // rather than t).
     // int8 scores have the scale folded into the queries'.
-    let softmax_scale = if let Scores::F32(_) = s.kernels.scores { scale } else { 1.0 };
+    let softmax_scale = if let Scores::Int8(_) = s.kernels.scores { 1.0 } else { scale };
     let mut inv = [0f32; QUERY_BLOCK];
     // The slots past each row's t scores are scratch (the value product reads t).
     softmax_exp_rows(&mut scores[..rows * tp], tp, t, softmax_scale, &mut inv[..rows]);
@@ -523,10 +641,19 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
             to_halves(&p[..t], &mut h16[..t]);
         }
     }
+    // bf16 kernels read them in pairs of tokens: the slot past an odd last token must be zero.
+    if let Values::Bf16(_) = s.kernels.values {
+        let t2 = shape.even_tokens();
+        for (p, b16) in scores.chunks(tp).zip(tile.halves.chunks_mut(tp)).take(rows) {
+            to_bf16(&p[..t], &mut b16[..t]);
+            fill_from(&mut b16[..t2], t, 0);
+        }
+    }
     // out[i0 + r][h*dh + c] = inv[r] * sum_j e[r][j] * v[j][h*dh + c]
     let nr = match s.kernels.values {
         Values::F32(k) => k.tile().1,
         Values::F16(k) => k.tile().1,
+        Values::Bf16(k) => k.tile().1,
     };
     for c0 in (0..dh).step_by(nr) {
         let cols = nr.min(dh - c0);
@@ -552,6 +679,11 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
                 } else {
                     kernel.run_block(scores, tp, t, v, panels, &Columns::PLAIN, block);
                 }
+            }
+            Values::Bf16(kernel) => {
+                let (t2, first) = (shape.even_tokens(), h * dh.div_ceil(NR) + c0 / NR);
+                let v = &s.values_bf16[first * t2 * NR..(first + panels) * t2 * NR];
+                kernel.run_block(tile.halves, tp, t2 / 2, v, t2 * NR, panels, block);
             }
         }
     }
@@ -719,6 +851,34 @@ mod tests {
     }
 
     #[test]
+    fn bf16_attention_stays_close_and_matches_its_twin_bit_for_bit() {
+        let twin =
+            AttentionKernels { scores: Scores::Bf16(Bf16Kernel::Scalar), values: Values::Bf16(Bf16Kernel::Scalar) };
+        for &(tokens, heads, head_dim) in &SHAPES {
+            let shape = AttentionShape { tokens, heads, head_dim };
+            let qkv = inputs(shape);
+            let mut want = vec![0.0; tokens * shape.dim()];
+            attention_reference(&qkv, &mut want, shape);
+            let base = run(twin, &qkv, shape, 1, 1);
+            // Queries, keys, probabilities and values each rounded to 8 significant bits
+            // (relative error up to 2^-9): scores of up to head_dim terms of |q k| <= 9.
+            let worst = base.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 0.05, "bf16 {shape:?}: {worst}");
+            for kernel in Bf16Kernel::available() {
+                let kernels = AttentionKernels { scores: Scores::Bf16(kernel), values: Values::Bf16(kernel) };
+                for (threads, slots) in [(1, 1), (2, 2), (3, 8)] {
+                    let got = run(kernels, &qkv, shape, threads, slots);
+                    assert!(
+                        got.iter().zip(&base).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{} {shape:?} threads {threads}",
+                        kernel.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_first_rows_alone_are_the_same_bits_as_in_the_whole_and_nothing_else_is_written() {
         let mut all = vec![AttentionKernels::f32(F32Kernel::best())];
         for i8k in I8Kernel::available() {
@@ -726,6 +886,9 @@ mod tests {
         }
         for f16k in F16Kernel::available() {
             all.push(AttentionKernels { scores: Scores::Int8(I8Kernel::best()), values: Values::F16(f16k) });
+        }
+        for k in Bf16Kernel::available() {
+            all.push(AttentionKernels { scores: Scores::Bf16(k), values: Values::Bf16(k) });
         }
         for &(tokens, heads, head_dim) in &SHAPES {
             let shape = AttentionShape { tokens, heads, head_dim };

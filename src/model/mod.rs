@@ -20,6 +20,7 @@ mod weights;
 use std::path::Path;
 
 use edgevit_kernels::attention::AttentionKernels;
+use edgevit_kernels::gemm::bf16::Bf16Kernel;
 use edgevit_kernels::gemm::f16::F16Kernel;
 use edgevit_kernels::gemm::f32::F32Kernel;
 use edgevit_kernels::gemm::i8::I8Kernel;
@@ -144,7 +145,7 @@ impl Model {
     /// the CPU computes in half) for int8 models, f32 otherwise.
     pub fn attention_kernels(&self) -> AttentionKernels {
         if self.config().weights.dtype == WeightDType::Int8 {
-            AttentionKernels::int8(self.i8_kernel, self.f16_kernel, self.f32_kernel)
+            AttentionKernels::int8(self.i8_kernel, self.f16_kernel, self.f32_kernel, Bf16Kernel::best())
         } else {
             AttentionKernels::f32(self.f32_kernel)
         }

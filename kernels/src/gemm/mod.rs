@@ -15,6 +15,7 @@
 //! Weights are packed once, by the tools, in the layouts of [`pack`]: column panels of
 //! [`NR`] = 16 output channels.
 
+pub mod bf16;
 pub mod driver;
 pub mod epilogue;
 pub mod f16;

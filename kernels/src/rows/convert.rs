@@ -2,6 +2,9 @@
 //! half-precision kernels read, converted once. [`to_halves_scalar`] (the `half` crate) is the
 //! twin; NEON's `fcvtn` rounds the same way (FPCR's default mode), subnormals and overflow to
 //! infinity included.
+//!
+//! And f32 to bf16 for the bf16 attention kernels ([`crate::gemm::bf16`]): [`to_bf16_scalar`]
+//! rounds as `vcvtne2ps2bf16` does (to nearest even, denormals to signed zero, NaNs quieted).
 
 /// Converts `src` into `dst` (equal lengths) on the best kernel this CPU has.
 pub fn to_halves(src: &[f32], dst: &mut [u16]) {
@@ -63,9 +66,161 @@ pub fn to_halves_neon(src: &[f32], dst: &mut [u16]) {
     }
 }
 
+/// Converts `src` into bf16 bit patterns in `dst` (equal lengths) on the best kernel this CPU
+/// has.
+pub fn to_bf16(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "to_bf16: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+        // SAFETY: AVX512-BF16 is present (checked just above).
+        return unsafe { to_bf16_avx512(src, dst) };
+    }
+    to_bf16_scalar(src, dst)
+}
+
+/// One value as [`to_bf16_scalar`] converts it.
+#[inline]
+pub fn bf16_from_f32(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        ((b >> 16) as u16) | 0x40
+    } else if x.is_subnormal() {
+        ((b >> 16) as u16) & 0x8000
+    } else {
+        (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
+/// The scalar twin: round to nearest even of the upper 16 bits, denormals to signed zero, NaNs
+/// quieted.
+pub fn to_bf16_scalar(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "to_bf16: lengths differ");
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = bf16_from_f32(v);
+    }
+}
+
+/// 32 floats per `vcvtne2ps2bf16`; the rest by the twin, which rounds the same way.
+///
+/// # Safety
+/// AVX512-BF16 is present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn to_bf16_avx512(src: &[f32], dst: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let whole = src.len() / 32 * 32;
+    for i in (0..whole).step_by(32) {
+        // SAFETY: i + 32 <= len for both slices: reads 128 bytes of `src`, writes 64 of `dst`.
+        // The result holds the second operand's 16 values first.
+        unsafe {
+            let (lo, hi) = (_mm512_loadu_ps(src.as_ptr().add(i)), _mm512_loadu_ps(src.as_ptr().add(i + 16)));
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), v);
+        }
+    }
+    to_bf16_scalar(&src[whole..], &mut dst[whole..]);
+}
+
+/// `dst[2i] = bf16(a[i])` and `dst[2i + 1] = bf16(b[i])`, as [`to_bf16_scalar`] rounds: two
+/// rows interleaved, the pairs the bf16 kernels read (`dst` twice as long as `a` and `b`).
+pub fn to_bf16_pairs(a: &[f32], b: &[f32], dst: &mut [u16]) {
+    assert!(a.len() == b.len() && dst.len() == 2 * a.len(), "to_bf16_pairs: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512bf16") {
+        // SAFETY: AVX512-BW and -BF16 are present (checked just above).
+        return unsafe { to_bf16_pairs_avx512(a, b, dst) };
+    }
+    to_bf16_pairs_scalar(a, b, dst)
+}
+
+/// The scalar twin of [`to_bf16_pairs`].
+pub fn to_bf16_pairs_scalar(a: &[f32], b: &[f32], dst: &mut [u16]) {
+    assert!(a.len() == b.len() && dst.len() == 2 * a.len(), "to_bf16_pairs: lengths differ");
+    for ((d, &x), &y) in dst.chunks_exact_mut(2).zip(a).zip(b) {
+        d.copy_from_slice(&[bf16_from_f32(x), bf16_from_f32(y)]);
+    }
+}
+
+/// 16 pairs per `vcvtne2ps2bf16` and a `vpermw` that interleaves its halves; the rest by the
+/// twin.
+///
+/// # Safety
+/// AVX512-BW and AVX512-BF16 are present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn to_bf16_pairs_avx512(a: &[f32], b: &[f32], dst: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let whole = a.len() / 16 * 16;
+    // Word 2i of the result from word i (a's), word 2i + 1 from word 16 + i (b's).
+    let order: [i16; 32] = std::array::from_fn(|w| ((w % 2) * 16 + w / 2) as i16);
+    // SAFETY: 64 bytes of an array.
+    let order = unsafe { _mm512_loadu_si512(order.as_ptr().cast()) };
+    for i in (0..whole).step_by(16) {
+        // SAFETY: i + 16 <= len of `a` and `b`, 2i + 32 <= len of `dst`: reads 64 bytes of
+        // each, writes 64. The conversion holds its second operand's 16 values first.
+        unsafe {
+            let (x, y) = (_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)));
+            let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(y, x));
+            _mm512_storeu_si512(dst.as_mut_ptr().add(2 * i).cast(), _mm512_permutexvar_epi16(order, halves));
+        }
+    }
+    to_bf16_pairs_scalar(&a[whole..], &b[whole..], &mut dst[2 * whole..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_pairs_interleave_and_round_like_the_twin() {
+        let a: Vec<f32> = crate::testing::noise(9, 200).iter().map(|v| v * 1.0e3).collect();
+        let mut b: Vec<f32> = crate::testing::noise(10, 200).iter().map(|v| v * 1.0e-3).collect();
+        b[3] = f32::from_bits(0x8000_0007);
+        b[40] = f32::NAN;
+        for len in [0, 1, 15, 16, 17, 32, 64, 197, 200] {
+            let mut got = vec![0u16; 2 * len];
+            to_bf16_pairs(&a[..len], &b[..len], &mut got);
+            let (mut x, mut y) = (vec![0u16; len], vec![0u16; len]);
+            to_bf16_scalar(&a[..len], &mut x);
+            to_bf16_scalar(&b[..len], &mut y);
+            for i in 0..len {
+                assert_eq!([got[2 * i], got[2 * i + 1]], [x[i], y[i]], "len {len} pair {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_rounds_like_the_twin_and_by_hand() {
+        // Hand-worked: 1 + 2^-8 is a tie between 1 and 1 + 2^-7 and goes to the even 1;
+        // 1 + 3 * 2^-8 goes up to 1 + 2^-6; a denormal becomes a zero of its sign; a
+        // signalling NaN comes out quiet.
+        let cases = [
+            (1.0f32, 0x3f80u16),
+            (1.0 + 1.0 / 256.0, 0x3f80),
+            (1.0 + 3.0 / 256.0, 0x3f82),
+            (-2.5, 0xc020),
+            (f32::from_bits(0x0000_1234), 0x0000),
+            (f32::from_bits(0x8040_0000), 0x8000),
+            (f32::from_bits(0x7f80_0001), 0x7fc0),
+            (f32::INFINITY, 0x7f80),
+            (f32::MAX, 0x7f80),
+        ];
+        for (x, want) in cases {
+            assert_eq!(bf16_from_f32(x), want, "{x:e}");
+        }
+        let mut x: Vec<f32> = crate::testing::noise(8, 1000).iter().map(|v| v * 3.0e4).collect();
+        x.extend(cases.map(|c| c.0));
+        x.extend((0..3000).map(|i| f32::from_bits(0x3f80_0000 + i * 97)));
+        let mut want = vec![0u16; x.len()];
+        to_bf16_scalar(&x, &mut want);
+        for start in [0, 1, 31, 32, 33] {
+            for len in [0, 1, 31, 32, 33, 64, 197, x.len() - start] {
+                let mut got = vec![0u16; len];
+                to_bf16(&x[start..start + len], &mut got);
+                assert_eq!(got, want[start..start + len], "start {start} len {len}");
+            }
+        }
+    }
 
     #[test]
     fn every_kernel_rounds_like_the_twin() {
