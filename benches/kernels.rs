@@ -102,7 +102,6 @@ fn attentions() {
     }
     for k in Bf16Kernel::available() {
         plans.push(AttentionKernels { scores: Scores::Bf16(k), values: Values::F32(F32Kernel::best()) });
-        plans.push(AttentionKernels { scores: Scores::Bf16(k), values: Values::Bf16(k) });
     }
     for plan in plans {
         let [scores, values] = plan.names();

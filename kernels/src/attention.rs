@@ -16,9 +16,8 @@
 //!   (docs/quantization.md); the probabilities stay f32 (quantizing them to 8 bits costs 45%).
 //! - values `p v` in f32, or in half precision ([`crate::gemm::f16`], values converted to
 //!   k1n16 halves once per call) on CPUs that compute in half.
-//! - both in bf16 ([`crate::gemm::bf16`]) on x86-64 CPUs with AVX512-BF16: queries, keys,
-//!   probabilities and values rounded to bf16 (keys and values once per call, packed k2n16),
-//!   sums in f32.
+//! - scores in bf16 ([`crate::gemm::bf16`]) on x86-64 CPUs with AVX512-BF16: queries and keys
+//!   rounded to bf16 (the keys once per call, packed k2n16), sums in f32.
 //!
 //! Softmax leaves the probabilities unnormalised; each output row is scaled by `1 / sum`.
 
@@ -31,7 +30,7 @@ use crate::gemm::f32::F32Kernel;
 use crate::gemm::i8::I8Kernel;
 use crate::gemm::pack::{padded_k, KG};
 use crate::gemm::{Columns, Epilogue, OutBlock, Rows, NR};
-use crate::rows::convert::{to_bf16, to_bf16_pairs, to_halves};
+use crate::rows::convert::{to_bf16, to_halves};
 use crate::rows::fill_from;
 use crate::rows::quantize::quantize_symmetric_rows;
 use crate::rows::softmax::softmax_exp_rows;
@@ -69,10 +68,6 @@ impl AttentionShape {
     fn even_head_dim(&self) -> usize {
         self.head_dim.next_multiple_of(2)
     }
-    /// Tokens rounded up to whole bf16 pairs.
-    fn even_tokens(&self) -> usize {
-        self.tokens.next_multiple_of(2)
-    }
 }
 
 /// The precision and kernel of the scores `q k^T`.
@@ -93,8 +88,6 @@ pub enum Values {
     F32(F32Kernel),
     /// Values as halves; the kernel's arithmetic (f32 or half) as [`F16Kernel`] says.
     F16(F16Kernel),
-    /// bf16 probabilities and values.
-    Bf16(Bf16Kernel),
 }
 
 /// The kernels of both products.
@@ -118,8 +111,9 @@ impl AttentionKernels {
     /// there (`cargo bench --bench kernels`: ViT-B/16 attention 1.4 ms on
     /// `f32_gemm_8x32_avx512` against 3.7 ms with `i8_gemm_8x32c4_avx512vnni` scores, whose
     /// quantization and short K = 64 tiles cost more than the multiplies save). bf16 values
-    /// would be faster still, but on the real ViT-Tiny they took top-1 agreement with f32 below
-    /// the 98% that `tests/int8.rs` asserts on its augmented photos (BENCHMARKS.md).
+    /// (commit bc9ac37) saved little more (ViT-B/16: 1.77 ms f32, 1.25 ms bf16 scores, 1.11 ms
+    /// both) and took the real ViT-Tiny's top-1 agreement with f32 below the 98% that
+    /// `tests/int8.rs` asserts on its augmented photos (BENCHMARKS.md).
     pub fn int8(i8: I8Kernel, f16: F16Kernel, f32: F32Kernel, bf16: Bf16Kernel) -> Self {
         if cfg!(target_arch = "x86_64") {
             let scores = if bf16 != Bf16Kernel::Scalar { Scores::Bf16(bf16) } else { Scores::F32(f32) };
@@ -139,7 +133,6 @@ impl AttentionKernels {
         let values = match self.values {
             Values::F32(k) => k.name(),
             Values::F16(k) => k.name(),
-            Values::Bf16(k) => k.name(),
         };
         [scores, values]
     }
@@ -164,15 +157,12 @@ pub struct AttentionScratch {
     query_scales: Vec<f32>,
     /// Half-precision values: per head, k1n16 panels of 16 channels x tokens.
     values_f16: AlignedVec<u16>,
-    /// Half-precision or bf16 values: one block of probabilities as halves or bf16 per slot
-    /// (for bf16 in pairs of tokens, zero past the last).
+    /// Half-precision values: one block of probabilities as halves per slot.
     probs_f16: AlignedVec<u16>,
     /// bf16 scores: keys per head packed k2n16 (`padded tokens x even head_dim`).
     keys_bf16: AlignedVec<u16>,
     /// bf16 scores: one block of queries per slot, `even head_dim` apart.
     queries_bf16: AlignedVec<u16>,
-    /// bf16 values: per head, k2n16 panels of 16 channels x tokens in pairs.
-    values_bf16: AlignedVec<u16>,
 }
 
 impl AttentionScratch {
@@ -196,7 +186,6 @@ impl AttentionScratch {
             probs_f16: AlignedVec::zeroed(slots * QUERY_BLOCK * tp),
             keys_bf16: AlignedVec::zeroed(heads * tp * shape.even_head_dim()),
             queries_bf16: AlignedVec::zeroed(slots * QUERY_BLOCK * shape.even_head_dim()),
-            values_bf16: AlignedVec::zeroed(heads * value_panels * shape.even_tokens() * NR),
         }
     }
 }
@@ -238,10 +227,8 @@ pub fn attention_rows(
     }
     let parallel = threads.get() > 1 && t * t * dim >= 1 << 16;
     prepare_keys(kernels.scores, qkv, scratch, parallel);
-    match kernels.values {
-        Values::F16(_) => prepare_values(qkv, scratch, parallel),
-        Values::Bf16(_) => prepare_values_bf16(qkv, scratch, parallel),
-        Values::F32(_) => {}
+    if let Values::F16(_) = kernels.values {
+        prepare_values(qkv, scratch, parallel);
     }
 
     let units = shape.heads * queries.div_ceil(UNIT);
@@ -261,10 +248,9 @@ pub fn attention_rows(
         probs_f16,
         keys_bf16,
         queries_bf16,
-        values_bf16,
         ..
     } = scratch;
-    let shared = Shared { qkv, keys_t, keys_i8, key_columns, values_f16, keys_bf16, values_bf16, shape, kernels };
+    let shared = Shared { qkv, keys_t, keys_i8, key_columns, values_f16, keys_bf16, shape, kernels };
     type Slot<'a> = (usize, ((((&'a mut [f32], &'a mut [i8]), &'a mut [f32]), &'a mut [u16]), &'a mut [u16]));
     let run = |(slot, ((((scores, quantized), scales), halves), queries_bf16)): Slot<'_>| {
         slot_blocks(slot, slots, shape.heads, queries, |h, i0, rows| {
@@ -322,7 +308,6 @@ struct Shared<'a> {
     key_columns: &'a [Columns],
     values_f16: &'a [u16],
     keys_bf16: &'a [u16],
-    values_bf16: &'a [u16],
     shape: AttentionShape,
     kernels: AttentionKernels,
 }
@@ -526,29 +511,6 @@ fn prepare_values(qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
     }
 }
 
-/// The values as bf16 k2n16 panels per head: panel (h, c) holds channels 16c.. of head h, for
-/// each pair of tokens 16 pairs; channels past head_dim, and the token past the last, are zero.
-fn prepare_values_bf16(qkv: &[f32], s: &mut AttentionScratch, parallel: bool) {
-    let shape = s.shape;
-    let (t, dim, dh) = (shape.tokens, shape.dim(), shape.head_dim);
-    let panels = dh.div_ceil(NR);
-    let convert = |(i, panel): (usize, &mut [u16])| {
-        let (h, c0) = (i / panels, (i % panels) * NR);
-        let cols = NR.min(dh - c0);
-        let value = |j: usize| &qkv[j * 3 * dim + 2 * dim + h * dh + c0..][..cols];
-        for (q, pairs) in panel.chunks_exact_mut(2 * NR).enumerate() {
-            let j = 2 * q;
-            to_bf16_pairs(value(j), if j + 1 < t { value(j + 1) } else { &ZEROS[..cols] }, &mut pairs[..2 * cols]);
-            fill_from(pairs, 2 * cols, 0);
-        }
-    };
-    if parallel {
-        s.values_bf16.par_chunks_mut(shape.even_tokens() * NR).enumerate().for_each(convert);
-    } else {
-        s.values_bf16.chunks_mut(shape.even_tokens() * NR).enumerate().for_each(convert);
-    }
-}
-
 const ZEROS: [f32; QUERY_BLOCK] = [0.0; QUERY_BLOCK];
 
 /// One head, one block of queries (`rows` of them, at most QUERY_BLOCK, from query `i0`):
@@ -641,19 +603,10 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
             to_halves(&p[..t], &mut h16[..t]);
         }
     }
-    // bf16 kernels read them in pairs of tokens: the slot past an odd last token must be zero.
-    if let Values::Bf16(_) = s.kernels.values {
-        let t2 = shape.even_tokens();
-        for (p, b16) in scores.chunks(tp).zip(tile.halves.chunks_mut(tp)).take(rows) {
-            to_bf16(&p[..t], &mut b16[..t]);
-            fill_from(&mut b16[..t2], t, 0);
-        }
-    }
     // out[i0 + r][h*dh + c] = inv[r] * sum_j e[r][j] * v[j][h*dh + c]
     let nr = match s.kernels.values {
         Values::F32(k) => k.tile().1,
         Values::F16(k) => k.tile().1,
-        Values::Bf16(k) => k.tile().1,
     };
     for c0 in (0..dh).step_by(nr) {
         let cols = nr.min(dh - c0);
@@ -679,11 +632,6 @@ unsafe fn query_block(s: &Shared<'_>, tile: &mut Tile<'_>, out: OutPtr, h: usize
                 } else {
                     kernel.run_block(scores, tp, t, v, panels, &Columns::PLAIN, block);
                 }
-            }
-            Values::Bf16(kernel) => {
-                let (t2, first) = (shape.even_tokens(), h * dh.div_ceil(NR) + c0 / NR);
-                let v = &s.values_bf16[first * t2 * NR..(first + panels) * t2 * NR];
-                kernel.run_block(tile.halves, tp, t2 / 2, v, t2 * NR, panels, block);
             }
         }
     }
@@ -851,21 +799,21 @@ mod tests {
     }
 
     #[test]
-    fn bf16_attention_stays_close_and_matches_its_twin_bit_for_bit() {
+    fn bf16_scores_stay_close_and_match_their_twin_bit_for_bit() {
         let twin =
-            AttentionKernels { scores: Scores::Bf16(Bf16Kernel::Scalar), values: Values::Bf16(Bf16Kernel::Scalar) };
+            AttentionKernels { scores: Scores::Bf16(Bf16Kernel::Scalar), values: Values::F32(F32Kernel::Scalar) };
         for &(tokens, heads, head_dim) in &SHAPES {
             let shape = AttentionShape { tokens, heads, head_dim };
             let qkv = inputs(shape);
             let mut want = vec![0.0; tokens * shape.dim()];
             attention_reference(&qkv, &mut want, shape);
             let base = run(twin, &qkv, shape, 1, 1);
-            // Queries, keys, probabilities and values each rounded to 8 significant bits
-            // (relative error up to 2^-9): scores of up to head_dim terms of |q k| <= 9.
+            // Queries and keys each rounded to 8 significant bits (relative error up to 2^-9):
+            // scores of up to head_dim terms of |q k| <= 9.
             let worst = base.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(worst < 0.05, "bf16 {shape:?}: {worst}");
             for kernel in Bf16Kernel::available() {
-                let kernels = AttentionKernels { scores: Scores::Bf16(kernel), values: Values::Bf16(kernel) };
+                let kernels = AttentionKernels { scores: Scores::Bf16(kernel), values: Values::F32(F32Kernel::best()) };
                 for (threads, slots) in [(1, 1), (2, 2), (3, 8)] {
                     let got = run(kernels, &qkv, shape, threads, slots);
                     assert!(
@@ -888,7 +836,7 @@ mod tests {
             all.push(AttentionKernels { scores: Scores::Int8(I8Kernel::best()), values: Values::F16(f16k) });
         }
         for k in Bf16Kernel::available() {
-            all.push(AttentionKernels { scores: Scores::Bf16(k), values: Values::Bf16(k) });
+            all.push(AttentionKernels { scores: Scores::Bf16(k), values: Values::F32(F32Kernel::best()) });
         }
         for &(tokens, heads, head_dim) in &SHAPES {
             let shape = AttentionShape { tokens, heads, head_dim };

@@ -121,73 +121,9 @@ unsafe fn to_bf16_avx512(src: &[f32], dst: &mut [u16]) {
     to_bf16_scalar(&src[whole..], &mut dst[whole..]);
 }
 
-/// `dst[2i] = bf16(a[i])` and `dst[2i + 1] = bf16(b[i])`, as [`to_bf16_scalar`] rounds: two
-/// rows interleaved, the pairs the bf16 kernels read (`dst` twice as long as `a` and `b`).
-pub fn to_bf16_pairs(a: &[f32], b: &[f32], dst: &mut [u16]) {
-    assert!(a.len() == b.len() && dst.len() == 2 * a.len(), "to_bf16_pairs: lengths differ");
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512bf16") {
-        // SAFETY: AVX512-BW and -BF16 are present (checked just above).
-        return unsafe { to_bf16_pairs_avx512(a, b, dst) };
-    }
-    to_bf16_pairs_scalar(a, b, dst)
-}
-
-/// The scalar twin of [`to_bf16_pairs`].
-pub fn to_bf16_pairs_scalar(a: &[f32], b: &[f32], dst: &mut [u16]) {
-    assert!(a.len() == b.len() && dst.len() == 2 * a.len(), "to_bf16_pairs: lengths differ");
-    for ((d, &x), &y) in dst.chunks_exact_mut(2).zip(a).zip(b) {
-        d.copy_from_slice(&[bf16_from_f32(x), bf16_from_f32(y)]);
-    }
-}
-
-/// 16 pairs per `vcvtne2ps2bf16` and a `vpermw` that interleaves its halves; the rest by the
-/// twin.
-///
-/// # Safety
-/// AVX512-BW and AVX512-BF16 are present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn to_bf16_pairs_avx512(a: &[f32], b: &[f32], dst: &mut [u16]) {
-    use std::arch::x86_64::*;
-    let whole = a.len() / 16 * 16;
-    // Word 2i of the result from word i (a's), word 2i + 1 from word 16 + i (b's).
-    let order: [i16; 32] = std::array::from_fn(|w| ((w % 2) * 16 + w / 2) as i16);
-    // SAFETY: 64 bytes of an array.
-    let order = unsafe { _mm512_loadu_si512(order.as_ptr().cast()) };
-    for i in (0..whole).step_by(16) {
-        // SAFETY: i + 16 <= len of `a` and `b`, 2i + 32 <= len of `dst`: reads 64 bytes of
-        // each, writes 64. The conversion holds its second operand's 16 values first.
-        unsafe {
-            let (x, y) = (_mm512_loadu_ps(a.as_ptr().add(i)), _mm512_loadu_ps(b.as_ptr().add(i)));
-            let halves: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(y, x));
-            _mm512_storeu_si512(dst.as_mut_ptr().add(2 * i).cast(), _mm512_permutexvar_epi16(order, halves));
-        }
-    }
-    to_bf16_pairs_scalar(&a[whole..], &b[whole..], &mut dst[2 * whole..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bf16_pairs_interleave_and_round_like_the_twin() {
-        let a: Vec<f32> = crate::testing::noise(9, 200).iter().map(|v| v * 1.0e3).collect();
-        let mut b: Vec<f32> = crate::testing::noise(10, 200).iter().map(|v| v * 1.0e-3).collect();
-        b[3] = f32::from_bits(0x8000_0007);
-        b[40] = f32::NAN;
-        for len in [0, 1, 15, 16, 17, 32, 64, 197, 200] {
-            let mut got = vec![0u16; 2 * len];
-            to_bf16_pairs(&a[..len], &b[..len], &mut got);
-            let (mut x, mut y) = (vec![0u16; len], vec![0u16; len]);
-            to_bf16_scalar(&a[..len], &mut x);
-            to_bf16_scalar(&b[..len], &mut y);
-            for i in 0..len {
-                assert_eq!([got[2 * i], got[2 * i + 1]], [x[i], y[i]], "len {len} pair {i}");
-            }
-        }
-    }
 
     #[test]
     fn bf16_rounds_like_the_twin_and_by_hand() {
