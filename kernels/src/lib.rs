@@ -116,6 +116,7 @@ pub fn kernel_variants() -> Vec<(String, bool)> {
     v.extend(gemm::i8::I8Kernel::ALL.iter().map(|k| (k.name().to_string(), k.supported())));
     v.extend(gemm::f16::F16Kernel::ALL.iter().map(|k| (k.name().to_string(), k.supported())));
     v.extend(gemm::f32::F32Kernel::ALL.iter().map(|k| (k.name().to_string(), k.supported())));
+    v.extend(gemm::bf16::Bf16Kernel::ALL.iter().map(|k| (k.name().to_string(), k.supported())));
     for isa in [rows::RowIsa::Scalar, rows::RowIsa::Avx2, rows::RowIsa::Avx512, rows::RowIsa::Neon] {
         v.extend(isa.kernel_names().into_iter().map(|n| (n, isa.supported())));
     }
