@@ -1,5 +1,5 @@
-//! Does this CPU's AVX512-BF16 compute what a scalar twin would? A check for a future bf16
-//! attention path (BENCHMARKS.md, "prefetches where ViT-B outgrows L2"), not a speed test:
+//! Does this CPU's AVX512-BF16 compute what the bf16 attention kernel's scalar twin does
+//! (`gemm::bf16::dot_pair`, `rows::convert::bf16_from_f32`)? A check, not a speed test:
 //!
 //!     cargo bench --bench bf16_semantics
 //!
@@ -15,31 +15,14 @@
 mod check {
     use std::arch::x86_64::*;
 
-    fn bf(x: u16) -> f32 {
-        f32::from_bits((x as u32) << 16)
-    }
+    use edgevit_kernels::gemm::bf16::dot_pair;
+    use edgevit_kernels::rows::convert::bf16_from_f32;
 
-    /// Denormal to signed zero: the instruction's DAZ on inputs and FTZ on results.
-    fn flush(x: f32) -> f32 {
-        if x.is_subnormal() {
-            0.0f32.copysign(x)
-        } else {
-            x
-        }
-    }
-
-    /// `acc + a[first] b[first] + a[other] b[other]`, each step one fused multiply-add.
-    fn dot2(acc: f32, a: [u16; 2], b: [u16; 2], first: usize) -> f32 {
-        let step = |acc: f32, i: usize| flush(flush(bf(a[i])).mul_add(flush(bf(b[i])), flush(acc)));
-        step(step(acc, first), 1 - first)
-    }
-
-    fn to_bf16(x: f32, flush_denormals: bool) -> u16 {
+    /// Round to nearest even without flushing denormals: the plausible wrong rule.
+    fn plain_rne(x: f32) -> u16 {
         let b = x.to_bits();
         if x.is_nan() {
             ((b >> 16) as u16) | 0x40
-        } else if flush_denormals && x.is_subnormal() {
-            ((b >> 16) as u16) & 0x8000
         } else {
             (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
         }
@@ -108,8 +91,9 @@ mod check {
                 lanes += 1;
                 let (pa, pb) = ([a[2 * j], a[2 * j + 1]], [b[2 * j], b[2 * j + 1]]);
                 let same = |want: f32| got[j].to_bits() == want.to_bits() || (got[j].is_nan() && want.is_nan());
-                off_sdm += !same(dot2(acc[j], pa, pb, 1)) as u64;
-                off_even_first += !same(dot2(acc[j], pa, pb, 0)) as u64;
+                off_sdm += !same(dot_pair(acc[j], pa, pb)) as u64;
+                // The pairs swapped: the even product first.
+                off_even_first += !same(dot_pair(acc[j], [pa[1], pa[0]], [pb[1], pb[0]])) as u64;
             }
         }
         println!("vdpbf16ps: {lanes} lanes, {off_sdm} differ from the SDM (odd product first), {off_even_first} from even first");
@@ -132,8 +116,8 @@ mod check {
             let got = unsafe { cvtne2ps(&x) };
             for (g, &v) in got.iter().zip(&x) {
                 values += 1;
-                off_rne += (*g != to_bf16(v, true)) as u64;
-                off_plain += (*g != to_bf16(v, false)) as u64;
+                off_rne += (*g != bf16_from_f32(v)) as u64;
+                off_plain += (*g != plain_rne(v)) as u64;
             }
         }
         println!("vcvtne2ps2bf16: {values} values, {off_rne} differ from RNE with denormals to zero, {off_plain} from plain RNE");
