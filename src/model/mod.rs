@@ -41,6 +41,9 @@ pub struct Model {
     i8_kernel: I8Kernel,
     f16_kernel: F16Kernel,
     f32_kernel: F32Kernel,
+    /// Chosen once, like the others: `best()` builds a list, and a forward pass allocates
+    /// nothing.
+    bf16_kernel: Bf16Kernel,
 }
 
 impl Model {
@@ -65,6 +68,7 @@ impl Model {
             i8_kernel: I8Kernel::best(),
             f16_kernel: F16Kernel::best(),
             f32_kernel: F32Kernel::best(),
+            bf16_kernel: Bf16Kernel::best(),
         })
     }
 
@@ -145,7 +149,7 @@ impl Model {
     /// the CPU computes in half) for int8 models, f32 otherwise.
     pub fn attention_kernels(&self) -> AttentionKernels {
         if self.config().weights.dtype == WeightDType::Int8 {
-            AttentionKernels::int8(self.i8_kernel, self.f16_kernel, self.f32_kernel, Bf16Kernel::best())
+            AttentionKernels::int8(self.i8_kernel, self.f16_kernel, self.f32_kernel, self.bf16_kernel)
         } else {
             AttentionKernels::f32(self.f32_kernel)
         }
