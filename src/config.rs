@@ -1,6 +1,8 @@
 //! What a model file says about its network and its inputs: architecture, preprocessing and
 //! labels. Stored as JSON inside the `.evit` header (see docs/format.md) and validated at open.
 
+use edgevit_kernels::attention::MAX_INT8_HEAD_DIM;
+use edgevit_kernels::gemm::pack::padded_k;
 use serde::{Deserialize, Serialize};
 
 pub use edgevit_kernels::rows::activation::Activation;
@@ -536,6 +538,13 @@ impl ModelConfig {
         self.architecture.validate()?;
         self.preprocess.validate(&self.architecture)?;
         self.weights.validate()?;
+        let head_dim = self.architecture.head_dim();
+        if self.weights.dtype == WeightDType::Int8 && padded_k(head_dim) > MAX_INT8_HEAD_DIM {
+            return Err(format!(
+                "head_dim = {head_dim} (hidden_size / num_heads) is more than the {MAX_INT8_HEAD_DIM} that int8 \
+                 models' attention supports; write this model as f16 or f32"
+            ));
+        }
         if self.labels.len() != self.architecture.num_labels {
             return Err(format!("{} label names for {} classes", self.labels.len(), self.architecture.num_labels));
         }

@@ -102,6 +102,23 @@ fn demo_heldout_accuracy_within_half_a_point_of_f32() {
 }
 
 #[test]
+fn int8_heads_wider_than_attention_takes_are_refused_not_run() {
+    // Attention quantizes (aarch64) or rounds (x86-64) each key through a stack buffer of
+    // MAX_INT8_HEAD_DIM values: a wider head must fail validation (at open and at write), not
+    // panic in the forward pass.
+    let mut config = Model::open(tiny_int8()).unwrap().config().clone();
+    assert_eq!(config.weights.dtype, WeightDType::Int8);
+    config.architecture.num_heads = 1;
+    config.architecture.hidden_size = 1024;
+    assert_eq!(config.validate(), Ok(()));
+    config.architecture.hidden_size = 1028;
+    let err = config.validate().unwrap_err();
+    assert!(err.contains("head_dim = 1028") && err.contains("f16 or f32"), "{err}");
+    config.weights.dtype = WeightDType::F16;
+    assert_eq!(config.validate(), Ok(()));
+}
+
+#[test]
 fn every_kernel_gives_the_same_logits() {
     // Integer accumulation is exact and the epilogue is shared, so every kernel must produce
     // bit-identical logits.

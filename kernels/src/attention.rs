@@ -39,6 +39,11 @@ use crate::{OutPtr, Threads};
 /// Queries per block at most: a block's scores are `QUERY_BLOCK x tokens` floats.
 pub const QUERY_BLOCK: usize = 32;
 
+/// The widest head int8 models' attention takes (int8 scores on aarch64, bf16 scores on
+/// x86-64): each key is quantized or rounded through a buffer of this size on the stack. Model
+/// files are checked against it when they are opened or written.
+pub const MAX_INT8_HEAD_DIM: usize = 1024;
+
 /// Rows of one head by which work is shared between threads: the NEON microkernels' tile
 /// height, and a divisor of QUERY_BLOCK.
 const UNIT: usize = 4;
@@ -427,7 +432,7 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
             let pack = |(i, (((panel, scales), sums), columns)): Panel<'_>| {
                 let (h, p) = (i / (tp / NR), i % (tp / NR));
                 // Four tokens at a time: quantized together, then packed.
-                let mut q = [0i8; 4 * 1024];
+                let mut q = [0i8; 4 * MAX_INT8_HEAD_DIM];
                 for c0 in (0..NR).step_by(4) {
                     let j0 = p * NR + c0;
                     let real = t.saturating_sub(j0).min(4);
@@ -451,7 +456,7 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
                 }
                 *columns = Columns::int8(None, scales, sums, NR);
             };
-            assert!(dhp <= 1024, "attention: int8 scores take head_dim up to 1024");
+            assert!(dhp <= MAX_INT8_HEAD_DIM, "attention: int8 scores take head_dim up to {MAX_INT8_HEAD_DIM}");
             if parallel {
                 let tasks = s.keys_i8.par_chunks_mut(panel_len).zip(s.key_scales.par_chunks_mut(NR));
                 let tasks = tasks.zip(s.key_sums.par_chunks_mut(NR)).zip(s.key_columns.par_iter_mut());
@@ -468,7 +473,7 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
             let dh2 = shape.even_head_dim();
             let pack = |(i, panel): (usize, &mut [u16])| {
                 let (h, p) = (i / (tp / NR), i % (tp / NR));
-                let mut key = [0u16; 1024];
+                let mut key = [0u16; MAX_INT8_HEAD_DIM];
                 for c in 0..NR {
                     let j = p * NR + c;
                     if j < t {
@@ -480,7 +485,7 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
                     }
                 }
             };
-            assert!(dh2 <= 1024, "attention: bf16 scores take head_dim up to 1024");
+            assert!(dh2 <= MAX_INT8_HEAD_DIM, "attention: bf16 scores take head_dim up to {MAX_INT8_HEAD_DIM}");
             if parallel {
                 s.keys_bf16.par_chunks_mut(NR * dh2).enumerate().for_each(pack);
             } else {

@@ -145,8 +145,9 @@ impl Model {
         v
     }
 
-    /// The kernels of attention's two products: int8 scores (and half-precision values where
-    /// the CPU computes in half) for int8 models, f32 otherwise.
+    /// The kernels of attention's two products: for int8 models, int8 scores on aarch64 (and
+    /// half-precision values where the CPU computes in half), bf16 scores on x86-64 CPUs with
+    /// AVX512-BF16; f32 otherwise (`AttentionKernels::int8`).
     pub fn attention_kernels(&self) -> AttentionKernels {
         if self.config().weights.dtype == WeightDType::Int8 {
             AttentionKernels::int8(self.i8_kernel, self.f16_kernel, self.f32_kernel, self.bf16_kernel)

@@ -1,7 +1,7 @@
 //! bf16 GEMM for attention on x86-64 CPUs with AVX512-BF16 (Zen 4, Zen 5, Cooper Lake and later
 //! Xeons): `out[m, n] = sum_k a[m, k] * b[k, n]` on bf16 operands with f32 sums, at twice the
-//! f32 kernels' multiply rate. It runs int8 models' scores `q k^T` and value product `p v`
-//! (see [`crate::attention`]); the Linear layers never use it.
+//! f32 kernels' multiply rate. It runs int8 models' attention scores `q k^T` (see
+//! [`crate::attention`]); the Linear layers never use it.
 //!
 //! Operands come in pairs along k, as `vdpbf16ps` reads them: `a` rows of `2 * pairs` bf16
 //! values (zero-padded to an even k), `b` as k2n16 panels ([`k2n16_index`]). Per output and
