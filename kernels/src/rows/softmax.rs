@@ -71,7 +71,7 @@ pub use neon::{softmax_neon, softmax_rows_neon};
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
-    use super::super::activation::{EXP_MAGIC, EXP_POLY, LN2_HI, LN2_LO};
+    use super::super::activation::{EXP_MAGIC, EXP_POLY, LN2};
     use std::arch::aarch64::*;
     use std::arch::asm;
 
@@ -229,7 +229,7 @@ mod neon {
         /// shift, `EXP_MAGIC`; then `EXP_POLY[3]`, `[2]`, `[1]`, `[0]` and 1, each twice, for `ldp`
         /// (fewer instructions: the loop stays one block for qemu, see [`exp_chunks`]).
         addends: [[f32; 4]; 12],
-        /// scale, log2 e, ln 2's high and low parts.
+        /// scale, log2 e, ln 2 (and an unused lane).
         by_lane: [f32; 4],
     }
 
@@ -237,7 +237,7 @@ mod neon {
         fn new(scale: f32, shift: f32) -> Self {
             let (p, one) = (EXP_POLY, 1.0);
             let addends = [shift, EXP_MAGIC, p[3], p[3], p[2], p[2], p[1], p[1], p[0], p[0], one, one];
-            Self { addends: addends.map(|c| [c; 4]), by_lane: [scale, std::f32::consts::LOG2_E, LN2_HI, LN2_LO] }
+            Self { addends: addends.map(|c| [c; 4]), by_lane: [scale, std::f32::consts::LOG2_E, LN2, 0.0] }
         }
 
         /// The next row's shift (its `-max * scale`); the rest stays.
@@ -268,8 +268,6 @@ mod neon {
             "fsub v17.4s, v", $s1, ".4s, v23.4s\n",
             "fmls v", $r0, ".4s, v16.4s, v24.s[2]\n",
             "fmls v", $r1, ".4s, v17.4s, v24.s[2]\n",
-            "fmls v", $r0, ".4s, v16.4s, v24.s[3]\n",
-            "fmls v", $r1, ".4s, v17.4s, v24.s[3]\n",
             "shl v", $s0, ".4s, v", $s0, ".4s, #23\n",
             "shl v", $s1, ".4s, v", $s1, ".4s, #23\n",
         )};
@@ -338,10 +336,11 @@ mod neon {
     /// so bit for bit its results.
     ///
     /// Software-pipelined by half chunks: each step reduces the next eight values' arguments
-    /// while it finishes the previous eight. One exponential is a chain of 14 dependent
+    /// while it finishes the previous eight. One exponential is a chain of 13 dependent
     /// operations; four of them at a time filled the Cortex-A72's reorder buffer (115
     /// estimated cycles per 16 values, 71 with the pipelining; the Cortex-A76 56, then 35).
-    /// The loop is kept to 85 instructions (78 since the upper clamp went) and starts on a 512-byte boundary: qemu ends a translation block after
+    /// The loop is kept to 85 instructions (74 since the upper clamp and the second step of
+    /// `r` went) and starts on a 512-byte boundary: qemu ends a translation block after
     /// about 86 such instructions or at a 4 KB page, and the cycle estimate cannot overlap the
     /// two blocks of a split loop (docs/kernels.md).
     ///
