@@ -51,17 +51,11 @@ fn augment(img: &RgbImage, rng: &mut Rng) -> RgbImage {
     RgbImage { width: w, height: h, data }
 }
 
-#[test]
-// Under qemu a forward pass is a hundred times slower; there the kernels are checked exactly
-// by the kernel tests and `every_kernel_gives_the_same_logits`, and fidelity by the 37
-// reference images.
-#[cfg_attr(target_arch = "aarch64", ignore = "1,036 forward passes are too slow under qemu")]
-fn augmented_photos_agree_with_f32() {
-    let per_image = 28;
-    let f32m = Model::open(tiny_f32()).unwrap();
-    let i8m = Model::open(tiny_int8()).unwrap();
+/// int8 against f32 on `per_image` augmented crops of each of the 37 photos, drawn from
+/// `seed`: (inputs, top-1 agreement, mean KL(f32 || int8)).
+fn augmented_agreement(f32m: &Model, i8m: &Model, seed: u64, per_image: usize) -> (usize, f64, f64) {
     let (mut s32, mut s8) = (f32m.session(), i8m.session());
-    let mut rng = Rng(2026);
+    let mut rng = Rng(seed);
     let (mut n, mut same, mut kl_sum) = (0usize, 0usize, 0f64);
     for (name, _, _) in reference_entries() {
         let img = load_image(&shared().join("images").join(&name)).unwrap();
@@ -74,8 +68,18 @@ fn augmented_photos_agree_with_f32() {
             n += 1;
         }
     }
-    let agreement = same as f64 / n as f64;
-    let mean_kl = kl_sum / n as f64;
+    (n, same as f64 / n as f64, kl_sum / n as f64)
+}
+
+#[test]
+// Under qemu a forward pass is a hundred times slower; there the kernels are checked exactly
+// by the kernel tests and `every_kernel_gives_the_same_logits`, and fidelity by the 37
+// reference images.
+#[cfg_attr(target_arch = "aarch64", ignore = "1,036 forward passes are too slow under qemu")]
+fn augmented_photos_agree_with_f32() {
+    let f32m = Model::open(tiny_f32()).unwrap();
+    let i8m = Model::open(tiny_int8()).unwrap();
+    let (n, agreement, mean_kl) = augmented_agreement(&f32m, &i8m, 2026, 28);
     eprintln!("augmented set: {n} inputs, int8/f32 top-1 agreement {:.2}%, mean KL {mean_kl:.5}", agreement * 100.0);
     // The int8 issue's bar. Every flip is a near-tie (f32 top-1 probability <= 0.37 with the
     // runner-up a few points behind), so the figure moves by a few tenths with the last bits
@@ -83,6 +87,27 @@ fn augmented_photos_agree_with_f32() {
     let floor = 0.98;
     assert!(agreement >= floor, "top-1 agreement {agreement:.4} < {floor:.3} over {n} inputs");
     assert!(mean_kl <= 0.005, "mean KL(f32 || int8) {mean_kl:.5} > 0.005 over {n} inputs");
+}
+
+/// The same measurement on three more draws of crops (3,108 inputs), each printed: one draw's
+/// agreement moves by about 0.4 points with the last bits of either model (docs/quantization.md),
+/// so a change to the numerics is judged on all four draws. The same bar, on their mean.
+#[test]
+#[cfg_attr(target_arch = "aarch64", ignore = "3,108 forward passes are too slow under qemu")]
+fn augmented_photos_agree_with_f32_over_more_draws() {
+    let f32m = Model::open(tiny_f32()).unwrap();
+    let i8m = Model::open(tiny_int8()).unwrap();
+    let (mut total, mut agreed, mut kl) = (0usize, 0f64, 0f64);
+    for seed in [7, 11, 2027] {
+        let (n, agreement, mean_kl) = augmented_agreement(&f32m, &i8m, seed, 28);
+        eprintln!("seed {seed}: {n} inputs, int8/f32 top-1 agreement {:.2}%, mean KL {mean_kl:.5}", agreement * 100.0);
+        assert!(mean_kl <= 0.005, "seed {seed}: mean KL(f32 || int8) {mean_kl:.5} > 0.005 over {n} inputs");
+        (total, agreed, kl) = (total + n, agreed + agreement * n as f64, kl + mean_kl * n as f64);
+    }
+    let (agreement, mean_kl) = (agreed / total as f64, kl / total as f64);
+    eprintln!("three draws: {total} inputs, agreement {:.2}%, mean KL {mean_kl:.5}", agreement * 100.0);
+    let floor = 0.98;
+    assert!(agreement >= floor, "top-1 agreement {agreement:.4} < {floor:.3} over {total} inputs");
 }
 
 #[test]
