@@ -128,9 +128,9 @@ fn demo_heldout_accuracy_within_half_a_point_of_f32() {
 
 #[test]
 fn int8_heads_wider_than_attention_takes_are_refused_not_run() {
-    // Attention quantizes (aarch64) or rounds (x86-64) each key through a stack buffer of
-    // MAX_INT8_HEAD_DIM values: a wider head must fail validation (at open and at write), not
-    // panic in the forward pass.
+    // Attention's int8 scores (aarch64) quantize keys through a stack buffer of
+    // MAX_INT8_HEAD_DIM values: a wider head must fail validation (at open and at write, on
+    // every CPU, so that a file that opens runs anywhere), not panic in the forward pass.
     let mut config = Model::open(tiny_int8()).unwrap().config().clone();
     assert_eq!(config.weights.dtype, WeightDType::Int8);
     config.architecture.num_heads = 1;

@@ -30,7 +30,7 @@ use crate::gemm::f32::F32Kernel;
 use crate::gemm::i8::I8Kernel;
 use crate::gemm::pack::{padded_k, KG};
 use crate::gemm::{Columns, Epilogue, OutBlock, Rows, NR};
-use crate::rows::convert::{to_bf16, to_halves};
+use crate::rows::convert::{to_bf16, to_bf16_k2n16, to_halves};
 use crate::rows::fill_from;
 use crate::rows::quantize::quantize_symmetric_rows;
 use crate::rows::softmax::softmax_exp_rows;
@@ -39,9 +39,9 @@ use crate::{OutPtr, Threads};
 /// Queries per block at most: a block's scores are `QUERY_BLOCK x tokens` floats.
 pub const QUERY_BLOCK: usize = 32;
 
-/// The widest head int8 models' attention takes (int8 scores on aarch64, bf16 scores on
-/// x86-64): each key is quantized or rounded through a buffer of this size on the stack. Model
-/// files are checked against it when they are opened or written.
+/// The widest head int8 models' attention takes: with int8 scores (aarch64) four keys at a time
+/// are quantized through a buffer of this size on the stack. Model files are checked against it
+/// when they are opened or written, on every CPU, so that a file that opens runs anywhere.
 pub const MAX_INT8_HEAD_DIM: usize = 1024;
 
 /// Rows of one head by which work is shared between threads: the NEON microkernels' tile
@@ -468,24 +468,14 @@ fn prepare_keys(scores: Scores, qkv: &[f32], s: &mut AttentionScratch, parallel:
             }
         }
         Scores::Bf16(_) => {
-            // A task per (head, panel of 16 tokens): each key rounded to bf16, then its pairs
-            // dealt into the panel's k2n16 slots; tokens past the last are zero keys.
+            // A task per (head, panel of 16 tokens): the keys rounded to bf16 straight into
+            // the panel's k2n16 slots; tokens past the last are zero keys.
             let dh2 = shape.even_head_dim();
             let pack = |(i, panel): (usize, &mut [u16])| {
-                let (h, p) = (i / (tp / NR), i % (tp / NR));
-                let mut key = [0u16; MAX_INT8_HEAD_DIM];
-                for c in 0..NR {
-                    let j = p * NR + c;
-                    if j < t {
-                        to_bf16(&qkv[j * 3 * dim + dim + h * dh..][..dh], &mut key[..dh]);
-                    }
-                    fill_from(&mut key[..dh2], if j < t { dh } else { 0 }, 0);
-                    for (q, pair) in key[..dh2].chunks_exact(2).enumerate() {
-                        panel[q * 2 * NR + 2 * c..][..2].copy_from_slice(pair);
-                    }
-                }
+                let (h, j0) = (i / (tp / NR), i % (tp / NR) * NR);
+                let keys = &qkv[(j0 * 3 * dim + dim + h * dh).min(qkv.len())..];
+                to_bf16_k2n16(keys, 3 * dim, dh, t.saturating_sub(j0).min(NR), panel);
             };
-            assert!(dh2 <= MAX_INT8_HEAD_DIM, "attention: bf16 scores take head_dim up to {MAX_INT8_HEAD_DIM}");
             if parallel {
                 s.keys_bf16.par_chunks_mut(NR * dh2).enumerate().for_each(pack);
             } else {
