@@ -43,7 +43,7 @@ pub(crate) struct Problem {
 
 /// Runs `micro(first_panel, panels, columns, first_row, block)` over the whole `m x n` output
 /// (row stride `ldo`), one column group (all `m` rows) per call, where `columns(first_column,
-/// cols)` gives the group's epilogue factors. A group at the right edge may have fewer than
+/// cols, factors)` sets the group's epilogue factors. A group at the right edge may have fewer than
 /// `np` panels, and the block fewer columns than its panels hold.
 pub(crate) fn drive(
     p: Problem,
@@ -51,7 +51,7 @@ pub(crate) fn drive(
     ldo: usize,
     epilogue: Epilogue,
     threads: Threads,
-    columns: impl Fn(usize, usize) -> Columns + Sync,
+    columns: impl Fn(usize, usize, &mut Columns) + Sync,
     micro: impl Fn(usize, usize, &Columns, usize, OutBlock<'_>) + Sync,
 ) {
     let Problem { m, n, mr, np, .. } = p;
@@ -65,12 +65,13 @@ pub(crate) fn drive(
     let out_ptr = OutPtr(out.as_mut_ptr());
     // Rows r0..r1 of the column groups in `range`.
     let run = |range: std::ops::Range<usize>, (r0, r1): (usize, usize)| {
+        let mut factors = Columns::PLAIN;
         for g in range {
             let p0 = g * np;
             let group_panels = np.min(panels - p0);
             let col0 = p0 * NR;
             let cols = (group_panels * NR).min(n - col0);
-            let factors = columns(col0, cols);
+            columns(col0, cols, &mut factors);
             // SAFETY: rows r0..r1 and columns col0..col0+cols lie inside `out` (checked above:
             // out holds (m - 1) * ldo + n floats, r1 <= m); this task is the only one that
             // writes them, and `out` is exclusively borrowed for the call.

@@ -161,7 +161,7 @@ pub fn f16_gemm(
     assert!(kernel.supported(), "this CPU cannot run {}", kernel.name());
     let (mr, nr) = kernel.tile();
     assert!(bias.is_none_or(|b| b.len() >= n), "f16_gemm: bias too short");
-    let columns = |col0: usize, cols: usize| Columns::float(bias.map(|b| &b[col0..]), cols);
+    let columns = |col0: usize, cols: usize, c: &mut Columns| c.set_float(bias.map(|b| &b[col0..]), cols);
     let micro = |p0: usize, panels: usize, cols: &Columns, m0: usize, out: OutBlock<'_>| {
         ukernel(&a[m0 * lda..], lda, k, &w.data[p0 * k * NR..(p0 + panels) * k * NR], panels, cols, out);
     };
@@ -192,7 +192,7 @@ pub fn f16_gemm_halves(
     assert!(bias.is_none_or(|b| b.len() >= n), "f16_gemm_halves: bias too short");
     let (mr, nr) = kernel.tile();
     assert_eq!(nr, NR, "the half-precision kernels take one panel per call");
-    let columns = |col0: usize, cols: usize| Columns::float(bias.map(|b| &b[col0..]), cols);
+    let columns = |col0: usize, cols: usize, c: &mut Columns| c.set_float(bias.map(|b| &b[col0..]), cols);
     let micro = |p0: usize, _panels: usize, cols: &Columns, m0: usize, out: OutBlock<'_>| {
         kernel.run_block_halves(&a[m0 * k..], k, k, &w.data[p0 * k * NR..(p0 + 1) * k * NR], cols, out);
     };

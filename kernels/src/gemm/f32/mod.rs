@@ -114,7 +114,7 @@ pub fn f32_gemm(
     assert!(w.data.len() >= k1n16_len(n, k), "f32_gemm: weights too short");
     let (mr, nr) = kernel.tile();
     assert!(bias.is_none_or(|b| b.len() >= n), "f32_gemm: bias too short");
-    let columns = |col0: usize, cols: usize| Columns::float(bias.map(|b| &b[col0..]), cols);
+    let columns = |col0: usize, cols: usize, c: &mut Columns| c.set_float(bias.map(|b| &b[col0..]), cols);
     let micro = |p0: usize, panels: usize, cols: &Columns, m0: usize, out: OutBlock<'_>| {
         let b = &w.data[p0 * k * NR..(p0 + panels) * k * NR];
         kernel.run_block(&a[m0 * lda..], lda, k, b, NR, k * NR, panels, cols, out);
