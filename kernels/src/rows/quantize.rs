@@ -516,7 +516,11 @@ mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// One zmm for the range, 16 values per conversion.
+    /// Two zmm pairs for the range, 16 values per conversion: `(x - offset) * inv` fused onto
+    /// [`ROUND_MAGIC`], whose low byte is `q` (as on NEON), narrowed by truncation. A row with a
+    /// NaN goes to the twin, which rounds it to 0: `vcvtps2dq` with a mask for it and
+    /// saturating narrows, two more operations and a slower narrow per 16 values, took 4.1% of
+    /// a ViT-Ti int8 inference on a Zen 4.
     pub fn quantize_row_avx512(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
         assert!(dst.len() >= src.len(), "quantize_row: destination too short");
         assert!(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw"));
@@ -532,13 +536,27 @@ mod x86 {
         // SAFETY (every load and store below): each index i + 16 <= whole <= len <= dst.len().
         unsafe {
             let (mut lo, mut hi) = (_mm512_set1_ps(f32::INFINITY), _mm512_set1_ps(f32::NEG_INFINITY));
-            for i in (0..whole).step_by(16) {
-                let v = _mm512_loadu_ps(sp.add(i));
-                // The value first: x86's min and max return their second operand when either
-                // is a NaN, so a NaN is skipped, as the twin's `f32::min` skips it.
-                lo = _mm512_min_ps(v, lo);
-                hi = _mm512_max_ps(v, hi);
+            let (mut lo1, mut hi1) = (lo, hi);
+            let mut unordered: __mmask16 = 0;
+            let pairs = len / 32 * 32;
+            // The value first: x86's min and max return their second operand when either is
+            // a NaN, so a NaN is skipped, as the twin's `f32::min` skips it (and the row then
+            // goes to the twin).
+            for i in (0..pairs).step_by(32) {
+                let (v, v1) = (_mm512_loadu_ps(sp.add(i)), _mm512_loadu_ps(sp.add(i + 16)));
+                (lo, hi) = (_mm512_min_ps(v, lo), _mm512_max_ps(v, hi));
+                (lo1, hi1) = (_mm512_min_ps(v1, lo1), _mm512_max_ps(v1, hi1));
+                unordered |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v1);
             }
+            if whole > pairs {
+                let v = _mm512_loadu_ps(sp.add(pairs));
+                (lo, hi) = (_mm512_min_ps(v, lo), _mm512_max_ps(v, hi));
+                unordered |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            }
+            if unordered != 0 {
+                return quantize_row_scalar(src, dst, biased);
+            }
+            let (lo, hi) = (_mm512_min_ps(lo1, lo), _mm512_max_ps(hi1, hi));
             let (l, h) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
             let (l, h) = src[whole..].iter().fold((l, h), |(l, h), &v| (l.min(v), h.max(v)));
             let Some((scale, offset, inv)) = params(l, h) else { return constant(dst, l, flip) };
@@ -546,12 +564,11 @@ mod x86 {
             let magic = _mm512_set1_ps(ROUND_MAGIC);
             let vflip = _mm_set1_epi8(flip);
             for i in (0..whole).step_by(16) {
+                // Rounded to an integer q in [-127, 127] by the add (every value lies in the
+                // row's range): the low byte of each lane's bits.
                 let t = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_loadu_ps(sp.add(i)), vo), vi, magic);
-                // Rounded to an integer by the add, within [-127, 127] for every value but a
-                // NaN, which converts to 0 as the twin's cast does (zero-masked), then narrow.
-                let t = _mm512_sub_ps(t, magic);
-                let q = _mm512_maskz_cvtps_epi32(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(t, t), t);
-                _mm_storeu_si128(dp.add(i) as *mut __m128i, _mm_xor_si128(_mm512_cvtsepi32_epi8(q), vflip));
+                let q = _mm512_cvtepi32_epi8(_mm512_castps_si512(t));
+                _mm_storeu_si128(dp.add(i) as *mut __m128i, _mm_xor_si128(q, vflip));
             }
             quantize_tail(src, dst, offset, inv, flip, whole);
             fill_from(dst, len, flip);
@@ -771,9 +788,17 @@ mod tests {
     /// mask zeroes a NaN before the conversion.
     #[test]
     fn rows_with_nan_or_infinity_match_the_twin() {
-        for len in [5usize, 16, 21, 40] {
-            let places =
-                [(0, f32::NAN), (len - 1, f32::NAN), (len / 2, f32::NAN), (3, f32::INFINITY), (2, f32::NEG_INFINITY)];
+        for len in [5usize, 16, 21, 40, 48, 100] {
+            // A NaN with a payload too: its low bits are not those of a zero.
+            let payload = f32::from_bits(0x7fc0_1234);
+            let places = [
+                (0, f32::NAN),
+                (len - 1, f32::NAN),
+                (len / 2, f32::NAN),
+                (len / 2 + 1, payload),
+                (3, f32::INFINITY),
+                (2, f32::NEG_INFINITY),
+            ];
             for (at, bad) in places {
                 let mut x: Vec<f32> = noise(len as u64 + 91, len).iter().map(|v| v * 300.0).collect();
                 x[at] = bad;
