@@ -83,9 +83,7 @@ impl Columns {
 
     /// [`Columns::int8`] in place.
     pub fn set_int8(&mut self, bias: Option<&[f32]>, w_scale: &[f32], w_sum: &[i32], cols: usize) {
-        assert!(cols <= NR_MAX, "{cols} columns in a group of at most {NR_MAX}");
-        self.cols = cols;
-        fill(&mut self.bias, bias.map_or(&[][..], |b| &b[..cols]), 0.0);
+        self.set_float(bias, cols);
         fill(&mut self.w_scale, &w_scale[..cols], 0.0);
         fill(&mut self.w_sum, &w_sum[..cols], 0);
         for i in 0..NR_MAX {

@@ -161,7 +161,7 @@ pub fn to_bf16_k2n16_scalar(src: &[f32], stride: usize, len: usize, rows: usize,
 /// Each row's 32-value blocks by `vcvtne2ps2bf16` (16 pairs, one per 32-bit lane); 16 rows'
 /// blocks are then a 16 x 16 matrix of pairs, transposed in registers (32-bit, 64-bit and two
 /// 128-bit interleaving steps) so that each pair's 16 columns go out as one 64-byte store.
-/// Values past the last whole block go through the twin's steps.
+/// Values past the last whole block go through the twin.
 ///
 /// # Safety
 /// AVX512-BF16 is present, and the sizes pass `check_k2n16`.
@@ -214,13 +214,9 @@ unsafe fn to_bf16_k2n16_avx512(src: &[f32], stride: usize, len: usize, rows: usi
             }
         }
     }
-    let tail = &mut panel[blocks * 16 * 2 * NR..];
-    tail.fill(0);
-    for c in 0..rows {
-        for k in blocks * 32..len {
-            tail[k2n16_index(k - blocks * 32, c, tail.len())] = bf16_from_f32(src[c * stride + k]);
-        }
-    }
+    // The pairs past the last whole block are a k2n16 panel of their own.
+    let rest = if rows == 0 { &[][..] } else { &src[32 * blocks..] };
+    to_bf16_k2n16_scalar(rest, stride, len - 32 * blocks, rows, &mut panel[blocks * 16 * 2 * NR..]);
 }
 
 #[cfg(test)]
