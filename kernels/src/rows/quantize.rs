@@ -576,7 +576,10 @@ mod x86 {
         }
     }
 
-    /// Two ymm for the range, 16 values per conversion.
+    /// Two ymm pairs for the range, 16 values per conversion: as [`quantize_row_avx512`], `q`
+    /// is the low byte of `(x - offset) * inv` fused onto 1.5 * 2^23. AVX2 has no truncating
+    /// narrow, so `vpshufb` gathers each lane's low bytes and `vpermd` puts the 16 in order. A
+    /// row with a NaN goes to the twin.
     pub fn quantize_row_avx2(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
         assert!(dst.len() >= src.len(), "quantize_row: destination too short");
         assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
@@ -592,14 +595,20 @@ mod x86 {
         // SAFETY (every load and store below): each index i + 16 <= whole <= len <= dst.len().
         unsafe {
             let (mut lo, mut hi) = ([_mm256_set1_ps(f32::INFINITY); 2], [_mm256_set1_ps(f32::NEG_INFINITY); 2]);
+            let mut unordered = _mm256_setzero_ps();
             for i in (0..whole).step_by(16) {
+                let v = [_mm256_loadu_ps(sp.add(i)), _mm256_loadu_ps(sp.add(i + 8))];
                 for j in 0..2 {
-                    let v = _mm256_loadu_ps(sp.add(i + 8 * j));
                     // The value first: x86's min and max return their second operand when
-                    // either is a NaN, so a NaN is skipped, as the twin's `f32::min` skips it.
-                    lo[j] = _mm256_min_ps(v, lo[j]);
-                    hi[j] = _mm256_max_ps(v, hi[j]);
+                    // either is a NaN, so a NaN is skipped, as the twin's `f32::min` skips it
+                    // (and the row then goes to the twin).
+                    lo[j] = _mm256_min_ps(v[j], lo[j]);
+                    hi[j] = _mm256_max_ps(v[j], hi[j]);
                 }
+                unordered = _mm256_or_ps(unordered, _mm256_cmp_ps::<_CMP_UNORD_Q>(v[0], v[1]));
+            }
+            if _mm256_movemask_ps(unordered) != 0 {
+                return quantize_row_scalar(src, dst, biased);
             }
             let (mut ll, mut hh) = ([0f32; 8], [0f32; 8]);
             _mm256_storeu_ps(ll.as_mut_ptr(), _mm256_min_ps(lo[0], lo[1]));
@@ -611,18 +620,21 @@ mod x86 {
             let (vi, vo) = (_mm256_set1_ps(inv), _mm256_set1_ps(offset));
             let magic = _mm256_set1_ps(ROUND_MAGIC);
             let vflip = _mm_set1_epi8(flip);
+            // Each 128-bit lane's four low bytes into its first word (for the first eight
+            // values) or its second (the next eight); -1 zeroes a byte.
+            const Z: i8 = -1;
+            let m0 = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 4, 8, 12, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z));
+            let m1 = _mm256_broadcastsi128_si256(_mm_setr_epi8(Z, Z, Z, Z, 0, 4, 8, 12, Z, Z, Z, Z, Z, Z, Z, Z));
+            // Words: lane 0 holds values 0-3 and 8-11, lane 1 values 4-7 and 12-15.
+            let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
             for i in (0..whole).step_by(16) {
-                let q = |j: usize| {
-                    let t = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(sp.add(i + 8 * j)), vo), vi, magic);
-                    // Rounded to an integer by the add, within [-127, 127] for every value
-                    // but a NaN, which the mask makes 0 as the twin's cast does.
-                    let t = _mm256_sub_ps(t, magic);
-                    _mm256_cvtps_epi32(_mm256_and_ps(t, _mm256_cmp_ps::<_CMP_ORD_Q>(t, t)))
+                let t = |j: usize| {
+                    let x = _mm256_loadu_ps(sp.add(i + 8 * j));
+                    _mm256_castps_si256(_mm256_fmadd_ps(_mm256_sub_ps(x, vo), vi, magic))
                 };
-                // packs interleaves 128-bit lanes: [a0..3 b0..3 | a4..7 b4..7] as int16.
-                let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(q(0), q(1)));
-                let b = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256::<1>(w));
-                _mm_storeu_si128(dp.add(i) as *mut __m128i, _mm_xor_si128(b, vflip));
+                let bytes = _mm256_or_si256(_mm256_shuffle_epi8(t(0), m0), _mm256_shuffle_epi8(t(1), m1));
+                let q = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(bytes, order));
+                _mm_storeu_si128(dp.add(i) as *mut __m128i, _mm_xor_si128(q, vflip));
             }
             quantize_tail(src, dst, offset, inv, flip, whole);
             fill_from(dst, len, flip);
