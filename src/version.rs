@@ -76,8 +76,18 @@ pub fn describe(program: &str) -> String {
         cpu_model().unwrap_or_else(|| "unknown".into()),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         cpu_features().join(" "),
-        best_kernels().join(", ")
+        best_kernels().join(", ") + &cap_note()
     )
+}
+
+/// What `EDGEVIT_ISA` does to the kernels above: nothing (empty), a cap, or why it is refused.
+fn cap_note() -> String {
+    use edgevit_kernels::cpu::{cap, cap_name, Tier, VARIABLE};
+    match cap() {
+        Ok(Tier::Extended) => String::new(),
+        Ok(t) => format!(" (capped by {VARIABLE}={})", cap_name(t)),
+        Err(e) => format!(" ({e}; models will not open)"),
+    }
 }
 
 /// Today's date in UTC, `YYYY-MM-DD` (the civil calendar from days since 1970, as in Howard

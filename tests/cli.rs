@@ -438,3 +438,62 @@ fn every_subcommand_help_shows_examples() {
         );
     }
 }
+
+/// `EDGEVIT_ISA` caps the kernels a model uses (`edgevit_kernels::cpu`): under each cap of this
+/// build `info` names that tier's kernels, and the real ViT-Tiny int8 gives the same top class
+/// on a reference input. Below the native tier every kernel matches its scalar twin bit for
+/// bit, and attention runs the same arithmetic (int8 or f32 scores, f32 values), so the scalar
+/// cap and the `avx2` / `neon` cap print the same logits. A value the build does not know is
+/// refused with the ones it does.
+#[test]
+fn an_isa_cap_runs_that_tiers_kernels_with_the_same_answer() {
+    use edgevit_kernels::cpu::{parse, Tier, CAPS};
+    use edgevit_kernels::rows::RowIsa;
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_int8().to_str().unwrap().to_string();
+    let entries = reference_entries();
+    let (name, pixels, want) = &entries[3];
+    let input = dir.path().join("input.npy");
+    std::fs::write(&input, npy_f32_bytes(&[3, 224, 224], pixels)).unwrap();
+    let run = |cap: &str, args: &[&str]| {
+        let out = common::exec::run_with_env(env!("CARGO_BIN_EXE_edgevit"), args, &[("EDGEVIT_ISA", cap)]);
+        assert!(out.status.success(), "EDGEVIT_ISA={cap}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let mut base_logits: Vec<(Tier, Vec<f64>)> = Vec::new();
+    for &(cap, tier) in CAPS {
+        assert_eq!(parse(cap), Ok(tier));
+        let info = run(cap, &["info", "-m", &model]);
+        let kernels = info.lines().find(|l| l.starts_with("kernels:")).expect("info names its kernels");
+        let want_rows = match tier {
+            Tier::Scalar => Some("layernorm_scalar"),
+            Tier::Base if RowIsa::Neon.supported() => Some("layernorm_neon"),
+            Tier::Base if RowIsa::Avx2.supported() => Some("layernorm_avx2"),
+            _ => None,
+        };
+        if let Some(rows) = want_rows {
+            assert!(kernels.contains(rows), "EDGEVIT_ISA={cap}: {kernels}");
+        }
+        if tier == Tier::Scalar {
+            assert!(kernels.contains("i8_gemm_4x16c4_scalar") && !kernels.contains("avx") && !kernels.contains("neon"));
+        }
+        let line = run(cap, &["classify", "-m", &model, "--json", "--logits", input.to_str().unwrap()]);
+        let json: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+        let logits: Vec<f64> = json["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let as_f32: Vec<f32> = logits.iter().map(|&v| v as f32).collect();
+        assert_eq!(argmax(&as_f32), argmax(want), "EDGEVIT_ISA={cap}, {name}");
+        if tier < Tier::Extended {
+            base_logits.push((tier, logits));
+        }
+    }
+    let (first, rest) = base_logits.split_first().unwrap();
+    for (tier, logits) in rest {
+        assert_eq!(logits, &first.1, "{tier:?} and {:?} caps differ", first.0);
+    }
+    let out = common::exec::run_with_env(
+        env!("CARGO_BIN_EXE_edgevit"),
+        &["classify", "-m", &model, input.to_str().unwrap()],
+        &[("EDGEVIT_ISA", "sse9")],
+    );
+    assert_clean_failure(&out, "EDGEVIT_ISA=sse9 is not an instruction-set cap of this build: use one of scalar");
+}

@@ -25,7 +25,7 @@
 /// Declares a family of microkernels: an enum whose variants each name the module (file) that
 /// implements them, so the name a kernel reports is where its code is. Each module exports
 /// `run` with the family's signature; a variant whose `cfg` is off for this target, or whose
-/// CPU test fails, is not available.
+/// CPU test fails, is not available; its `tier` is what an `EDGEVIT_ISA` cap compares.
 macro_rules! kernel_family {
     (
         $(#[$meta:meta])*
@@ -33,7 +33,7 @@ macro_rules! kernel_family {
             $(
                 $(#[$vmeta:meta])*
                 $variant:ident = $module:ident { mr: $mr:expr, nr: $nr:expr }
-                    where cfg($cfg:meta), cpu($cpu:expr)
+                    where cfg($cfg:meta), cpu($cpu:expr), tier($tier:ident)
             ),* $(,)?
         }
     ) => {
@@ -82,6 +82,19 @@ macro_rules! kernel_family {
                 Self::ALL.iter().copied().filter(|k| k.supported()).collect()
             }
 
+            /// How far up the instruction sets the variant reaches.
+            pub fn tier(self) -> $crate::cpu::Tier {
+                match self {
+                    $( $family::$variant => $crate::cpu::Tier::$tier, )*
+                }
+            }
+
+            /// The variants this CPU can run and the `EDGEVIT_ISA` cap allows ([`crate::cpu`]),
+            /// in table order: what a model chooses from.
+            pub fn allowed() -> Vec<$family> {
+                Self::available().into_iter().filter(|k| $crate::cpu::allows(k.tier())).collect()
+            }
+
             /// The variant's entry point, if this build has it.
             fn ukernel(self) -> Option<$ukernel> {
                 match self {
@@ -101,6 +114,7 @@ macro_rules! kernel_family {
 
 pub mod attention;
 pub mod buffer;
+pub mod cpu;
 pub mod gemm;
 pub mod resample;
 pub mod rows;

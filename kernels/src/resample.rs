@@ -99,13 +99,14 @@ pub const SLACK: usize = 5;
 pub fn resample_rgb_row(line: &[u8], taps: &Taps, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") {
+        if is_x86_feature_detected!("avx2") && crate::cpu::allows(crate::cpu::Tier::Base) {
             return resample_rgb_row_avx2(line, taps, out);
         }
     }
     #[cfg(target_arch = "aarch64")]
-    return resample_rgb_row_neon(line, taps, out);
-    #[allow(unreachable_code)]
+    if crate::cpu::allows(crate::cpu::Tier::Base) {
+        return resample_rgb_row_neon(line, taps, out);
+    }
     resample_rgb_row_scalar(line, taps, out)
 }
 
@@ -114,7 +115,7 @@ pub fn resample_rgb_row(line: &[u8], taps: &Taps, out: &mut [u8]) {
 pub fn resample_rgb_row_pair(lines: [&[u8]; 2], taps: &Taps, out: [&mut [u8]; 2]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") {
+        if is_x86_feature_detected!("avx2") && crate::cpu::allows(crate::cpu::Tier::Base) {
             return resample_rgb_row_pair_avx2(lines, taps, out);
         }
     }
@@ -164,13 +165,14 @@ pub fn resample_rgb_row_scalar(line: &[u8], taps: &Taps, out: &mut [u8]) {
 pub fn resample_rows(src: &[u8], stride: usize, taps: &[i32], out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") {
+        if is_x86_feature_detected!("avx2") && crate::cpu::allows(crate::cpu::Tier::Base) {
             return resample_rows_avx2(src, stride, taps, out);
         }
     }
     #[cfg(target_arch = "aarch64")]
-    return resample_rows_neon(src, stride, taps, out);
-    #[allow(unreachable_code)]
+    if crate::cpu::allows(crate::cpu::Tier::Base) {
+        return resample_rows_neon(src, stride, taps, out);
+    }
     resample_rows_scalar(src, stride, taps, out)
 }
 

@@ -98,13 +98,14 @@ impl Chroma<'_> {
 pub fn yuv420_rgb_row(luma: &[u8], chroma: Chroma, c: &YuvCoeffs, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") {
+        if is_x86_feature_detected!("avx2") && crate::cpu::allows(crate::cpu::Tier::Base) {
             return yuv420_rgb_row_avx2(luma, chroma, c, out);
         }
     }
     #[cfg(target_arch = "aarch64")]
-    return yuv420_rgb_row_neon(luma, chroma, c, out);
-    #[allow(unreachable_code)]
+    if crate::cpu::allows(crate::cpu::Tier::Base) {
+        return yuv420_rgb_row_neon(luma, chroma, c, out);
+    }
     yuv420_rgb_row_scalar(luma, chroma, c, out)
 }
 

@@ -59,8 +59,11 @@ impl Model {
         Self::from_file(EvitFile::read(path.as_ref())?)
     }
 
-    /// A model from an already opened file (mapped, read, or built in memory).
+    /// A model from an already opened file (mapped, read, or built in memory). Fails if the
+    /// `EDGEVIT_ISA` environment variable holds no cap this build knows
+    /// ([`edgevit_kernels::cpu`]).
     pub fn from_file(file: EvitFile) -> Result<Self> {
+        edgevit_kernels::cpu::cap().map_err(Error::Unsupported)?;
         let weights = resolve(&file).map_err(|m| Error::format(file.path(), m))?;
         Ok(Model {
             file,

@@ -103,6 +103,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let cli: Cli = edgevit::args::parse("edgevit-tools", &args);
+    // Quantization runs kernels too: a cap that does not parse is refused here as well.
+    if let Err(e) = edgevit_kernels::cpu::cap() {
+        eprintln!("edgevit-tools: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Quantize(q) => quantize(q),
         Command::Compare(c) => compare(c),

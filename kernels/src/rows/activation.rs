@@ -58,16 +58,17 @@ impl Activation {
 pub fn gelu_slice(xs: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if super::RowIsa::Avx512.allowed() {
             return gelu_avx512(xs);
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if super::RowIsa::Avx2.allowed() {
             return gelu_avx2(xs);
         }
     }
     #[cfg(target_arch = "aarch64")]
-    return gelu_neon(xs);
-    #[allow(unreachable_code)]
+    if super::RowIsa::Neon.allowed() {
+        return gelu_neon(xs);
+    }
     gelu_scalar(xs)
 }
 

@@ -14,8 +14,9 @@ use crate::gemm::pack::NR;
 pub fn to_halves(src: &[f32], dst: &mut [u16]) {
     assert_eq!(src.len(), dst.len(), "to_halves: lengths differ");
     #[cfg(target_arch = "aarch64")]
-    return to_halves_neon(src, dst);
-    #[allow(unreachable_code)]
+    if super::RowIsa::Neon.allowed() {
+        return to_halves_neon(src, dst);
+    }
     to_halves_scalar(src, dst)
 }
 
@@ -75,7 +76,7 @@ pub fn to_halves_neon(src: &[f32], dst: &mut [u16]) {
 pub fn to_bf16(src: &[f32], dst: &mut [u16]) {
     assert_eq!(src.len(), dst.len(), "to_bf16: lengths differ");
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+    if super::RowIsa::Avx512.allowed() && is_x86_feature_detected!("avx512bf16") {
         // SAFETY: AVX512-BF16 is present (checked just above).
         return unsafe { to_bf16_avx512(src, dst) };
     }
@@ -132,7 +133,7 @@ unsafe fn to_bf16_avx512(src: &[f32], dst: &mut [u16]) {
 pub fn to_bf16_k2n16(src: &[f32], stride: usize, len: usize, rows: usize, panel: &mut [u16]) {
     check_k2n16(src, stride, len, rows, panel);
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16") {
+    if super::RowIsa::Avx512.allowed() && is_x86_feature_detected!("avx512bf16") {
         // SAFETY: AVX512-BF16 is present (checked just above); the sizes were checked.
         return unsafe { to_bf16_k2n16_avx512(src, stride, len, rows, panel) };
     }

@@ -24,16 +24,17 @@ pub fn layernorm_row(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps:
     check(x, y, gamma, beta);
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if super::RowIsa::Avx512.allowed() {
             return layernorm_avx512(x, y, gamma, beta, eps);
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if super::RowIsa::Avx2.allowed() {
             return layernorm_avx2(x, y, gamma, beta, eps);
         }
     }
     #[cfg(target_arch = "aarch64")]
-    return layernorm_neon(x, y, gamma, beta, eps);
-    #[allow(unreachable_code)]
+    if super::RowIsa::Neon.allowed() {
+        return layernorm_neon(x, y, gamma, beta, eps);
+    }
     layernorm_scalar(x, y, gamma, beta, eps)
 }
 

@@ -44,21 +44,26 @@ pub enum RowIsa {
 }
 
 impl RowIsa {
-    /// The best instruction set this CPU has for the row kernels.
+    /// The best instruction set this CPU has for the row kernels, within the `EDGEVIT_ISA`
+    /// cap ([`crate::cpu`]).
     pub fn best() -> RowIsa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return RowIsa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return RowIsa::Avx2;
-            }
+        [RowIsa::Avx512, RowIsa::Avx2, RowIsa::Neon].into_iter().find(|i| i.allowed()).unwrap_or(RowIsa::Scalar)
+    }
+
+    /// Whether this CPU has the instruction set and the `EDGEVIT_ISA` cap allows it: what the
+    /// row kernels' dispatch asks.
+    #[inline]
+    pub fn allowed(self) -> bool {
+        self.supported() && crate::cpu::allows(self.tier())
+    }
+
+    /// How far up the instruction sets it reaches.
+    pub fn tier(self) -> crate::cpu::Tier {
+        match self {
+            RowIsa::Scalar => crate::cpu::Tier::Scalar,
+            RowIsa::Avx2 | RowIsa::Neon => crate::cpu::Tier::Base,
+            RowIsa::Avx512 => crate::cpu::Tier::Extended,
         }
-        #[cfg(target_arch = "aarch64")]
-        return RowIsa::Neon;
-        #[allow(unreachable_code)]
-        RowIsa::Scalar
     }
 
     /// Every instruction set this CPU can run the row kernels on, scalar first.

@@ -24,16 +24,17 @@ pub fn quantize_row(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
     assert!(dst.len() >= src.len(), "quantize_row: destination too short");
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+        if super::RowIsa::Avx512.allowed() && is_x86_feature_detected!("avx512bw") {
             return quantize_row_avx512(src, dst, biased);
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if super::RowIsa::Avx2.allowed() {
             return quantize_row_avx2(src, dst, biased);
         }
     }
     #[cfg(target_arch = "aarch64")]
-    return quantize_row_neon(src, dst, biased);
-    #[allow(unreachable_code)]
+    if super::RowIsa::Neon.allowed() {
+        return quantize_row_neon(src, dst, biased);
+    }
     quantize_row_scalar(src, dst, biased)
 }
 
@@ -43,8 +44,9 @@ pub fn quantize_row(src: &[f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
 /// flight, where inside a GEMM epilogue they would compete with the accumulators.
 pub fn gelu_quantize_row(src: &mut [f32], dst: &mut [i8], biased: bool) -> (f32, f32) {
     #[cfg(target_arch = "aarch64")]
-    return gelu_quantize_row_neon(src, dst, biased);
-    #[allow(unreachable_code)]
+    if super::RowIsa::Neon.allowed() {
+        return gelu_quantize_row_neon(src, dst, biased);
+    }
     {
         super::activation::gelu_slice(src);
         quantize_row(src, dst, biased)
@@ -64,8 +66,9 @@ pub fn gelu_quantize_row_scalar(src: &mut [f32], dst: &mut [i8], biased: bool) -
 pub fn quantize_symmetric_row(src: &[f32], dst: &mut [i8]) -> (f32, i32) {
     assert!(dst.len() >= src.len(), "quantize_symmetric_row: destination too short");
     #[cfg(target_arch = "aarch64")]
-    return quantize_symmetric_row_neon(src, dst);
-    #[allow(unreachable_code)]
+    if super::RowIsa::Neon.allowed() {
+        return quantize_symmetric_row_neon(src, dst);
+    }
     quantize_symmetric_row_scalar(src, dst)
 }
 
@@ -100,8 +103,9 @@ pub fn quantize_symmetric_rows(
 ) {
     check_rows(src.len(), src_stride, len, dst.len(), dst_stride, scales.len(), sums.len());
     #[cfg(target_arch = "aarch64")]
-    return quantize_symmetric_rows_neon(src, src_stride, len, dst, dst_stride, scales, sums);
-    #[allow(unreachable_code)]
+    if super::RowIsa::Neon.allowed() {
+        return quantize_symmetric_rows_neon(src, src_stride, len, dst, dst_stride, scales, sums);
+    }
     quantize_symmetric_rows_scalar(src, src_stride, len, dst, dst_stride, scales, sums)
 }
 

@@ -24,16 +24,17 @@ pub fn scaled_softmax(row: &mut [f32], scale: f32) {
 pub fn softmax_exp(row: &mut [f32], scale: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if super::RowIsa::Avx512.allowed() {
             return softmax_avx512(row, scale);
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if super::RowIsa::Avx2.allowed() {
             return softmax_avx2(row, scale);
         }
     }
     #[cfg(target_arch = "aarch64")]
-    return softmax_neon(row, scale);
-    #[allow(unreachable_code)]
+    if super::RowIsa::Neon.allowed() {
+        return softmax_neon(row, scale);
+    }
     softmax_exp_scalar(row, scale)
 }
 
@@ -59,8 +60,9 @@ pub fn softmax_exp_rows(block: &mut [f32], stride: usize, len: usize, scale: f32
     assert!(stride >= slot, "softmax_exp_rows: stride {stride} < {slot}");
     assert!(rows == 0 || block.len() >= (rows - 1) * stride + slot, "softmax_exp_rows: block too short");
     #[cfg(target_arch = "aarch64")]
-    return softmax_rows_neon(block, stride, len, scale, inv);
-    #[allow(unreachable_code)]
+    if super::RowIsa::Neon.allowed() {
+        return softmax_rows_neon(block, stride, len, scale, inv);
+    }
     for (r, f) in inv.iter_mut().enumerate() {
         *f = softmax_exp(&mut block[r * stride..][..len], scale);
     }

@@ -26,18 +26,18 @@ kernel_family! {
     /// The bf16 microkernels, named `bf16_gemm_{MR}x{NR}c2_{isa}`.
     pub enum Bf16Kernel: Ukernel {
         /// Portable Rust: the twin every SIMD kernel is tested against.
-        Scalar = bf16_gemm_4x16c2_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true),
+        Scalar = bf16_gemm_4x16c2_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true), tier(Scalar),
         /// x86_64 AVX512-BF16: 16 zmm accumulators, 16 `vdpbf16ps` per 10 loads.
         Avx512Bf16 = bf16_gemm_8x32c2_avx512bf16 { mr: 8, nr: 32 }
             where cfg(target_arch = "x86_64"),
-            cpu(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")),
+            cpu(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")), tier(Extended),
     }
 }
 
 impl Bf16Kernel {
-    /// The fastest variant this CPU can run.
+    /// The fastest variant this CPU can run within the `EDGEVIT_ISA` cap ([`crate::cpu`]).
     pub fn best() -> Bf16Kernel {
-        *Self::available().last().expect("the scalar kernel always runs")
+        *Self::allowed().last().expect("the scalar kernel always runs")
     }
 
     /// Computes one block: `out.rows x out.cols` of `a * b` (layout as [`Ukernel`]), stored

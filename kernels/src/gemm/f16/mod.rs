@@ -29,35 +29,36 @@ kernel_family! {
     /// The f16-weight microkernels, named `f16_gemm_{MR}x{NR}_{isa}`.
     pub enum F16Kernel: Ukernel {
         /// Portable Rust, f32 accumulation: the twin of the widening kernels.
-        Scalar = f16_gemm_4x16_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true),
+        Scalar = f16_gemm_4x16_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true), tier(Scalar),
         /// Portable Rust, half-precision arithmetic emulated exactly: the twin of
         /// [`F16Kernel::NeonFp16`]. Slow; it exists to test that kernel and to measure its
         /// error on any machine.
-        Fp16Scalar = f16_gemm_4x16_fp16_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true),
+        Fp16Scalar = f16_gemm_4x16_fp16_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true), tier(Scalar),
         /// x86_64 F16C + FMA: `vcvtph2ps` to two ymm per k.
         Avx2F16c = f16_gemm_6x16_avx2_f16c { mr: 6, nr: 16 }
             where cfg(target_arch = "x86_64"),
             cpu(is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c")),
+                && is_x86_feature_detected!("f16c")), tier(Base),
         /// x86_64 AVX-512F: `vcvtph2ps` to one zmm per panel and k, two panels per call.
         Avx512 = f16_gemm_8x32_avx512 { mr: 8, nr: 32 }
-            where cfg(target_arch = "x86_64"), cpu(is_x86_feature_detected!("avx512f")),
+            where cfg(target_arch = "x86_64"), cpu(is_x86_feature_detected!("avx512f")), tier(Extended),
         /// aarch64 NEON (Cortex-A72 and later): `fcvtl`/`fcvtl2` widening, f32 `fmla` by element.
-        Neon = f16_gemm_4x16_neon_fcvtl { mr: 4, nr: 16 } where cfg(target_arch = "aarch64"), cpu(true),
+        Neon = f16_gemm_4x16_neon_fcvtl { mr: 4, nr: 16 } where cfg(target_arch = "aarch64"), cpu(true), tier(Base),
         /// aarch64 FP16 arithmetic (Cortex-A76 and later): activations rounded to half,
         /// half-precision `fmla` (8 lanes) in chains of [`FP16_BLOCK`] steps of k, each chain
         /// widened and added in f32. A tile whose half arithmetic overflows is computed again
         /// with f32 accumulation, so large activations cost speed, not correctness.
         NeonFp16 = f16_gemm_4x16_neon_fp16 { mr: 4, nr: 16 }
-            where cfg(target_arch = "aarch64"), cpu(std::arch::is_aarch64_feature_detected!("fp16")),
+            where cfg(target_arch = "aarch64"), cpu(std::arch::is_aarch64_feature_detected!("fp16")), tier(Extended),
     }
 }
 
 impl F16Kernel {
-    /// The fastest kernel this CPU can run: half-precision arithmetic where the CPU has it.
+    /// The fastest kernel this CPU can run within the `EDGEVIT_ISA` cap ([`crate::cpu`]):
+    /// half-precision arithmetic where the CPU has it.
     pub fn best() -> F16Kernel {
-        let v = Self::available();
+        let v = Self::allowed();
         if v.contains(&F16Kernel::NeonFp16) {
             return F16Kernel::NeonFp16;
         }

@@ -32,16 +32,16 @@ kernel_family! {
     /// The f32 microkernels, named `f32_gemm_{MR}x{NR}_{isa}`.
     pub enum F32Kernel: Ukernel {
         /// Portable Rust: the twin every SIMD kernel is tested against.
-        Scalar = f32_gemm_4x16_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true),
+        Scalar = f32_gemm_4x16_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true), tier(Scalar),
         /// x86_64 AVX2 + FMA: 12 ymm accumulators.
         Avx2 = f32_gemm_6x16_avx2 { mr: 6, nr: 16 }
             where cfg(target_arch = "x86_64"),
-            cpu(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")),
+            cpu(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")), tier(Base),
         /// x86_64 AVX-512F: 16 zmm accumulators, 16 FMAs per 10 loads (8 x 16 at a ragged edge).
         Avx512 = f32_gemm_8x32_avx512 { mr: 8, nr: 32 }
-            where cfg(target_arch = "x86_64"), cpu(is_x86_feature_detected!("avx512f")),
+            where cfg(target_arch = "x86_64"), cpu(is_x86_feature_detected!("avx512f")), tier(Extended),
         /// aarch64 NEON: 16 q accumulators, `fmla` by element.
-        Neon = f32_gemm_4x16_neon { mr: 4, nr: 16 } where cfg(target_arch = "aarch64"), cpu(true),
+        Neon = f32_gemm_4x16_neon { mr: 4, nr: 16 } where cfg(target_arch = "aarch64"), cpu(true), tier(Base),
     }
 }
 
@@ -56,9 +56,9 @@ pub(crate) use f32_gemm_6x16_avx2::body as avx2_body;
 pub(crate) use f32_gemm_8x32_avx512::body as avx512_body;
 
 impl F32Kernel {
-    /// The fastest variant this CPU can run.
+    /// The fastest variant this CPU can run within the `EDGEVIT_ISA` cap ([`crate::cpu`]).
     pub fn best() -> F32Kernel {
-        *Self::available().last().expect("the scalar kernel always runs")
+        *Self::allowed().last().expect("the scalar kernel always runs")
     }
 
     /// Computes one block: `out.rows x out.cols` of `a * b` (layout as [`Ukernel`]) plus the

@@ -29,37 +29,37 @@ kernel_family! {
     /// The int8 microkernels, named `i8_gemm_{MR}x{NR}c{K per step}_{isa}`.
     pub enum I8Kernel: Ukernel {
         /// Portable Rust: the twin every SIMD kernel is tested against.
-        Scalar = i8_gemm_4x16c4_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true),
+        Scalar = i8_gemm_4x16c4_scalar { mr: 4, nr: 16 } where cfg(all()), cpu(true), tier(Scalar),
         /// x86_64 AVX2: `vpsignb`/`vpmaddubsw`/`vpmaddwd`.
         Avx2 = i8_gemm_4x16c4_avx2 { mr: 4, nr: 16 }
-            where cfg(target_arch = "x86_64"), cpu(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")),
+            where cfg(target_arch = "x86_64"), cpu(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")), tier(Base),
         /// x86_64 AVX-VNNI: 256-bit `vpdpbusd` on activations stored as `q + 128`.
         AvxVnni = i8_gemm_4x16c4_avxvnni { mr: 4, nr: 16 }
             where cfg(target_arch = "x86_64"),
             cpu(is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("avxvnni")),
+                && is_x86_feature_detected!("avxvnni")), tier(Base),
         /// x86_64 AVX-512 VNNI: 512-bit `vpdpbusd`, two panels per call.
         Avx512Vnni = i8_gemm_8x32c4_avx512vnni { mr: 8, nr: 32 }
             where cfg(target_arch = "x86_64"),
             cpu(is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vnni")),
+                && is_x86_feature_detected!("avx512vnni")), tier(Extended),
         /// aarch64 baseline NEON (Cortex-A72): `smull`/`smlal`/`sadalp`.
-        Neon = i8_gemm_2x16c4_neon { mr: 2, nr: 16 } where cfg(target_arch = "aarch64"), cpu(true),
+        Neon = i8_gemm_2x16c4_neon { mr: 2, nr: 16 } where cfg(target_arch = "aarch64"), cpu(true), tier(Base),
         /// aarch64 dot product (Cortex-A76): `sdot`.
         NeonDot = i8_gemm_4x16c4_neondot { mr: 4, nr: 16 }
-            where cfg(target_arch = "aarch64"), cpu(std::arch::is_aarch64_feature_detected!("dotprod")),
+            where cfg(target_arch = "aarch64"), cpu(std::arch::is_aarch64_feature_detected!("dotprod")), tier(Extended),
         /// aarch64 int8 matrix multiply (Armv8.6 i8mm): `smmla` on 2 x 8 blocks.
         NeonI8mm = i8_gemm_4x16c8_neoni8mm { mr: 4, nr: 16 }
-            where cfg(target_arch = "aarch64"), cpu(std::arch::is_aarch64_feature_detected!("i8mm")),
+            where cfg(target_arch = "aarch64"), cpu(std::arch::is_aarch64_feature_detected!("i8mm")), tier(Extended),
     }
 }
 
 impl I8Kernel {
-    /// The fastest kernel this CPU can run.
+    /// The fastest kernel this CPU can run within the `EDGEVIT_ISA` cap ([`crate::cpu`]).
     pub fn best() -> I8Kernel {
-        *Self::available().last().expect("the scalar kernel always runs")
+        *Self::allowed().last().expect("the scalar kernel always runs")
     }
 
     /// Computes one block: `out.rows` rows of `a` (`stride` bytes each) times `panels`
