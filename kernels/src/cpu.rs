@@ -50,13 +50,16 @@ pub fn parse(value: &str) -> Result<Tier, String> {
 
 /// The cap in force, read from the environment once per process.
 pub fn cap() -> Result<Tier, String> {
+    read_cap().clone()
+}
+
+fn read_cap() -> &'static Result<Tier, String> {
     static CAP: OnceLock<Result<Tier, String>> = OnceLock::new();
     CAP.get_or_init(|| match std::env::var(VARIABLE) {
         Ok(v) => parse(&v),
         Err(std::env::VarError::NotPresent) => Ok(Tier::Extended),
         Err(std::env::VarError::NotUnicode(v)) => Err(format!("{VARIABLE}={v:?} is not valid text")),
     })
-    .clone()
 }
 
 /// The name of a tier's cap on this architecture (`native` for no cap).
@@ -68,7 +71,7 @@ pub fn cap_name(tier: Tier) -> &'static str {
 /// caps nothing here; opening a model reports it (`edgevit` then stops with its message).
 #[inline]
 pub fn allows(tier: Tier) -> bool {
-    cap().map_or(true, |c| tier <= c)
+    read_cap().as_ref().map_or(true, |&c| tier <= c)
 }
 
 #[cfg(test)]
