@@ -8,6 +8,7 @@
 //! and attention arithmetic run: bf16 scores (AVX512-BF16) become f32, half-precision
 //! arithmetic (FP16) becomes f32 accumulation. Tests still run every kernel the CPU has.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// The environment variable that caps the instruction sets.
@@ -48,9 +49,14 @@ pub fn parse(value: &str) -> Result<Tier, String> {
     })
 }
 
-/// The cap in force, read from the environment once per process.
+/// The cap in force, read from the environment once per process. Reading it also puts it in
+/// force for [`allows`]: opening a model does, and so does choosing a kernel (each family's
+/// `best()`, [`crate::rows::RowIsa::best`]).
 pub fn cap() -> Result<Tier, String> {
-    read_cap().clone()
+    let cap = read_cap();
+    let top = cap.as_ref().map_or(Tier::Extended, |&c| c) as u8;
+    ALLOWED.store(top + 1, Ordering::Relaxed);
+    cap.clone()
 }
 
 fn read_cap() -> &'static Result<Tier, String> {
@@ -67,12 +73,19 @@ pub fn cap_name(tier: Tier) -> &'static str {
     CAPS.iter().find(|&&(_, t)| t == tier).map_or("native", |(n, _)| n)
 }
 
-/// Whether the cap lets a kernel of `tier` run. A value of [`VARIABLE`] that does not parse
-/// caps nothing here; opening a model reports it (`edgevit` then stops with its message).
+/// Whether the cap in force lets a kernel of `tier` run: any, before [`cap`] has been read
+/// (a value of [`VARIABLE`] that does not parse caps nothing either; opening a model reports
+/// it, and `edgevit` stops with its message). The row kernels ask on every call, tens of
+/// thousands a ViT-Ti inference, so this is one load and a compare, inlined, with no call that
+/// would make its callers save registers.
 #[inline]
 pub fn allows(tier: Tier) -> bool {
-    read_cap().as_ref().map_or(true, |&c| tier <= c)
+    // 0 (not read yet) wraps to 255: no cap.
+    tier as u8 <= ALLOWED.load(Ordering::Relaxed).wrapping_sub(1)
 }
+
+/// The highest tier allowed as `Tier as u8 + 1`; 0 until [`cap`] has been read.
+static ALLOWED: AtomicU8 = AtomicU8::new(0);
 
 #[cfg(test)]
 mod tests {

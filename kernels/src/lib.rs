@@ -92,7 +92,8 @@ macro_rules! kernel_family {
             /// The variants this CPU can run and the `EDGEVIT_ISA` cap allows ([`crate::cpu`]),
             /// in table order: what a model chooses from.
             pub fn allowed() -> Vec<$family> {
-                Self::available().into_iter().filter(|k| $crate::cpu::allows(k.tier())).collect()
+                let cap = $crate::cpu::cap().unwrap_or($crate::cpu::Tier::Extended);
+                Self::available().into_iter().filter(|k| k.tier() <= cap).collect()
             }
 
             /// The variant's entry point, if this build has it.

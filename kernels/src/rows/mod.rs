@@ -47,6 +47,8 @@ impl RowIsa {
     /// The best instruction set this CPU has for the row kernels, within the `EDGEVIT_ISA`
     /// cap ([`crate::cpu`]).
     pub fn best() -> RowIsa {
+        // Puts the cap in force for the dispatchers' `allowed()`.
+        let _ = crate::cpu::cap();
         [RowIsa::Avx512, RowIsa::Avx2, RowIsa::Neon].into_iter().find(|i| i.allowed()).unwrap_or(RowIsa::Scalar)
     }
 
