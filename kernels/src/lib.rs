@@ -10,6 +10,7 @@
 //!   products. [`gemm::pack`] holds the weight layouts the tools write.
 //! - [`attention`]: fused multi-head attention on the f32 microkernels.
 //! - [`buffer`]: buffers that start on a cache line, for outputs that threads share.
+//! - [`cpu`]: the `EDGEVIT_ISA` cap on the instruction sets the kernels may use.
 //! - [`rows`]: the row kernels (LayerNorm, softmax, GELU and the other activations, int8
 //!   quantization of activation rows), each in one file with its scalar twin beside the NEON,
 //!   AVX2 and AVX-512 versions.
