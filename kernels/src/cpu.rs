@@ -84,6 +84,14 @@ pub fn allows(tier: Tier) -> bool {
     tier as u8 <= ALLOWED.load(Ordering::Relaxed).wrapping_sub(1)
 }
 
+/// Whether this CPU has AVX2 and the cap allows it: the dispatch of the kernels that need
+/// AVX2 alone (frame preparation, weight quantization).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn avx2_allowed() -> bool {
+    is_x86_feature_detected!("avx2") && allows(Tier::Base)
+}
+
 /// The highest tier allowed as `Tier as u8 + 1`; 0 until [`cap`] has been read.
 static ALLOWED: AtomicU8 = AtomicU8::new(0);
 

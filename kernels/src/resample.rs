@@ -99,7 +99,7 @@ pub const SLACK: usize = 5;
 pub fn resample_rgb_row(line: &[u8], taps: &Taps, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && crate::cpu::allows(crate::cpu::Tier::Base) {
+        if crate::cpu::avx2_allowed() {
             return resample_rgb_row_avx2(line, taps, out);
         }
     }
@@ -115,7 +115,7 @@ pub fn resample_rgb_row(line: &[u8], taps: &Taps, out: &mut [u8]) {
 pub fn resample_rgb_row_pair(lines: [&[u8]; 2], taps: &Taps, out: [&mut [u8]; 2]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && crate::cpu::allows(crate::cpu::Tier::Base) {
+        if crate::cpu::avx2_allowed() {
             return resample_rgb_row_pair_avx2(lines, taps, out);
         }
     }
@@ -165,7 +165,7 @@ pub fn resample_rgb_row_scalar(line: &[u8], taps: &Taps, out: &mut [u8]) {
 pub fn resample_rows(src: &[u8], stride: usize, taps: &[i32], out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && crate::cpu::allows(crate::cpu::Tier::Base) {
+        if crate::cpu::avx2_allowed() {
             return resample_rows_avx2(src, stride, taps, out);
         }
     }

@@ -98,7 +98,7 @@ impl Chroma<'_> {
 pub fn yuv420_rgb_row(luma: &[u8], chroma: Chroma, c: &YuvCoeffs, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && crate::cpu::allows(crate::cpu::Tier::Base) {
+        if crate::cpu::avx2_allowed() {
             return yuv420_rgb_row_avx2(luma, chroma, c, out);
         }
     }

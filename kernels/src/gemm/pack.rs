@@ -71,7 +71,7 @@ pub fn quantize_row(src: &[f32], dst: &mut [i8]) -> f32 {
     }
     let invs = scales.map(|s| 1.0 / s);
     #[cfg(target_arch = "x86_64")]
-    let errors = if is_x86_feature_detected!("avx2") && crate::cpu::allows(crate::cpu::Tier::Base) {
+    let errors = if crate::cpu::avx2_allowed() {
         // SAFETY: the CPU has AVX2 (checked on the line above).
         unsafe { candidate_errors_avx2(src, &scales, &invs) }
     } else {
